@@ -1,1 +1,382 @@
-//! pallet-keys
+//! RSA keys as apk-tools, abuild, melange and apko use them: PKCS#1 PEM private keys
+//! (`BEGIN RSA PRIVATE KEY`), PKIX PEM public keys (`BEGIN PUBLIC KEY`), PKCS#1 v1.5
+//! signatures over SHA-1 (`.SIGN.RSA.`) or SHA-256 (`.SIGN.RSA256.`), and keyring folders
+//! whose *file names* are what signatures refer to.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::{self, UnparsedPublicKey};
+
+mod der;
+
+/// The digest a signature is made over; it is part of the `.SIGN.<TYPE>.` entry name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigAlg {
+    /// `.SIGN.RSA.`: SHA-1, what Alpine's abuild and old Wolfi packages use.
+    RsaSha1,
+    /// `.SIGN.RSA256.`: SHA-256, what melange writes.
+    RsaSha256,
+    /// `.SIGN.RSA512.`: SHA-512, accepted by apk 2.14 and 3.
+    RsaSha512,
+}
+
+impl SigAlg {
+    /// The `<TYPE>` part of `.SIGN.<TYPE>.<keyname>`.
+    pub fn entry_type(self) -> &'static str {
+        match self {
+            SigAlg::RsaSha1 => "RSA",
+            SigAlg::RsaSha256 => "RSA256",
+            SigAlg::RsaSha512 => "RSA512",
+        }
+    }
+
+    /// Split a signature entry name into its algorithm and key name.
+    pub fn parse_entry(name: &str) -> Option<(SigAlg, &str)> {
+        let rest = name.strip_prefix(".SIGN.")?;
+        // The type must be followed by a dot, so RSA does not swallow RSA256.
+        for alg in [SigAlg::RsaSha256, SigAlg::RsaSha512, SigAlg::RsaSha1] {
+            if let Some(key) = rest
+                .strip_prefix(alg.entry_type())
+                .and_then(|r| r.strip_prefix('.'))
+            {
+                return Some((alg, key));
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not an RSA private key in PEM form (expected 'BEGIN RSA PRIVATE KEY' or 'BEGIN PRIVATE KEY'): {reason}"
+    )]
+    BadPrivateKey { path: PathBuf, reason: String },
+    #[error("{path} is not an RSA public key in PEM form (expected 'BEGIN PUBLIC KEY'): {reason}")]
+    BadPublicKey { path: PathBuf, reason: String },
+    #[error("RSA key generation failed")]
+    Generate,
+    #[error("signing failed")]
+    Sign,
+    #[error(
+        "creating SHA-1 signatures is not supported; sign with SHA-256 (apk-tools 2.12 and later read it)"
+    )]
+    Sha1SigningUnsupported,
+}
+
+/// A private signing key and the name signatures made with it carry.
+pub struct SigningKey {
+    pair: KeyPair,
+    /// The key name stored in `.SIGN.RSA256.<name>`: the base name of the private key file
+    /// plus `.pub`, as melange names it, so a keyring holding `NAME.pub` finds it.
+    pub key_name: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("key_name", &self.key_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Load a PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8 (`BEGIN PRIVATE KEY`) PEM file.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let text = fs::read(path).map_err(|source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bad = |reason: String| KeyError::BadPrivateKey {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let block = pem::parse(&text).map_err(|e| bad(e.to_string()))?;
+        let pair = match block.tag() {
+            "RSA PRIVATE KEY" => KeyPair::from_der(block.contents()),
+            "PRIVATE KEY" => KeyPair::from_pkcs8(block.contents()),
+            other => return Err(bad(format!("found a '{other}' block"))),
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(SigningKey {
+            pair,
+            key_name: format!("{base}.pub"),
+        })
+    }
+
+    /// Sign `data` (a control member, or a whole unsigned index) with the given digest.
+    pub fn sign(&self, alg: SigAlg, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let enc: &'static dyn signature::RsaEncoding = match alg {
+            SigAlg::RsaSha256 => &signature::RSA_PKCS1_SHA256,
+            SigAlg::RsaSha512 => &signature::RSA_PKCS1_SHA512,
+            SigAlg::RsaSha1 => return Err(KeyError::Sha1SigningUnsupported),
+        };
+        let mut sig = vec![0u8; self.pair.public_modulus_len()];
+        self.pair
+            .sign(enc, &SystemRandom::new(), data, &mut sig)
+            .map_err(|_| KeyError::Sign)?;
+        Ok(sig)
+    }
+
+    /// The public half, PKIX DER.
+    pub fn public_der(&self) -> Vec<u8> {
+        use aws_lc_rs::signature::KeyPair as _;
+        let der: PublicKeyX509Der<'static> = self
+            .pair
+            .public_key()
+            .as_der()
+            .expect("a loaded RSA key always encodes");
+        der.as_ref().to_vec()
+    }
+}
+
+/// A public key that verifies signatures.
+#[derive(Clone)]
+pub struct PublicKey {
+    spki_der: Vec<u8>,
+}
+
+impl PublicKey {
+    /// Parse PEM text holding a `PUBLIC KEY` (PKIX) or `RSA PUBLIC KEY` (PKCS#1) block.
+    pub fn from_pem(text: &[u8], path: &Path) -> Result<Self, KeyError> {
+        let bad = |reason: String| KeyError::BadPublicKey {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let block = pem::parse(text).map_err(|e| bad(e.to_string()))?;
+        let spki_der = match block.tag() {
+            "PUBLIC KEY" => block.contents().to_vec(),
+            "RSA PUBLIC KEY" => der::pkcs1_public_to_spki(block.contents()),
+            other => return Err(bad(format!("found a '{other}' block"))),
+        };
+        Ok(PublicKey { spki_der })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let text = fs::read(path).map_err(|source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_pem(&text, path)
+    }
+
+    /// Check a PKCS#1 v1.5 signature over `data`.
+    pub fn verify(&self, alg: SigAlg, data: &[u8], sig: &[u8]) -> bool {
+        let params: &'static signature::RsaParameters = match alg {
+            // Alpine's keys are 4096 bits and older ones 2048; 1024 keys still exist in old repos.
+            SigAlg::RsaSha1 => &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            SigAlg::RsaSha256 => &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+            SigAlg::RsaSha512 => &signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+        };
+        UnparsedPublicKey::new(params, &self.spki_der)
+            .verify(data, sig)
+            .is_ok()
+    }
+}
+
+/// A folder of `*.pub` keys, looked up by file name as apk does.
+#[derive(Clone, Debug, Default)]
+pub struct Keyring {
+    dirs: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+/// What looking a key name up in a keyring found.
+pub enum Lookup {
+    Found(PublicKey),
+    Missing,
+    /// A file of that name exists but is not a usable key.
+    Unreadable(KeyError),
+}
+
+impl Keyring {
+    /// A keyring made of folders (every file in them) and single key files.
+    pub fn new(dirs: Vec<PathBuf>, files: Vec<PathBuf>) -> Self {
+        Keyring { dirs, files }
+    }
+
+    /// Build from paths that may each be a folder or a file.
+    pub fn from_paths<I: IntoIterator<Item = PathBuf>>(paths: I) -> Self {
+        let mut k = Keyring::default();
+        for p in paths {
+            if p.is_dir() {
+                k.dirs.push(p);
+            } else {
+                k.files.push(p);
+            }
+        }
+        k
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.files.is_empty()
+    }
+
+    /// Every key file, for copying into an image's `/etc/apk/keys`.
+    pub fn key_files(&self) -> Vec<PathBuf> {
+        let mut out = self.files.clone();
+        for d in &self.dirs {
+            if let Ok(rd) = fs::read_dir(d) {
+                let mut v: Vec<PathBuf> = rd
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect();
+                v.sort();
+                out.extend(v);
+            }
+        }
+        out
+    }
+
+    /// Find the key a `.SIGN.*.<name>` entry refers to. The name must be a plain file name: a
+    /// signature entry cannot point the lookup outside the keyring.
+    pub fn lookup(&self, name: &str) -> Lookup {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Lookup::Missing;
+        }
+        let candidate = self
+            .files
+            .iter()
+            .find(|f| f.file_name().is_some_and(|n| n == name))
+            .cloned()
+            .or_else(|| {
+                self.dirs
+                    .iter()
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            });
+        match candidate {
+            None => Lookup::Missing,
+            Some(p) => match PublicKey::load(&p) {
+                Ok(k) => Lookup::Found(k),
+                Err(e) => Lookup::Unreadable(e),
+            },
+        }
+    }
+}
+
+/// Generate a key pair: `path` gets the PKCS#1 PEM private key (mode 0600), `path.pub` the
+/// PKIX PEM public key. Both are written to temporary names and renamed into place.
+pub fn generate(path: &Path, bits: u32) -> Result<(), KeyError> {
+    let size = match bits {
+        2048 => KeySize::Rsa2048,
+        3072 => KeySize::Rsa3072,
+        4096 => KeySize::Rsa4096,
+        8192 => KeySize::Rsa8192,
+        _ => return Err(KeyError::Generate),
+    };
+    let pair = KeyPair::generate(size).map_err(|_| KeyError::Generate)?;
+    let pkcs8: Pkcs8V1Der<'static> = pair.as_der().map_err(|_| KeyError::Generate)?;
+    let pkcs1 = der::pkcs8_to_pkcs1(pkcs8.as_ref()).ok_or(KeyError::Generate)?;
+    let private_pem = pem::encode(&pem::Pem::new("RSA PRIVATE KEY", pkcs1));
+    let public = {
+        use aws_lc_rs::signature::KeyPair as _;
+        let d: PublicKeyX509Der<'static> =
+            pair.public_key().as_der().map_err(|_| KeyError::Generate)?;
+        d.as_ref().to_vec()
+    };
+    let public_pem = pem::encode(&pem::Pem::new("PUBLIC KEY", public));
+    let mut pub_path = path.as_os_str().to_owned();
+    pub_path.push(".pub");
+    write_atomic(path, private_pem.as_bytes(), 0o600)?;
+    write_atomic(Path::new(&pub_path), public_pem.as_bytes(), 0o644)
+}
+
+/// Write a file under a temporary name in the same folder and rename it into place.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let err = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    let res = f.write_all(data).and_then(|_| f.sync_all());
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names() {
+        assert_eq!(
+            SigAlg::parse_entry(".SIGN.RSA.alpine@x-1.rsa.pub"),
+            Some((SigAlg::RsaSha1, "alpine@x-1.rsa.pub"))
+        );
+        assert_eq!(
+            SigAlg::parse_entry(".SIGN.RSA256.k.rsa.pub"),
+            Some((SigAlg::RsaSha256, "k.rsa.pub"))
+        );
+        assert_eq!(SigAlg::parse_entry(".SIGN.RSAX.k"), None);
+        assert_eq!(SigAlg::parse_entry(".PKGINFO"), None);
+    }
+
+    #[test]
+    fn keygen_sign_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("test.rsa");
+        generate(&key, 2048).unwrap();
+        let private = fs::read_to_string(&key).unwrap();
+        assert!(private.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        let public = fs::read_to_string(dir.path().join("test.rsa.pub")).unwrap();
+        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
+        let sk = SigningKey::load(&key).unwrap();
+        assert_eq!(sk.key_name, "test.rsa.pub");
+        let sig = sk.sign(SigAlg::RsaSha256, b"hello").unwrap();
+        let ring = Keyring::from_paths([dir.path().to_path_buf()]);
+        let Lookup::Found(pk) = ring.lookup("test.rsa.pub") else {
+            panic!("key not found");
+        };
+        assert!(pk.verify(SigAlg::RsaSha256, b"hello", &sig));
+        assert!(!pk.verify(SigAlg::RsaSha256, b"hellO", &sig));
+        assert!(!pk.verify(SigAlg::RsaSha1, b"hello", &sig));
+        assert!(matches!(ring.lookup("../test.rsa.pub"), Lookup::Missing));
+    }
+}
