@@ -1,1 +1,10 @@
-//! pallet-apk-stream
+//! APK v2 packages as streams: read and verify (signature, `datahash`, per-file SHA-1) in one
+//! pass, and write them deterministically.
+
+mod hashing;
+pub mod reader;
+pub mod tarw;
+pub mod writer;
+
+pub use reader::{ApkError, ApkMeta, DataEntry, ReadOptions, Trust, check_path, read_apk, read_signed_archive};
+pub use writer::{WriteError, WriteOptions, Written, resign_apk, signature_member, write_apk};

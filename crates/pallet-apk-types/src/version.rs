@@ -89,7 +89,7 @@ impl Cursor<'_> {
             *kind = Tok::End;
             return 0;
         }
-        let mut v: i64 = 0;
+        let v: i64;
         match *kind {
             Tok::DigitOrZero if self.s[0] == b'0' => {
                 // Leading zeros after a dot: each extra zero lowers the value, and only the zeros

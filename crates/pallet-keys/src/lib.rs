@@ -14,6 +14,8 @@ use aws_lc_rs::signature::{self, UnparsedPublicKey};
 
 mod der;
 
+pub use aws_lc_rs::digest::{Context as DigestContext, Digest};
+
 /// The digest a signature is made over; it is part of the `.SIGN.<TYPE>.` entry name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SigAlg {
@@ -183,16 +185,36 @@ impl PublicKey {
 
     /// Check a PKCS#1 v1.5 signature over `data`.
     pub fn verify(&self, alg: SigAlg, data: &[u8], sig: &[u8]) -> bool {
-        let params: &'static signature::RsaParameters = match alg {
-            // Alpine's keys are 4096 bits and older ones 2048; 1024 keys still exist in old repos.
-            SigAlg::RsaSha1 => &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
-            SigAlg::RsaSha256 => &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
-            SigAlg::RsaSha512 => &signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
-        };
-        UnparsedPublicKey::new(params, &self.spki_der)
+        UnparsedPublicKey::new(verify_params(alg), &self.spki_der)
             .verify(data, sig)
             .is_ok()
     }
+
+    /// Check a signature against a digest computed while streaming (see [`digest_context`]).
+    pub fn verify_digest(&self, alg: SigAlg, digest: &aws_lc_rs::digest::Digest, sig: &[u8]) -> bool {
+        UnparsedPublicKey::new(verify_params(alg), &self.spki_der)
+            .verify_digest(digest, sig)
+            .is_ok()
+    }
+}
+
+fn verify_params(alg: SigAlg) -> &'static signature::RsaParameters {
+    match alg {
+        // Alpine's keys are 4096 bits and older ones 2048; 1024-bit keys still sign old repos.
+        SigAlg::RsaSha1 => &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        SigAlg::RsaSha256 => &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+        SigAlg::RsaSha512 => &signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+    }
+}
+
+/// A streaming digest of the kind `alg` signs, for data too large to hold in memory.
+pub fn digest_context(alg: SigAlg) -> aws_lc_rs::digest::Context {
+    use aws_lc_rs::digest;
+    aws_lc_rs::digest::Context::new(match alg {
+        SigAlg::RsaSha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+        SigAlg::RsaSha256 => &digest::SHA256,
+        SigAlg::RsaSha512 => &digest::SHA512,
+    })
 }
 
 /// A folder of `*.pub` keys, looked up by file name as apk does.

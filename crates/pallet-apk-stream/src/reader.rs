@@ -1,0 +1,563 @@
+//! Reading and verifying `.apk` packages and signed `APKINDEX.tar.gz` files in one streaming
+//! pass, following apk-tools' verification state machine (format notes §1.6).
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use flate2::bufread::{GzDecoder, MultiGzDecoder};
+use pallet_apk_types::{PackageInfo, checksum};
+use pallet_keys::{Keyring, Lookup, PublicKey, SigAlg};
+use sha1::Digest as _;
+
+use crate::hashing::{HashingReader, Taps};
+use crate::tarw::Kind;
+
+/// Why a package or index was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApkError {
+    #[error("IO ERROR: {0}")]
+    Io(#[from] io::Error),
+    #[error("bad format: {0}")]
+    Format(String),
+    #[error("BAD signature (key {key})")]
+    BadSignature { key: String },
+    #[error("UNTRUSTED: no key in the keyring matches {}", if keys.is_empty() { "(no signature)".to_string() } else { keys.join(", ") })]
+    Untrusted { keys: Vec<String> },
+    #[error("BAD signature: the data section does not match its datahash")]
+    BadDatahash,
+    #[error("BAD checksum: {path}")]
+    BadChecksum { path: String },
+    #[error("malicious entry '{path}': {reason}")]
+    Malicious { path: String, reason: &'static str },
+    #[error("{what} is larger than the limit of {limit} bytes")]
+    TooLarge { what: &'static str, limit: u64 },
+    #[error("{0}")]
+    Extract(String),
+}
+
+/// What the signature check concluded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// A signature by a key in the keyring verified.
+    Verified { key: String, alg: SigAlg },
+    /// Signatures were not checked (no keyring given).
+    NotChecked,
+}
+
+/// Limits and checks for reading.
+#[derive(Clone, Debug)]
+pub struct ReadOptions<'a> {
+    /// Keys to verify against; `None` skips the signature check (never the checksums).
+    pub keyring: Option<&'a Keyring>,
+    /// Largest decompressed signature or control section.
+    pub max_control_size: u64,
+    /// Largest decompressed data section.
+    pub max_data_size: u64,
+    /// Stop after the control section (what `apk index` does).
+    pub control_only: bool,
+}
+
+impl Default for ReadOptions<'_> {
+    fn default() -> Self {
+        ReadOptions {
+            keyring: None,
+            max_control_size: 10 << 20,
+            max_data_size: 16 << 30,
+            control_only: false,
+        }
+    }
+}
+
+/// Everything the signature and control sections say, plus the hashes of the sections.
+#[derive(Clone, Debug)]
+pub struct ApkMeta {
+    pub info: PackageInfo,
+    /// The package identity (`C:`), `Q1` + base64 SHA-1 of the compressed control member.
+    pub identity: String,
+    /// Install scripts by control name (`.post-install`, …), and `.trigger`.
+    pub scripts: Vec<(String, Vec<u8>)>,
+    pub trust: Trust,
+    /// Size of the whole file; known only when the data section was read.
+    pub file_size: Option<u64>,
+}
+
+/// One entry of the data section, as handed to the caller.
+#[derive(Clone, Debug)]
+pub struct DataEntry {
+    /// Relative path, no leading `./` and no trailing `/`.
+    pub path: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub uname: String,
+    pub gname: String,
+    pub mtime: u64,
+    pub size: u64,
+    /// Symlink target, or the hard link's target path (relative, normalised).
+    pub link: String,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// The `APK-TOOLS.checksum.SHA1` value, raw 20 bytes.
+    pub sha1: Option<[u8; 20]>,
+}
+
+struct Signature {
+    alg: SigAlg,
+    key: String,
+    sig: Vec<u8>,
+}
+
+fn too_large(what: &'static str, limit: u64) -> ApkError {
+    ApkError::TooLarge { what, limit }
+}
+
+/// Decompress one gzip member fully into memory, within `limit`.
+fn read_member<R: BufRead>(r: R, limit: u64, what: &'static str) -> Result<Vec<u8>, ApkError> {
+    let mut out = Vec::new();
+    let mut d = GzDecoder::new(r).take(limit + 1);
+    d.read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(too_large(what, limit));
+    }
+    Ok(out)
+}
+
+/// Parse a cut tar (no end blocks) held in memory into (name, content) pairs.
+fn small_tar(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ApkError> {
+    let mut out = Vec::new();
+    let mut ar = tar::Archive::new(bytes);
+    for e in ar.entries()? {
+        let mut e = e?;
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data)?;
+        out.push((name, data));
+    }
+    Ok(out)
+}
+
+fn choose_key(sigs: Vec<Signature>, keyring: &Keyring) -> Result<(Signature, PublicKey), ApkError> {
+    let names: Vec<String> = sigs.iter().map(|s| s.key.clone()).collect();
+    // apk takes the first signature whose key file exists and parses, and checks only that one.
+    for s in sigs {
+        if let Lookup::Found(k) = keyring.lookup(&s.key) {
+            return Ok((s, k));
+        }
+    }
+    Err(ApkError::Untrusted { keys: names })
+}
+
+fn parse_signatures(entries: &[(String, Vec<u8>)]) -> Vec<Signature> {
+    entries
+        .iter()
+        .filter_map(|(name, data)| {
+            let (alg, key) = SigAlg::parse_entry(name)?;
+            Some(Signature {
+                alg,
+                key: key.to_string(),
+                sig: data.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Read a package from `r`, verifying as it goes, and hand each data entry with its content to
+/// `on_entry`. The content reader is checked against the entry's PAX checksum after the callback
+/// returns (whatever it did not read is read and hashed then), so a callback that writes files
+/// must treat an `Err` from this function as "discard what was written".
+pub fn read_apk<R: Read>(
+    r: R,
+    opts: &ReadOptions<'_>,
+    mut on_entry: impl FnMut(&DataEntry, &mut dyn Read) -> Result<(), ApkError>,
+) -> Result<ApkMeta, ApkError> {
+    let mut hr = HashingReader::new(BufReader::with_capacity(256 << 10, r));
+    hr.copy_limit = opts.max_control_size as usize;
+    if hr.at_eof()? {
+        return Err(ApkError::Format("empty file".into()));
+    }
+    hr.taps = Taps {
+        sha1: Some(sha1::Sha1::new()),
+        copy: Some(Vec::new()),
+        ..Taps::default()
+    };
+    let first = read_member(&mut hr, opts.max_control_size, "the first section")?;
+    let first_entries = small_tar(&first)?;
+    let signed = first_entries
+        .first()
+        .is_some_and(|(n, _)| n.starts_with(".SIGN."));
+    let mut chosen: Option<(Signature, PublicKey)> = None;
+    let control_entries = if signed {
+        if let Some(k) = opts.keyring {
+            chosen = Some(choose_key(parse_signatures(&first_entries), k)?);
+        }
+        hr.taps = Taps {
+            sha1: Some(sha1::Sha1::new()),
+            copy: Some(Vec::new()),
+            sig: chosen
+                .as_ref()
+                .map(|(s, _)| pallet_keys::digest_context(s.alg)),
+            ..Taps::default()
+        };
+        if hr.at_eof()? {
+            return Err(ApkError::Format("no control section after the signature".into()));
+        }
+        let control = read_member(&mut hr, opts.max_control_size, "the control section")?;
+        small_tar(&control)?
+    } else {
+        if opts.keyring.is_some() {
+            return Err(ApkError::Untrusted { keys: vec![] });
+        }
+        first_entries
+    };
+    if hr.copy_overflow {
+        return Err(too_large("the control section", opts.max_control_size));
+    }
+    let control_copy = hr.taps.copy.take().unwrap_or_default();
+    let control_sha1: [u8; 20] = hr.taps.sha1.take().unwrap_or_default().finalize().into();
+
+    let mut info = None;
+    let mut scripts = Vec::new();
+    for (name, data) in control_entries {
+        if name == ".PKGINFO" {
+            let text = String::from_utf8_lossy(&data);
+            info = Some(
+                PackageInfo::parse_pkginfo(&text)
+                    .map_err(|e| ApkError::Format(format!(".PKGINFO {e}")))?,
+            );
+        } else if name.starts_with('.') && !name.contains('/') {
+            scripts.push((name, data));
+        } else {
+            return Err(ApkError::Format(format!(
+                "'{name}' in the control section (only dot files belong there)"
+            )));
+        }
+    }
+    let info = info.ok_or_else(|| ApkError::Format("no .PKGINFO in the control section".into()))?;
+
+    let mut trust = Trust::NotChecked;
+    if let Some((sig, key)) = &chosen {
+        if info.datahash.is_some() {
+            if !key.verify(sig.alg, &control_copy, &sig.sig) {
+                return Err(ApkError::BadSignature {
+                    key: sig.key.clone(),
+                });
+            }
+        }
+        trust = Trust::Verified {
+            key: sig.key.clone(),
+            alg: sig.alg,
+        };
+    }
+    let identity_control = checksum::q1(&control_sha1);
+    let mut meta = ApkMeta {
+        identity: identity_control,
+        info,
+        scripts,
+        trust,
+        file_size: None,
+    };
+    if opts.control_only {
+        if meta.info.datahash.is_none() && chosen.is_some() {
+            // Without a datahash the signature covers the data too: read on to check it.
+        } else {
+            return Ok(meta);
+        }
+    }
+
+    hr.taps.sha256 = Some(sha2::Sha256::new());
+    hr.taps.copy = None;
+    // Very old packages without datahash have an identity over control and data.
+    if meta.info.datahash.is_none() {
+        hr.taps.sha1 = Some(sha1::Sha1::new());
+        hr.taps.sha1.as_mut().map(|h| h.update(&control_copy));
+    }
+    if hr.at_eof()? {
+        return Err(ApkError::Format("no data section".into()));
+    }
+    {
+        let mut dec = MultiGzDecoder::new(&mut hr);
+        let mut limited = (&mut dec).take(opts.max_data_size + 1);
+        let mut counted = CountingReader {
+            inner: &mut limited,
+            n: 0,
+        };
+        read_data(&mut counted, &mut on_entry)?;
+        io::copy(&mut counted, &mut io::sink())?;
+        if counted.n > opts.max_data_size {
+            return Err(too_large("the data section", opts.max_data_size));
+        }
+    }
+    if !hr.at_eof()? {
+        return Err(ApkError::Format("trailing bytes after the data section".into()));
+    }
+    let data_sha256: [u8; 32] = hr.taps.sha256.take().unwrap_or_default().finalize().into();
+    match &meta.info.datahash {
+        Some(h) => {
+            if !h.eq_ignore_ascii_case(&hex::encode(data_sha256)) {
+                return Err(ApkError::BadDatahash);
+            }
+        }
+        None => {
+            if let Some(h) = hr.taps.sha1.take() {
+                let all: [u8; 20] = h.finalize().into();
+                meta.identity = checksum::q1(&all);
+            }
+            if let (Some((sig, key)), Some(ctx)) = (&chosen, hr.taps.sig.take()) {
+                if !key.verify_digest(sig.alg, &ctx.finish(), &sig.sig) {
+                    return Err(ApkError::BadSignature {
+                        key: sig.key.clone(),
+                    });
+                }
+            }
+        }
+    }
+    meta.file_size = Some(hr.offset);
+    Ok(meta)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes what the caller reads, so the checksum is checked without a second pass.
+struct Sha1Tee<'a, R> {
+    inner: R,
+    h: &'a mut sha1::Sha1,
+}
+
+impl<R: Read> Read for Sha1Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// apk's rules for names in the data section (`apk_db_install_archive_entry`).
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("empty name");
+    }
+    if path.starts_with('/') {
+        return Err("absolute path");
+    }
+    if path.chars().any(char::is_control) {
+        return Err("control character in the name");
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err("'..' component");
+    }
+    if path.starts_with("./") || path.contains("/./") {
+        return Err("'.' component");
+    }
+    Ok(())
+}
+
+fn kind_of(t: tar::EntryType) -> Option<Kind> {
+    Some(match t {
+        tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+        tar::EntryType::Link => Kind::HardLink,
+        tar::EntryType::Symlink => Kind::Symlink,
+        tar::EntryType::Char => Kind::Char,
+        tar::EntryType::Block => Kind::Block,
+        tar::EntryType::Directory => Kind::Dir,
+        tar::EntryType::Fifo => Kind::Fifo,
+        _ => return None,
+    })
+}
+
+fn read_data<R: Read>(
+    r: R,
+    on_entry: &mut impl FnMut(&DataEntry, &mut dyn Read) -> Result<(), ApkError>,
+) -> Result<(), ApkError> {
+    let mut ar = tar::Archive::new(r);
+    let mut seen_dirs: std::collections::HashSet<String> = Default::default();
+    let mut seen_files: std::collections::HashSet<String> = Default::default();
+    for e in ar.entries()? {
+        let mut e = e?;
+        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let path = raw.trim_end_matches('/').to_string();
+        if path.is_empty() || path == "." {
+            continue;
+        }
+        if let Err(reason) = check_path(&path) {
+            return Err(ApkError::Malicious { path, reason });
+        }
+        // apk ignores dot entries at the top of the data section.
+        if path.starts_with('.') && !path.contains('/') {
+            continue;
+        }
+        let Some(kind) = kind_of(e.header().entry_type()) else {
+            continue;
+        };
+        let mut sha1 = None;
+        let mut xattrs = Vec::new();
+        if let Some(exts) = e.pax_extensions()? {
+            for x in exts {
+                let x = x?;
+                let Ok(key) = x.key() else { continue };
+                if key == "APK-TOOLS.checksum.SHA1" {
+                    let v = x.value().unwrap_or("");
+                    let bytes = hex::decode(v.trim()).ok().filter(|b| b.len() == 20);
+                    let Some(bytes) = bytes else {
+                        return Err(ApkError::Format(format!(
+                            "{path}: APK-TOOLS.checksum.SHA1 is not 40 hex digits"
+                        )));
+                    };
+                    sha1 = Some(<[u8; 20]>::try_from(bytes.as_slice()).unwrap_or_default());
+                } else if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                    xattrs.push((name.to_string(), x.value_bytes().to_vec()));
+                }
+            }
+        }
+        xattrs.sort();
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            if !seen_dirs.contains(parent) {
+                return Err(ApkError::Malicious {
+                    path,
+                    reason: "its parent directory is not an earlier entry of the package",
+                });
+            }
+        }
+        let link = match kind {
+            Kind::Symlink | Kind::HardLink => e
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let link = if kind == Kind::HardLink {
+            let l = link.trim_start_matches("./").to_string();
+            if check_path(&l).is_err() || !seen_files.contains(&l) {
+                return Err(ApkError::Malicious {
+                    path,
+                    reason: "hard link target is not an earlier file of the package",
+                });
+            }
+            l
+        } else {
+            link
+        };
+        let h = e.header();
+        let entry = DataEntry {
+            mode: h.mode()? & 0o7777,
+            uid: h.uid()? as u32,
+            gid: h.gid()? as u32,
+            uname: h
+                .username()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_string(),
+            gname: h
+                .groupname()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_string(),
+            mtime: h.mtime().unwrap_or(0),
+            size: if kind == Kind::File { h.size()? } else { 0 },
+            dev_major: h.device_major().ok().flatten().unwrap_or(0),
+            dev_minor: h.device_minor().ok().flatten().unwrap_or(0),
+            path: path.clone(),
+            kind,
+            link,
+            xattrs,
+            sha1,
+        };
+        match kind {
+            Kind::Dir => {
+                seen_dirs.insert(path.clone());
+            }
+            Kind::File | Kind::Symlink | Kind::HardLink => {
+                seen_files.insert(path.clone());
+            }
+            _ => {}
+        }
+        let mut hasher = sha1::Sha1::new();
+        if kind == Kind::File {
+            let mut tee = Sha1Tee {
+                inner: &mut e,
+                h: &mut hasher,
+            };
+            on_entry(&entry, &mut tee)?;
+            io::copy(&mut tee, &mut io::sink())?;
+        } else {
+            on_entry(&entry, &mut io::empty())?;
+            if kind == Kind::Symlink {
+                hasher.update(entry.link.as_bytes());
+            }
+        }
+        if let (Some(want), Kind::File | Kind::Symlink) = (entry.sha1, kind) {
+            let got: [u8; 20] = hasher.finalize().into();
+            if got != want {
+                return Err(ApkError::BadChecksum { path });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An index (or other signed archive without datahash): the signature member covers every
+/// byte that follows it. Returns the trust and the (name, content) entries of the archive.
+pub fn read_signed_archive<R: Read>(
+    r: R,
+    keyring: Option<&Keyring>,
+    max_size: u64,
+) -> Result<(Trust, Vec<(String, Vec<u8>)>), ApkError> {
+    let mut hr = HashingReader::new(BufReader::new(r));
+    if hr.at_eof()? {
+        return Err(ApkError::Format("empty file".into()));
+    }
+    hr.taps.copy = Some(Vec::new());
+    hr.copy_limit = max_size as usize;
+    let first = read_member(&mut hr, max_size, "the first section")?;
+    let first_entries = small_tar(&first)?;
+    let signed = first_entries
+        .first()
+        .is_some_and(|(n, _)| n.starts_with(".SIGN."));
+    if !signed {
+        if keyring.is_some() {
+            return Err(ApkError::Untrusted { keys: vec![] });
+        }
+        // Unsigned: the first member is the archive itself; more members may follow.
+        let mut rest = Vec::new();
+        MultiGzDecoder::new(&mut hr)
+            .take(max_size + 1)
+            .read_to_end(&mut rest)?;
+        let mut all = first;
+        all.extend(rest);
+        return Ok((Trust::NotChecked, small_tar(&all)?));
+    }
+    hr.taps.copy = Some(Vec::new());
+    let mut body = Vec::new();
+    MultiGzDecoder::new(&mut hr)
+        .take(max_size + 1)
+        .read_to_end(&mut body)?;
+    if body.len() as u64 > max_size || hr.copy_overflow {
+        return Err(too_large("the index", max_size));
+    }
+    let signed_bytes = hr.taps.copy.take().unwrap_or_default();
+    let mut trust = Trust::NotChecked;
+    if let Some(k) = keyring {
+        let (sig, key) = choose_key(parse_signatures(&first_entries), k)?;
+        if !key.verify(sig.alg, &signed_bytes, &sig.sig) {
+            return Err(ApkError::BadSignature { key: sig.key });
+        }
+        trust = Trust::Verified {
+            key: sig.key,
+            alg: sig.alg,
+        };
+    }
+    Ok((trust, small_tar(&body)?))
+}
