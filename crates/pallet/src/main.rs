@@ -3,6 +3,7 @@
 //! The same binary answers as `pallet`, and, when reached under the name `apko` or `melange`
 //! (a symlink or a copy), as a drop-in for those tools, so existing Makefiles keep working.
 
+mod apk_cmds;
 mod pkg_cmds;
 
 use std::process::ExitCode;
@@ -21,6 +22,48 @@ enum Command {
     /// Build APK packages from melange YAML files.
     #[command(subcommand)]
     Pkg(pkg_cmds::PkgCommand),
+    /// Compare or check APK versions (`-t A B` prints <, = or >).
+    Version(apk_cmds::VersionArgs),
+    /// Verify packages and indexes against a keyring.
+    Verify(apk_cmds::VerifyArgs),
+    /// Show a package's metadata and files.
+    Info(apk_cmds::InfoArgs),
+    /// Generate an RSA signing key pair.
+    Keygen(apk_cmds::KeygenArgs),
+    /// Sign (or re-sign) packages in place.
+    Sign(apk_cmds::SignArgs),
+    /// Make a package straight from a folder.
+    Mkpkg(apk_cmds::MkpkgArgs),
+    /// Write a (signed) APKINDEX.tar.gz for packages.
+    Index(apk_cmds::IndexArgs),
+    /// Sign an existing APKINDEX.tar.gz.
+    SignIndex(apk_cmds::SignIndexArgs),
+}
+
+/// `SOURCE_DATE_EPOCH`, the one clock every generated timestamp comes from (0 when unset, as in
+/// apko, so that builds are reproducible by default).
+pub(crate) fn source_date_epoch() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds")
+        }),
+        _ => Ok(0),
+    }
+}
+
+/// The APK architecture name of the machine pallet runs on.
+pub(crate) fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86_64",
+        "aarch64" => "aarch64",
+        "arm" => "armv7",
+        "x86" => "x86",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        "loongarch64" => "loongarch64",
+        other => other,
+    }
 }
 
 fn main() -> ExitCode {
@@ -39,6 +82,14 @@ fn main() -> ExitCode {
             let cli = Cli::parse();
             match cli.command {
                 Command::Pkg(cmd) => pkg_cmds::run(cmd),
+                Command::Version(a) => apk_cmds::version_cmd(a),
+                Command::Verify(a) => apk_cmds::verify_cmd(a),
+                Command::Info(a) => apk_cmds::info_cmd(a),
+                Command::Keygen(a) => apk_cmds::keygen_cmd(a),
+                Command::Sign(a) => apk_cmds::sign_cmd(a),
+                Command::Mkpkg(a) => apk_cmds::mkpkg_cmd(a),
+                Command::Index(a) => apk_cmds::index_cmd(a),
+                Command::SignIndex(a) => apk_cmds::sign_index_cmd(a),
             }
         }
     };
