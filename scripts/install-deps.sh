@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what pallet's build, demo and tests need on a fresh Debian machine (as root).
+# Idempotent: only missing tools are installed.
+set -euo pipefail
+need=()
+for pair in skopeo:skopeo umoci:umoci runc:runc bwrap:bubblewrap docker-registry:docker-registry \
+            curl:curl gcc:gcc; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v pyspdxtools >/dev/null 2>&1; then
+  python3 -m pip install -q spdx-tools >/dev/null 2>&1 || python3 -m pip install -q --break-system-packages spdx-tools
+fi
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
