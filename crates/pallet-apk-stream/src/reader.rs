@@ -277,16 +277,18 @@ pub fn read_apk<R: Read>(
     }
     {
         let mut dec = MultiGzDecoder::new(&mut hr);
-        let mut limited = (&mut dec).take(opts.max_data_size + 1);
-        let mut counted = CountingReader {
-            inner: &mut limited,
-            n: 0,
+        let mut limited = LimitReader {
+            inner: &mut dec,
+            left: opts.max_data_size,
+            exceeded: false,
         };
-        read_data(&mut counted, &mut on_entry)?;
-        io::copy(&mut counted, &mut io::sink())?;
-        if counted.n > opts.max_data_size {
+        let res = read_data(&mut limited, &mut on_entry)
+            .and_then(|_| Ok(io::copy(&mut limited, &mut io::sink()).map(|_| ())?));
+        // The tar reader reports the cut-off as a truncated entry; say what really happened.
+        if limited.exceeded {
             return Err(too_large("the data section", opts.max_data_size));
         }
+        res?;
     }
     if !hr.at_eof()? {
         return Err(ApkError::Format("trailing bytes after the data section".into()));
@@ -316,15 +318,25 @@ pub fn read_apk<R: Read>(
     Ok(meta)
 }
 
-struct CountingReader<R> {
+/// Stops a decompression bomb: reading past `left` bytes is an error, remembered in `exceeded`.
+struct LimitReader<R> {
     inner: R,
-    n: u64,
+    left: u64,
+    exceeded: bool,
 }
 
-impl<R: Read> Read for CountingReader<R> {
+impl<R: Read> Read for LimitReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            self.exceeded = true;
+            return Err(io::Error::other("decompressed size limit exceeded"));
+        }
+        self.left -= n as u64;
         Ok(n)
     }
 }
