@@ -121,7 +121,7 @@ fn raw_header(
 
 /// Write an entry's header (with a PAX header first when needed). The caller then writes
 /// `size` bytes of content followed by [`padding`] zero bytes.
-pub fn write_header<W: Write>(w: &mut W, h: &EntryHeader<'_>) -> io::Result<()> {
+pub fn write_header<W: Write + ?Sized>(w: &mut W, h: &EntryHeader<'_>) -> io::Result<()> {
     let mut pax = Vec::new();
     let long_path = h.path.len() > 100;
     let long_link = h.link.len() > 100;
@@ -169,7 +169,7 @@ pub fn write_header<W: Write>(w: &mut W, h: &EntryHeader<'_>) -> io::Result<()> 
 }
 
 /// Write a whole entry whose content is in memory.
-pub fn write_entry<W: Write>(w: &mut W, h: &EntryHeader<'_>, data: &[u8]) -> io::Result<()> {
+pub fn write_entry<W: Write + ?Sized>(w: &mut W, h: &EntryHeader<'_>, data: &[u8]) -> io::Result<()> {
     let h = EntryHeader {
         size: data.len() as u64,
         ..h.clone()
@@ -180,7 +180,7 @@ pub fn write_entry<W: Write>(w: &mut W, h: &EntryHeader<'_>, data: &[u8]) -> io:
 }
 
 /// The two zero blocks that end an archive.
-pub fn write_end<W: Write>(w: &mut W) -> io::Result<()> {
+pub fn write_end<W: Write + ?Sized>(w: &mut W) -> io::Result<()> {
     w.write_all(&[0u8; 1024])
 }
 

@@ -1,1 +1,557 @@
-//! pallet-fs
+//! The image filesystem: an in-memory tree of metadata whose file contents stay in the
+//! package cache (extents of cached, verified, uncompressed data tars) until the layer is
+//! written. Installing follows apk's extraction and file-conflict rules; nothing from a package
+//! is ever executed or written to the host outside the cache.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pallet_apk_stream::tarw::{self, EntryHeader, Kind};
+use pallet_apk_types::{InstalledDir, InstalledFile, PackageInfo, checksum, installed::Acl};
+
+/// Where a file's bytes are.
+#[derive(Clone, Debug)]
+pub enum Content {
+    None,
+    Bytes(Arc<Vec<u8>>),
+    /// `len` bytes at `offset` in a cached uncompressed tar.
+    Extent {
+        file: Arc<PathBuf>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// One path in the image.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u64,
+    pub link: String,
+    pub dev: (u32, u32),
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    pub content: Content,
+    pub size: u64,
+    /// Index of the installed package that owns it (for the installed db and conflicts).
+    pub owner: Option<usize>,
+    pub sha1: Option<[u8; 20]>,
+}
+
+impl Node {
+    pub fn dir(mode: u32, mtime: u64) -> Self {
+        Node {
+            kind: Kind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            link: String::new(),
+            dev: (0, 0),
+            xattrs: vec![],
+            content: Content::None,
+            size: 0,
+            owner: None,
+            sha1: None,
+        }
+    }
+    pub fn file(data: Vec<u8>, mode: u32, mtime: u64) -> Self {
+        Node {
+            kind: Kind::File,
+            size: data.len() as u64,
+            content: Content::Bytes(Arc::new(data)),
+            ..Node::dir(mode, mtime)
+        }
+    }
+    pub fn symlink(target: &str, mtime: u64) -> Self {
+        Node {
+            kind: Kind::Symlink,
+            link: target.to_string(),
+            ..Node::dir(0o777, mtime)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("{pkg}: trying to overwrite {path} owned by {owner}")]
+    Conflict {
+        pkg: String,
+        path: String,
+        owner: String,
+    },
+    #[error("{pkg}: {path}: {reason}")]
+    Layout {
+        pkg: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the installer knows of a package while installing it.
+#[derive(Clone, Debug)]
+pub struct InstalledMeta {
+    pub info: PackageInfo,
+    pub tag: Option<String>,
+    pub scripts: Vec<(String, Vec<u8>)>,
+}
+
+/// The image tree plus the packages installed into it.
+#[derive(Default, Debug)]
+pub struct Tree {
+    pub nodes: BTreeMap<String, Node>,
+    pub packages: Vec<InstalledMeta>,
+    /// Per package, the paths it shipped in archive order (for the installed db).
+    shipped: Vec<Vec<String>>,
+}
+
+/// A normalised relative path without leading or trailing slashes.
+fn norm(p: &str) -> String {
+    p.trim_matches('/').to_string()
+}
+
+fn parent(p: &str) -> Option<&str> {
+    p.rsplit_once('/').map(|(a, _)| a)
+}
+
+impl Tree {
+    pub fn new() -> Self {
+        Tree::default()
+    }
+
+    /// Follow symlinks in the tree for a directory path (`lib` → `usr/lib`), bounded so a
+    /// loop cannot hang the build. Returns the real directory path.
+    pub fn resolve_dir(&self, path: &str) -> Option<String> {
+        let mut cur = String::new();
+        let mut hops = 0;
+        let mut parts: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+        parts.reverse();
+        while let Some(part) = parts.pop() {
+            if part == "." {
+                continue;
+            }
+            if part == ".." {
+                cur = parent(&cur).unwrap_or("").to_string();
+                continue;
+            }
+            let next = if cur.is_empty() { part.clone() } else { format!("{cur}/{part}") };
+            match self.nodes.get(&next) {
+                Some(n) if n.kind == Kind::Dir => cur = next,
+                Some(n) if n.kind == Kind::Symlink => {
+                    hops += 1;
+                    if hops > 40 {
+                        return None;
+                    }
+                    let target = n.link.clone();
+                    if target.starts_with('/') {
+                        cur.clear();
+                    }
+                    let mut t: Vec<String> =
+                        target.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+                    t.reverse();
+                    parts.extend(t);
+                }
+                _ => return None,
+            }
+        }
+        Some(cur)
+    }
+
+    /// Insert a node created by the builder (accounts, paths, generated files), replacing
+    /// whatever was there.
+    pub fn put(&mut self, path: &str, node: Node) {
+        self.nodes.insert(norm(path), node);
+    }
+
+    /// Create a directory and its missing parents (root owned, 0755).
+    pub fn mkdir_all(&mut self, path: &str, mode: u32, mtime: u64) {
+        let p = norm(path);
+        let mut cur = String::new();
+        for part in p.split('/').filter(|s| !s.is_empty()) {
+            cur = if cur.is_empty() { part.to_string() } else { format!("{cur}/{part}") };
+            self.nodes.entry(cur.clone()).or_insert_with(|| Node::dir(mode, mtime));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(&norm(path))
+    }
+
+    /// The bytes of a file in the tree (generated or from a package).
+    pub fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        let Some(n) = self.nodes.get(&norm(path)) else {
+            return Ok(None);
+        };
+        Ok(Some(match &n.content {
+            Content::None => vec![],
+            Content::Bytes(b) => b.as_ref().clone(),
+            Content::Extent { file, offset, len } => {
+                let mut f = File::open(file.as_ref())?;
+                f.seek(SeekFrom::Start(*offset))?;
+                let mut v = vec![0; *len as usize];
+                f.read_exact(&mut v)?;
+                v
+            }
+        }))
+    }
+
+    /// Install one package whose data section was cached as an uncompressed tar at `tar_path`
+    /// (written by [`cache_data_tar`]). Applies apk's rules: the parent must be a directory
+    /// (possibly through a symlink), and a file owned by another package may be replaced only
+    /// if the contents are identical, the packages share an origin, or `replaces` allows it.
+    pub fn install(&mut self, meta: InstalledMeta, tar_path: &std::path::Path) -> Result<(), FsError> {
+        let idx = self.packages.len();
+        let nv = meta.info.nv();
+        let file = Arc::new(tar_path.to_path_buf());
+        let mut ar = tar::Archive::new(File::open(tar_path)?);
+        let mut shipped = Vec::new();
+        for e in ar.entries_with_seek()? {
+            let mut e = e?;
+            let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let path = norm(&raw);
+            let mut sha1 = None;
+            let mut xattrs = vec![];
+            if let Some(exts) = e.pax_extensions()? {
+                for x in exts.flatten() {
+                    match x.key() {
+                        Ok("APK-TOOLS.checksum.SHA1") => {
+                            sha1 = x
+                                .value()
+                                .ok()
+                                .and_then(|v| hex_20(v));
+                        }
+                        Ok(k) if k.starts_with("SCHILY.xattr.") => xattrs.push((
+                            k["SCHILY.xattr.".len()..].to_string(),
+                            x.value_bytes().to_vec(),
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+            let h = e.header();
+            let kind = match h.entry_type() {
+                tar::EntryType::Directory => Kind::Dir,
+                tar::EntryType::Symlink => Kind::Symlink,
+                tar::EntryType::Link => Kind::HardLink,
+                tar::EntryType::Char => Kind::Char,
+                tar::EntryType::Block => Kind::Block,
+                tar::EntryType::Fifo => Kind::Fifo,
+                _ => Kind::File,
+            };
+            // Place the entry under the real directory if its parent is a symlink to one.
+            let path = match parent(&path) {
+                Some(par) => {
+                    let real = self.resolve_dir(par).ok_or_else(|| FsError::Layout {
+                        pkg: nv.clone(),
+                        path: path.clone(),
+                        reason: "parent is not a directory in the image".into(),
+                    })?;
+                    let base = path.rsplit_once('/').map(|(_, b)| b).unwrap_or(&path);
+                    if real.is_empty() { base.to_string() } else { format!("{real}/{base}") }
+                }
+                None => path,
+            };
+            let link = e
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let node = Node {
+                kind,
+                mode: h.mode()? & 0o7777,
+                uid: h.uid()? as u32,
+                gid: h.gid()? as u32,
+                mtime: h.mtime().unwrap_or(0),
+                link: if kind == Kind::HardLink { norm(&link) } else { link },
+                dev: (
+                    h.device_major().ok().flatten().unwrap_or(0),
+                    h.device_minor().ok().flatten().unwrap_or(0),
+                ),
+                xattrs,
+                size: if kind == Kind::File { h.size()? } else { 0 },
+                content: if kind == Kind::File {
+                    Content::Extent {
+                        file: file.clone(),
+                        offset: e.raw_file_position(),
+                        len: h.size()?,
+                    }
+                } else {
+                    Content::None
+                },
+                owner: Some(idx),
+                sha1,
+            };
+            if let Some(old) = self.nodes.get(&path) {
+                if kind == Kind::Dir && old.kind == Kind::Dir {
+                    // Directories are shared; the first package's metadata stays, like apk.
+                    shipped.push(path);
+                    continue;
+                }
+                if kind == Kind::Dir && old.kind == Kind::Symlink {
+                    // A usr-merge symlink standing where a package ships a directory.
+                    continue;
+                }
+                if let Some(o) = old.owner.filter(|o| *o != idx) {
+                    let prev = &self.packages[o].info;
+                    let same_content = old.sha1.is_some() && old.sha1 == node.sha1;
+                    let same_origin = prev.origin.is_some() && prev.origin == meta.info.origin;
+                    let new_replaces = meta.info.replaces.iter().any(|d| d.name == prev.name);
+                    let old_replaces = prev.replaces.iter().any(|d| d.name == meta.info.name);
+                    if same_content || old_replaces {
+                        continue;
+                    }
+                    if !(same_origin || new_replaces) {
+                        return Err(FsError::Conflict {
+                            pkg: nv,
+                            path,
+                            owner: prev.nv(),
+                        });
+                    }
+                    // The file moves to the new package.
+                    self.shipped[o].retain(|p| p != &path);
+                }
+            }
+            shipped.push(path.clone());
+            self.nodes.insert(path, node);
+        }
+        self.packages.push(meta);
+        self.shipped.push(shipped);
+        Ok(())
+    }
+
+    /// The installed database records, in install order.
+    pub fn installed_db(&self) -> Vec<pallet_apk_types::InstalledPackage> {
+        let mut out = Vec::new();
+        for (i, meta) in self.packages.iter().enumerate() {
+            let mut dirs: Vec<InstalledDir> = Vec::new();
+            let mut seen_dirs: BTreeMap<String, usize> = BTreeMap::new();
+            for path in &self.shipped[i] {
+                let Some(n) = self.nodes.get(path) else { continue };
+                let acl = Acl::new(n.uid, n.gid, n.mode);
+                if n.kind == Kind::Dir {
+                    if !seen_dirs.contains_key(path) {
+                        seen_dirs.insert(path.clone(), dirs.len());
+                        dirs.push(InstalledDir {
+                            path: path.clone(),
+                            acl,
+                            files: vec![],
+                        });
+                    }
+                    continue;
+                }
+                let (dir, name) = match path.rsplit_once('/') {
+                    Some((d, f)) => (d.to_string(), f.to_string()),
+                    None => (String::new(), path.clone()),
+                };
+                let di = match seen_dirs.get(&dir) {
+                    Some(d) => *d,
+                    None => {
+                        seen_dirs.insert(dir.clone(), dirs.len());
+                        dirs.push(InstalledDir {
+                            path: dir.clone(),
+                            acl: Acl::new(0, 0, 0o755),
+                            files: vec![],
+                        });
+                        dirs.len() - 1
+                    }
+                };
+                dirs[di].files.push(InstalledFile {
+                    name,
+                    acl,
+                    checksum: n.sha1.map(|s| checksum::q1(&s)),
+                });
+            }
+            out.push(pallet_apk_types::InstalledPackage {
+                info: meta.info.clone(),
+                tag: meta.tag.clone(),
+                flags: None,
+                dirs,
+            });
+        }
+        out
+    }
+
+    /// Write the whole tree as one tar stream (entries sorted depth first by name, no leading
+    /// `/`, directories without a trailing `/`), ending with the end-of-archive blocks.
+    /// Returns the number of entries.
+    pub fn write_tar<W: Write + ?Sized>(&self, w: &mut W, names: &OwnerNames) -> io::Result<usize> {
+        let mut open: Option<(Arc<PathBuf>, File)> = None;
+        let mut count = 0;
+        // BTreeMap order is byte order of the full path; tar consumers need parents first,
+        // which byte order guarantees ("a" < "a/b"), so no separate walk is needed.
+        for (path, n) in &self.nodes {
+            let pax: Vec<(String, Vec<u8>)> = n
+                .xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone()))
+                .collect();
+            let h = EntryHeader {
+                path,
+                kind: n.kind,
+                mode: n.mode,
+                uid: n.uid,
+                gid: n.gid,
+                uname: names.user(n.uid),
+                gname: names.group(n.gid),
+                mtime: n.mtime,
+                size: n.size,
+                link: &n.link,
+                dev_major: n.dev.0,
+                dev_minor: n.dev.1,
+                pax: &pax,
+            };
+            tarw::write_header(w, &h)?;
+            count += 1;
+            if n.kind != Kind::File {
+                continue;
+            }
+            match &n.content {
+                Content::None => {}
+                Content::Bytes(b) => w.write_all(b)?,
+                Content::Extent { file, offset, len } => {
+                    if open.as_ref().is_none_or(|(p, _)| !Arc::ptr_eq(p, file)) {
+                        open = Some((file.clone(), File::open(file.as_ref())?));
+                    }
+                    let f = &mut open.as_mut().expect("just opened").1;
+                    f.seek(SeekFrom::Start(*offset))?;
+                    let copied = io::copy(&mut f.take(*len), w)?;
+                    if copied != *len {
+                        return Err(io::Error::other(format!("cached package data for {path} is truncated")));
+                    }
+                }
+            }
+            w.write_all(&[0u8; 512][..tarw::padding(n.size)])?;
+        }
+        tarw::write_end(w)?;
+        Ok(count)
+    }
+}
+
+fn hex_20(v: &str) -> Option<[u8; 20]> {
+    let v = v.trim();
+    if v.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for i in 0..20 {
+        out[i] = u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// uid/gid → names from the image's own `/etc/passwd` and `/etc/group`.
+#[derive(Default, Debug)]
+pub struct OwnerNames {
+    users: BTreeMap<u32, String>,
+    groups: BTreeMap<u32, String>,
+}
+
+impl OwnerNames {
+    pub fn from_files(passwd: &str, group: &str) -> Self {
+        let parse = |text: &str| {
+            text.lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    Some((f.get(2)?.parse().ok()?, f.first()?.to_string()))
+                })
+                .fold(BTreeMap::new(), |mut m, (id, name): (u32, String)| {
+                    m.entry(id).or_insert(name);
+                    m
+                })
+        };
+        OwnerNames {
+            users: parse(passwd),
+            groups: parse(group),
+        }
+    }
+    fn user(&self, id: u32) -> &str {
+        self.users.get(&id).map(String::as_str).unwrap_or("")
+    }
+    fn group(&self, id: u32) -> &str {
+        self.groups.get(&id).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Verify a package and cache its data section as an uncompressed tar of normalised entries
+/// (written to a temporary name and renamed, so a killed build never leaves a partial file).
+/// Returns the package's control metadata.
+pub fn cache_data_tar<R: Read>(
+    apk: R,
+    opts: &pallet_apk_stream::ReadOptions<'_>,
+    out: &std::path::Path,
+) -> Result<pallet_apk_stream::ApkMeta, pallet_apk_stream::ApkError> {
+    let dir = out.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = tempfile_in(dir)?;
+    let mut w = io::BufWriter::new(File::create(&tmp)?);
+    let res = pallet_apk_stream::read_apk(apk, opts, |e, r| {
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(s) = e.sha1 {
+            pax.push((
+                "APK-TOOLS.checksum.SHA1".into(),
+                s.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes(),
+            ));
+        }
+        for (k, v) in &e.xattrs {
+            pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
+        }
+        let h = EntryHeader {
+            path: &e.path,
+            kind: e.kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            uname: &e.uname,
+            gname: &e.gname,
+            mtime: e.mtime,
+            size: e.size,
+            link: &e.link,
+            dev_major: e.dev_major,
+            dev_minor: e.dev_minor,
+            pax: &pax,
+        };
+        tarw::write_header(&mut w, &h)?;
+        if e.kind == Kind::File {
+            let n = io::copy(r, &mut w)?;
+            if n != e.size {
+                return Err(pallet_apk_stream::ApkError::Format(format!("{}: short file", e.path)));
+            }
+            w.write_all(&[0u8; 512][..tarw::padding(n)])?;
+        }
+        Ok(())
+    });
+    let finish = |w: io::BufWriter<File>| -> io::Result<()> {
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        tarw::write_end(&mut &f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    };
+    match res {
+        Ok(meta) => {
+            finish(w).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+            Ok(meta)
+        }
+        Err(e) => {
+            drop(w);
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn tempfile_in(dir: &std::path::Path) -> io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    Ok(dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )))
+}

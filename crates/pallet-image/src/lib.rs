@@ -1,1 +1,8 @@
-//! pallet-image
+//! The image builder: apko's configuration, the build (resolve, install, accounts, paths,
+//! layer, OCI image), and SBOMs. The CLI is a thin layer over [`build::build_arch`].
+
+pub mod build;
+pub mod config;
+pub mod oci;
+pub mod resolve;
+pub mod sbom;

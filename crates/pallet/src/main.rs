@@ -4,6 +4,7 @@
 //! (a symlink or a copy), as a drop-in for those tools, so existing Makefiles keep working.
 
 mod apk_cmds;
+mod image_cmds;
 mod pkg_cmds;
 
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ enum Command {
     /// Build APK packages from melange YAML files.
     #[command(subcommand)]
     Pkg(pkg_cmds::PkgCommand),
+    /// Build OCI images from apko YAML files.
+    #[command(subcommand)]
+    Image(image_cmds::ImageCommand),
     /// Compare or check APK versions (`-t A B` prints <, = or >).
     Version(apk_cmds::VersionArgs),
     /// Verify packages and indexes against a keyring.
@@ -78,10 +82,12 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     let result = match argv0.as_str() {
         "melange" => pkg_cmds::run_melange_face(),
+        "apko" => image_cmds::run_apko_face(),
         _ => {
             let cli = Cli::parse();
             match cli.command {
                 Command::Pkg(cmd) => pkg_cmds::run(cmd),
+                Command::Image(cmd) => image_cmds::run(cmd),
                 Command::Version(a) => apk_cmds::version_cmd(a),
                 Command::Verify(a) => apk_cmds::verify_cmd(a),
                 Command::Info(a) => apk_cmds::info_cmd(a),

@@ -1,0 +1,707 @@
+//! The image build: resolve, install without scripts, apply accounts and paths, write the layer
+//! and the OCI image, for each architecture.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pallet_apk_stream::tarw::Kind;
+use pallet_apk_types::{Dependency, PackageInfo, checksum, installed};
+use pallet_fs::{Content, InstalledMeta, Node, OwnerNames, Tree};
+use pallet_keys::Keyring;
+use serde_json::{Value, json};
+
+use crate::config::{Arch, ImageConfiguration};
+use crate::oci::{self, ArchImage, Blob};
+use crate::resolve::{self, Repo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Config(String),
+    #[error("repository {url}: {message}")]
+    Repo { url: String, message: String },
+    #[error("{0}")]
+    Solve(#[from] resolve::SolveError),
+    #[error("package {pkg}: {message}")]
+    Package { pkg: String, message: String },
+    #[error(transparent)]
+    Fs(#[from] pallet_fs::FsError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_ctx(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+/// Inputs from the command line that are not in the YAML.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub cache_dir: PathBuf,
+    /// Build date (seconds); `SOURCE_DATE_EPOCH` or `--build-date`, else the newest package.
+    pub epoch: Option<u64>,
+    pub extra_keyring: Vec<String>,
+    pub extra_repositories: Vec<String>,
+    pub extra_build_repositories: Vec<String>,
+    pub extra_packages: Vec<String>,
+    pub ignore_signatures: bool,
+    pub annotations: BTreeMap<String, String>,
+    /// Resolve exactly these `name=version` packages (from a lock file).
+    pub locked: Option<Vec<String>>,
+    /// gzip level for layers.
+    pub level: u32,
+}
+
+/// What one architecture's build produced.
+#[derive(Debug)]
+pub struct ArchResult {
+    pub image: ArchImage,
+    pub packages: Vec<(PackageInfo, String)>,
+    pub created: u64,
+    pub os_release: BTreeMap<String, String>,
+}
+
+/// A repository line: optional `@tag `, then a path or `file://` URL.
+fn parse_repo(line: &str) -> (Option<String>, String) {
+    let line = line.trim();
+    if let Some(rest) = line.strip_prefix('@') {
+        if let Some((tag, url)) = rest.split_once(char::is_whitespace) {
+            return (Some(tag.to_string()), url.trim().trim_end_matches('/').to_string());
+        }
+    }
+    (None, line.trim_end_matches('/').to_string())
+}
+
+fn local_path(url: &str) -> Option<PathBuf> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return None;
+    }
+    Some(PathBuf::from(url.strip_prefix("file://").unwrap_or(url)))
+}
+
+/// Resolve the configured repositories, keys and packages for one architecture.
+pub fn resolve(
+    cfg: &ImageConfiguration,
+    arch: Arch,
+    opts: &BuildOptions,
+) -> Result<(Vec<Repo>, Vec<resolve::Pick>, Keyring, Vec<Dependency>), BuildError> {
+    let keyring = Keyring::from_paths(
+        cfg.contents
+            .keyring
+            .iter()
+            .chain(&opts.extra_keyring)
+            .map(|k| PathBuf::from(k.strip_prefix("file://").unwrap_or(k))),
+    );
+    for k in keyring.key_files() {
+        if !k.exists() {
+            return Err(BuildError::Config(format!("keyring file {} does not exist", k.display())));
+        }
+    }
+    let mut lines: Vec<String> = cfg
+        .contents
+        .build_repositories
+        .iter()
+        .chain(&cfg.contents.repositories)
+        .chain(&opts.extra_repositories)
+        .chain(&opts.extra_build_repositories)
+        .cloned()
+        .collect();
+    lines.dedup();
+    let mut repos = Vec::new();
+    for line in lines {
+        let (tag, url) = parse_repo(&line);
+        let Some(dir) = local_path(&url) else {
+            return Err(BuildError::Repo {
+                url,
+                message: "http(s) repositories are not supported by this build of pallet yet; mirror it to a local folder and name that folder".into(),
+            });
+        };
+        let index = dir.join(arch.apk()).join("APKINDEX.tar.gz");
+        if !index.exists() {
+            return Err(BuildError::Repo {
+                url: url.clone(),
+                message: format!("no index at {} (is the path right, and does it have {}?)", index.display(), arch.apk()),
+            });
+        }
+        let ring = (!opts.ignore_signatures).then_some(&keyring);
+        let idx = pallet_index::read_index(&index, ring).map_err(|e| BuildError::Repo {
+            url: url.clone(),
+            message: format!("{e} (check contents.keyring, or pass --ignore-signatures to skip verification)"),
+        })?;
+        repos.push(Repo {
+            url,
+            tag,
+            packages: idx.packages,
+        });
+    }
+    let mut world = Vec::new();
+    let pkgs: Vec<String> = match &opts.locked {
+        Some(l) => l.clone(),
+        None => cfg.contents.packages.iter().chain(&opts.extra_packages).cloned().collect(),
+    };
+    for p in &pkgs {
+        // apko accepts `name=ver@tag` as well as `name@tag=ver`.
+        let spec = match p.split_once('@') {
+            Some((a, b)) if a.contains(['=', '<', '>', '~']) && !b.contains(['=', '<', '>', '~']) => {
+                let at = a.find(['=', '<', '>', '~']).unwrap_or(a.len());
+                format!("{}@{}{}", &a[..at], b, &a[at..])
+            }
+            _ => p.clone(),
+        };
+        world.push(Dependency::parse(&spec).map_err(|e| BuildError::Config(format!("contents.packages: {e}")))?);
+    }
+    let picks = resolve::solve(&repos, &world)?;
+    Ok((repos, picks, keyring, world))
+}
+
+fn cache_paths(cache: &Path, identity: &str) -> (PathBuf, PathBuf) {
+    let raw = checksum::decode_q1(identity).unwrap_or_else(|| identity.as_bytes().to_vec());
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = cache.join("apk-data-v1");
+    (dir.join(format!("{hex}.tar")), dir.join(format!("{hex}.control")))
+}
+
+/// Fetch (from the cache, or verify and cache) one package; returns its metadata.
+fn ensure_cached(
+    repo: &Repo,
+    info: &PackageInfo,
+    arch: Arch,
+    opts: &BuildOptions,
+) -> Result<(PathBuf, InstalledMeta), BuildError> {
+    let pkg_err = |message: String| BuildError::Package {
+        pkg: info.nv(),
+        message,
+    };
+    let identity = info.checksum.clone().ok_or_else(|| pkg_err("index record has no C: checksum".into()))?;
+    let (tar, control) = cache_paths(&opts.cache_dir, &identity);
+    if tar.exists() && control.exists() {
+        let ctl = fs::read(&control).map_err(io_ctx(control.display().to_string()))?;
+        if let Ok((pkginfo, scripts)) = decode_control(&ctl) {
+            return Ok((tar, InstalledMeta {
+                info: merge_info(pkginfo, info),
+                tag: repo.tag.clone(),
+                scripts,
+            }));
+        }
+    }
+    fs::create_dir_all(tar.parent().expect("cache path has a parent")).map_err(io_ctx(opts.cache_dir.display().to_string()))?;
+    let dir = local_path(&repo.url).expect("only local repositories get here");
+    let apk = dir.join(arch.apk()).join(info.file_name());
+    let f = fs::File::open(&apk).map_err(|e| pkg_err(format!("cannot open {}: {e}", apk.display())))?;
+    let meta = pallet_fs::cache_data_tar(f, &pallet_apk_stream::ReadOptions::default(), &tar)
+        .map_err(|e| pkg_err(format!("{}: {e}", apk.display())))?;
+    // The signed index vouches for the package through its control checksum, as apk does.
+    if !opts.ignore_signatures && meta.identity != identity {
+        let _ = fs::remove_file(&tar);
+        return Err(pkg_err(format!(
+            "{}: its control checksum {} does not match the signed index ({identity}); the file was tampered with or the index is stale",
+            apk.display(),
+            meta.identity
+        )));
+    }
+    let ctl = encode_control(&meta.info.to_pkginfo(), &meta.scripts);
+    pallet_keys::write_atomic(&control, &ctl, 0o644).map_err(|e| pkg_err(e.to_string()))?;
+    Ok((tar, InstalledMeta {
+        info: merge_info(meta.info, info),
+        tag: repo.tag.clone(),
+        scripts: meta.scripts,
+    }))
+}
+
+/// `.PKGINFO` knows replaces and triggers; the index knows the file size and identity.
+fn merge_info(mut pkginfo: PackageInfo, index: &PackageInfo) -> PackageInfo {
+    pkginfo.checksum = index.checksum.clone();
+    pkginfo.file_size = index.file_size;
+    pkginfo.datahash = None;
+    pkginfo
+}
+
+fn encode_control(pkginfo: &str, scripts: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut put = |name: &str, data: &[u8]| {
+        out.extend_from_slice(format!("{} {}\n", name, data.len()).as_bytes());
+        out.extend_from_slice(data);
+    };
+    put(".PKGINFO", pkginfo.as_bytes());
+    for (n, d) in scripts {
+        put(n, d);
+    }
+    out
+}
+
+type Control = (PackageInfo, Vec<(String, Vec<u8>)>);
+
+fn decode_control(mut b: &[u8]) -> Result<Control, ()> {
+    let mut info = None;
+    let mut scripts = vec![];
+    while !b.is_empty() {
+        let nl = b.iter().position(|c| *c == b'\n').ok_or(())?;
+        let head = std::str::from_utf8(&b[..nl]).map_err(|_| ())?;
+        let (name, len) = head.rsplit_once(' ').ok_or(())?;
+        let len: usize = len.parse().map_err(|_| ())?;
+        let data = b.get(nl + 1..nl + 1 + len).ok_or(())?;
+        if name == ".PKGINFO" {
+            info = Some(PackageInfo::parse_pkginfo(&String::from_utf8_lossy(data)).map_err(|_| ())?);
+        } else {
+            scripts.push((name.to_string(), data.to_vec()));
+        }
+        b = &b[nl + 1 + len..];
+    }
+    Ok((info.ok_or(())?, scripts))
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/sbin:/bin";
+
+/// Build one architecture's image into `blobs`.
+pub fn build_arch(
+    cfg: &ImageConfiguration,
+    cfg_checksum: &str,
+    arch: Arch,
+    opts: &BuildOptions,
+    blobs: &Path,
+) -> Result<ArchResult, BuildError> {
+    let (repos, picks, keyring, world) = resolve(cfg, arch, opts)?;
+    let mut tree = Tree::new();
+    // apko's base directories, before any package.
+    for (d, m) in [("tmp", 0o1777), ("dev", 0o755), ("etc", 0o755), ("proc", 0o555), ("var", 0o755), ("usr", 0o755)] {
+        tree.put(d, Node::dir(m, 0));
+    }
+    let mut resolved = Vec::new();
+    let mut max_build = 0u64;
+    // Fetch and verify in parallel, install in resolved order.
+    use rayon::prelude::*;
+    let cached: Vec<Result<(PathBuf, InstalledMeta), BuildError>> = picks
+        .par_iter()
+        .map(|&(r, p)| ensure_cached(&repos[r], &repos[r].packages[p], arch, opts))
+        .collect();
+    for (i, c) in cached.into_iter().enumerate() {
+        let (tar, meta) = c?;
+        let (r, _) = picks[i];
+        max_build = max_build.max(meta.info.build_time);
+        resolved.push((meta.info.clone(), repos[r].url.clone()));
+        tree.install(meta, &tar)?;
+    }
+    let epoch = opts.epoch.unwrap_or(max_build);
+    post_install(&mut tree, cfg, cfg_checksum, arch, &keyring, &world, &repos, &resolved, epoch)?;
+
+    let names = OwnerNames::from_files(
+        &String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default()),
+        &String::from_utf8_lossy(&tree.read("etc/group").ok().flatten().unwrap_or_default()),
+    );
+    let (layer, diff_id) = oci::write_layer(blobs, opts.level, |w| tree.write_tar(w, &names).map(|_| ()))
+        .map_err(io_ctx("writing the layer"))?;
+    let os_release = parse_os_release(&tree);
+    let config = image_config(cfg, arch, epoch, &diff_id, &opts.annotations, &tree)?;
+    let config_blob = oci::put_blob(blobs, &config).map_err(io_ctx("writing the image config"))?;
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": oci::MT_MANIFEST,
+        "config": oci::descriptor(oci::MT_CONFIG, &config_blob),
+        "layers": [oci::descriptor(oci::MT_LAYER_GZ, &layer)],
+    });
+    let ann = annotations(cfg, opts, epoch);
+    if !ann.as_object().is_none_or(|o| o.is_empty()) {
+        manifest["annotations"] = ann;
+    }
+    let manifest_blob = oci::put_blob(blobs, &serde_json::to_vec(&manifest).expect("JSON"))
+        .map_err(io_ctx("writing the manifest"))?;
+    Ok(ArchResult {
+        image: ArchImage {
+            arch,
+            config: config_blob,
+            manifest: manifest_blob,
+            layers: vec![layer],
+        },
+        packages: resolved,
+        created: epoch,
+        os_release,
+    })
+}
+
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub fn annotations(cfg: &ImageConfiguration, opts: &BuildOptions, epoch: u64) -> Value {
+    let mut a: BTreeMap<String, String> = cfg.annotations.clone();
+    for (k, v) in &opts.annotations {
+        a.insert(k.clone(), v.clone());
+    }
+    a.insert("org.opencontainers.image.created".into(), rfc3339(epoch));
+    if let Some((url, rev)) = cfg.vcs_url.as_deref().and_then(|v| v.rsplit_once('@')) {
+        a.insert("org.opencontainers.image.source".into(), url.into());
+        a.insert("org.opencontainers.image.revision".into(), rev.into());
+    }
+    json!(a)
+}
+
+fn image_config(
+    cfg: &ImageConfiguration,
+    arch: Arch,
+    epoch: u64,
+    diff_id: &str,
+    extra_ann: &BTreeMap<String, String>,
+    tree: &Tree,
+) -> Result<Vec<u8>, BuildError> {
+    let (a, variant) = arch.oci();
+    let mut env: BTreeMap<String, String> = cfg.environment.clone();
+    env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+    env.entry("SSL_CERT_FILE".into())
+        .or_insert_with(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut c = json!({"Env": env});
+    let ep = cfg.entrypoint_argv().map_err(BuildError::Config)?;
+    if !ep.is_empty() {
+        c["Entrypoint"] = json!(ep);
+    }
+    let cmd = cfg.cmd_argv().map_err(BuildError::Config)?;
+    if !cmd.is_empty() {
+        c["Cmd"] = json!(cmd);
+    }
+    if let Some(w) = cfg.work_dir.as_deref().filter(|w| !w.is_empty()) {
+        c["WorkingDir"] = json!(w);
+    }
+    if let Some(user) = cfg.accounts.as_ref().and_then(|a| a.run_as.clone()).filter(|u| !u.is_empty()) {
+        // A user name becomes its uid when the image's /etc/passwd knows it, as in apko.
+        let passwd = String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default()).into_owned();
+        let uid = passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&user.as_str())).then(|| f.get(2).map(|s| s.to_string())).flatten()
+        });
+        c["User"] = json!(uid.unwrap_or(user));
+    }
+    if let Some(s) = cfg.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+        c["StopSignal"] = json!(s);
+    }
+    if !cfg.volumes.is_empty() {
+        let v: BTreeMap<&str, Value> = cfg.volumes.iter().map(|v| (v.as_str(), json!({}))).collect();
+        c["Volumes"] = json!(v);
+    }
+    let mut labels = cfg.annotations.clone();
+    labels.extend(extra_ann.clone());
+    if !labels.is_empty() {
+        c["Labels"] = json!(labels);
+    }
+    let mut out = json!({
+        "architecture": a,
+        "author": "pallet",
+        "created": rfc3339(epoch),
+        "history": [{"author": "pallet", "created": rfc3339(epoch), "created_by": "pallet", "comment": "This is a pallet single-layer image"}],
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "config": c,
+    });
+    if let Some(v) = variant {
+        out["variant"] = json!(v);
+    }
+    Ok(serde_json::to_vec(&out).expect("JSON values serialize"))
+}
+
+fn parse_os_release(tree: &Tree) -> BTreeMap<String, String> {
+    let text = tree
+        .read("etc/os-release")
+        .ok()
+        .flatten()
+        .or_else(|| tree.read("usr/lib/os-release").ok().flatten())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn file(tree: &mut Tree, path: &str, data: Vec<u8>, mode: u32, mtime: u64) {
+    if let Some((dir, _)) = path.rsplit_once('/') {
+        tree.mkdir_all(dir, 0o755, mtime);
+    }
+    tree.put(path, Node::file(data, mode, mtime));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn post_install(
+    tree: &mut Tree,
+    cfg: &ImageConfiguration,
+    cfg_checksum: &str,
+    arch: Arch,
+    keyring: &Keyring,
+    world: &[Dependency],
+    repos: &[Repo],
+    resolved: &[(PackageInfo, String)],
+    epoch: u64,
+) -> Result<(), BuildError> {
+    // The apk database, as apk-tools 2 lays it out (lib/apk/db).
+    let db = tree.installed_db();
+    file(tree, "lib/apk/db/installed", installed::write_installed(&db).into_bytes(), 0o644, epoch);
+    file(tree, "lib/apk/db/triggers", installed::write_triggers(&db).into_bytes(), 0o644, epoch);
+    file(tree, "lib/apk/db/lock", vec![], 0o600, epoch);
+    let mut scripts_tar = Vec::new();
+    for p in &tree.packages {
+        for (name, data) in &p.scripts {
+            let n = format!(
+                "{}-{}.{}{}",
+                p.info.name,
+                p.info.version,
+                p.info.checksum.clone().unwrap_or_default(),
+                name
+            );
+            let h = pallet_apk_stream::tarw::EntryHeader {
+                path: &n,
+                kind: Kind::File,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                uname: "root",
+                gname: "root",
+                mtime: p.info.build_time,
+                size: data.len() as u64,
+                link: "",
+                dev_major: 0,
+                dev_minor: 0,
+                pax: &[],
+            };
+            pallet_apk_stream::tarw::write_entry(&mut scripts_tar, &h, data).map_err(io_ctx("scripts.tar"))?;
+        }
+    }
+    pallet_apk_stream::tarw::write_end(&mut scripts_tar).map_err(io_ctx("scripts.tar"))?;
+    file(tree, "lib/apk/db/scripts.tar", scripts_tar, 0o644, epoch);
+    // The world pinned to the resolved versions, as apko writes it.
+    let pinned: Vec<Dependency> = resolved
+        .iter()
+        .map(|(p, _)| Dependency::exact(p.name.clone(), p.version.clone()))
+        .collect();
+    let _ = world;
+    file(tree, "etc/apk/world", installed::write_world(&pinned).into_bytes(), 0o644, epoch);
+    let mut repo_lines: Vec<String> = cfg
+        .contents
+        .repositories
+        .iter()
+        .chain(&cfg.contents.runtime_repositories)
+        .cloned()
+        .collect();
+    repo_lines.sort();
+    repo_lines.dedup();
+    let _ = repos;
+    let mut text = repo_lines.join("\n");
+    text.push('\n');
+    file(tree, "etc/apk/repositories", text.into_bytes(), 0o644, epoch);
+    file(tree, "etc/apk/arch", format!("{}\n", arch.apk()).into_bytes(), 0o644, epoch);
+    tree.mkdir_all("etc/apk/keys", 0o755, epoch);
+    for k in keyring.key_files() {
+        let name = k.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let data = fs::read(&k).map_err(io_ctx(k.display().to_string()))?;
+        file(tree, &format!("etc/apk/keys/{name}"), data, 0o644, epoch);
+    }
+    for rk in &cfg.contents.runtime_keyring {
+        file(tree, &format!("etc/apk/keys/{}", rk.name), rk.content.clone().into_bytes(), 0o644, epoch);
+    }
+    accounts(tree, cfg, epoch)?;
+    let apko_json = serde_json::to_vec_pretty(&json!({"config": cfg, "checksum": cfg_checksum})).expect("JSON");
+    file(tree, "etc/apko.json", apko_json, 0o444, 0);
+    paths(tree, cfg)?;
+    busybox_links(tree)?;
+    // Character devices apko creates (harmless where the runtime mounts its own /dev).
+    for (name, major, minor, mode) in [("null", 1, 3, 0o666), ("zero", 1, 5, 0o666), ("random", 1, 8, 0o666), ("urandom", 1, 9, 0o666), ("console", 5, 1, 0o620)] {
+        let p = format!("dev/{name}");
+        if tree.get(&p).is_none() {
+            tree.put(&p, Node {
+                kind: Kind::Char,
+                dev: (major, minor),
+                ..Node::dir(mode, 0)
+            });
+        }
+    }
+    Ok(())
+}
+
+fn accounts(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(), BuildError> {
+    let read = |tree: &Tree, p: &str| String::from_utf8_lossy(&tree.read(p).ok().flatten().unwrap_or_default()).into_owned();
+    let Some(acc) = &cfg.accounts else {
+        if tree.get("etc/passwd").is_none() {
+            file(tree, "etc/passwd", vec![], 0o644, 0);
+        }
+        return Ok(());
+    };
+    let mut passwd = read(tree, "etc/passwd");
+    let mut shadow = read(tree, "etc/shadow");
+    for u in &acc.users {
+        if !passwd.is_empty() && !passwd.ends_with('\n') {
+            passwd.push('\n');
+        }
+        let home = u.homedir.clone().unwrap_or_else(|| format!("/home/{}", u.username));
+        let shell = u.shell.clone().unwrap_or_else(|| "/bin/sh".into());
+        passwd.push_str(&format!(
+            "{}:x:{}:{}:Account created by apko:{}:{}\n",
+            u.username,
+            u.uid,
+            u.gid.unwrap_or(u.uid),
+            home,
+            shell
+        ));
+        if !shadow.is_empty() && !shadow.ends_with('\n') {
+            shadow.push('\n');
+        }
+        shadow.push_str(&format!("{}:!:::::::\n", u.username));
+    }
+    file(tree, "etc/passwd", passwd.clone().into_bytes(), 0o644, 0);
+    if !acc.users.is_empty() {
+        file(tree, "etc/shadow", shadow.into_bytes(), 0o640, 0);
+    }
+    if !acc.groups.is_empty() {
+        let mut group = read(tree, "etc/group");
+        for g in &acc.groups {
+            if !group.is_empty() && !group.ends_with('\n') {
+                group.push('\n');
+            }
+            group.push_str(&format!("{}:x:{}:{}\n", g.groupname, g.gid, g.members.join(",")));
+        }
+        file(tree, "etc/group", group.into_bytes(), 0o644, 0);
+    }
+    // Home folders of every account that lacks one (mode 0700, owned by the user).
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 7 {
+            continue;
+        }
+        let home = f[5].trim_start_matches('/');
+        if home.is_empty() || f[5] == "/dev/null" || tree.get(home).is_some() {
+            continue;
+        }
+        let (uid, gid) = (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0));
+        if let Some((parent, _)) = home.rsplit_once('/') {
+            tree.mkdir_all(parent, 0o755, epoch);
+        }
+        tree.put(home, Node {
+            uid,
+            gid,
+            ..Node::dir(0o700, 0)
+        });
+    }
+    Ok(())
+}
+
+fn paths(tree: &mut Tree, cfg: &ImageConfiguration) -> Result<(), BuildError> {
+    for p in &cfg.paths {
+        let path = p.path.trim_start_matches('/').to_string();
+        let mode = p.permissions.unwrap_or(0);
+        match p.kind.as_str() {
+            "directory" => {
+                tree.mkdir_all(&path, 0o755, 0);
+            }
+            "empty-file" => {
+                file(tree, &path, vec![], 0o644, 0);
+            }
+            "symlink" => {
+                if tree.get(&path).is_some() {
+                    return Err(BuildError::Config(format!("paths: {}: already exists", p.path)));
+                }
+                if let Some((dir, _)) = path.rsplit_once('/') {
+                    tree.mkdir_all(dir, 0o755, 0);
+                }
+                tree.put(&path, Node::symlink(p.source.as_deref().unwrap_or(""), 0));
+                // A symlink's own mode is meaningless; apko does not chmod the target.
+                continue;
+            }
+            "hardlink" => {
+                let src = p.source.as_deref().unwrap_or("").trim_start_matches('/');
+                let node = tree
+                    .get(src)
+                    .cloned()
+                    .ok_or_else(|| BuildError::Config(format!("paths: {}: source {src} does not exist", p.path)))?;
+                tree.put(&path, node);
+            }
+            _ => {}
+        }
+        let targets: Vec<String> = if p.recursive {
+            tree.nodes
+                .keys()
+                .filter(|k| **k == path || k.starts_with(&format!("{path}/")))
+                .cloned()
+                .collect()
+        } else {
+            vec![path.clone()]
+        };
+        for t in targets {
+            let Some(n) = tree.nodes.get_mut(&t) else {
+                return Err(BuildError::Config(format!("paths: {}: does not exist", p.path)));
+            };
+            if n.kind == Kind::Symlink {
+                continue;
+            }
+            n.mode = mode;
+            if p.uid.is_some() || p.gid.is_some() {
+                n.uid = p.uid.unwrap_or(0);
+                n.gid = p.gid.unwrap_or(0);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What busybox's skipped post-install (`busybox --install -s`) would have done: a symlink to
+/// `/bin/busybox` for every applet listed in `/etc/busybox-paths.d/*`, leaving existing files.
+fn busybox_links(tree: &mut Tree) -> Result<(), BuildError> {
+    if tree.get("bin/busybox").is_none() {
+        return Ok(());
+    }
+    let lists: Vec<String> = tree
+        .nodes
+        .keys()
+        .filter(|k| k.starts_with("etc/busybox-paths.d/"))
+        .cloned()
+        .collect();
+    let mtime = tree.get("bin/busybox").map(|n| n.mtime).unwrap_or(0);
+    for l in lists {
+        let text = tree.read(&l).map_err(io_ctx(l.clone()))?.unwrap_or_default();
+        for line in String::from_utf8_lossy(&text).lines() {
+            let p = line.trim().trim_start_matches('/');
+            if p.is_empty() || p.starts_with('#') || tree.get(p).is_some() {
+                continue;
+            }
+            if let Some((dir, _)) = p.rsplit_once('/') {
+                if tree.resolve_dir(dir).is_none() {
+                    tree.mkdir_all(dir, 0o755, mtime);
+                }
+            }
+            tree.put(p, Node::symlink("/bin/busybox", mtime));
+        }
+    }
+    Ok(())
+}
+
+/// Content of a file in the tree (for SBOM discovery of packages' own SPDX files).
+pub fn embedded_spdx(tree: &Tree) -> Vec<(String, Vec<u8>)> {
+    tree.nodes
+        .iter()
+        .filter(|(k, n)| k.starts_with("var/lib/db/sbom/") && k.ends_with(".spdx.json") && n.kind == Kind::File)
+        .filter_map(|(k, _)| Some((k.clone(), tree.read(k).ok().flatten()?)))
+        .collect()
+}
+
+#[allow(dead_code)]
+fn _assert_send(_: Arc<Content>) {}
+
+/// The per-architecture image descriptors and the index blob for a build.
+pub fn index_blob(blobs: &Path, images: &[ArchImage], ann: &Value) -> std::io::Result<Blob> {
+    oci::put_blob(blobs, &oci::index_json(images, ann))
+}

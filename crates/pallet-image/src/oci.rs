@@ -1,0 +1,291 @@
+//! OCI output: layer blobs (gzip while hashing both the compressed and uncompressed bytes),
+//! image config, manifest and index with a fixed key order, written as an OCI image layout or
+//! a docker-archive tarball. Every output is written under a temporary name and renamed.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MT_LAYER_GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// A content-addressed blob stored in a blob directory.
+#[derive(Clone, Debug)]
+pub struct Blob {
+    pub digest: String,
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+fn hexs(d: impl AsRef<[u8]>) -> String {
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hashes and counts what passes through.
+pub struct HashCount<W> {
+    pub inner: W,
+    pub hash: Sha256,
+    pub n: u64,
+}
+
+impl<W: Write> Write for HashCount<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Store bytes as a blob in `blobs` (a `blobs/sha256` folder).
+pub fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<Blob> {
+    let hex = hexs(Sha256::digest(data));
+    let path = blobs.join(&hex);
+    if !path.exists() {
+        let tmp = blobs.join(format!(".{hex}.{}.tmp", std::process::id()));
+        fs::write(&tmp, data)?;
+        fs::rename(&tmp, &path)?;
+    }
+    Ok(Blob {
+        digest: format!("sha256:{hex}"),
+        size: data.len() as u64,
+        path,
+    })
+}
+
+/// Write a layer: `produce` writes the uncompressed tar; returns (blob, diff_id).
+pub fn write_layer(
+    blobs: &Path,
+    level: u32,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<(Blob, String)> {
+    let tmp = blobs.join(format!(".layer.{}.tmp", std::process::id()));
+    let result = (|| {
+        let file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let compressed = HashCount {
+            inner: file,
+            hash: Sha256::new(),
+            n: 0,
+        };
+        let gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(compressed, flate2::Compression::new(level));
+        let mut raw = HashCount {
+            inner: BufWriter::with_capacity(1 << 20, gz),
+            hash: Sha256::new(),
+            n: 0,
+        };
+        produce(&mut raw)?;
+        let diff_id = format!("sha256:{}", hexs(raw.hash.finalize()));
+        let gz = raw.inner.into_inner().map_err(|e| e.into_error())?;
+        let mut c = gz.finish()?;
+        c.flush()?;
+        let digest_hex = hexs(c.hash.finalize());
+        let size = c.n;
+        c.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let path = blobs.join(&digest_hex);
+        fs::rename(&tmp, &path)?;
+        Ok((
+            Blob {
+                digest: format!("sha256:{digest_hex}"),
+                size,
+                path,
+            },
+            diff_id,
+        ))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn descriptor(mt: &str, b: &Blob) -> Value {
+    json!({"mediaType": mt, "size": b.size, "digest": b.digest})
+}
+
+/// One built image of one architecture.
+#[derive(Clone, Debug)]
+pub struct ArchImage {
+    pub arch: crate::config::Arch,
+    pub config: Blob,
+    pub manifest: Blob,
+    pub layers: Vec<Blob>,
+}
+
+fn platform(arch: crate::config::Arch) -> Value {
+    let (a, v) = arch.oci();
+    let mut p = json!({"architecture": a, "os": "linux"});
+    if let Some(v) = v {
+        p["variant"] = json!(v);
+    }
+    p
+}
+
+/// The image index over per-architecture images, sorted by architecture as apko does.
+pub fn index_json(images: &[ArchImage], annotations: &Value) -> Vec<u8> {
+    let mut sorted: Vec<&ArchImage> = images.iter().collect();
+    sorted.sort_by_key(|i| i.arch.oci());
+    let manifests: Vec<Value> = sorted
+        .iter()
+        .map(|i| {
+            let mut d = descriptor(MT_MANIFEST, &i.manifest);
+            d["platform"] = platform(i.arch);
+            d
+        })
+        .collect();
+    let mut idx = json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": manifests});
+    if annotations.as_object().is_some_and(|o| !o.is_empty()) {
+        idx["annotations"] = annotations.clone();
+    }
+    serde_json::to_vec(&idx).expect("JSON values serialize")
+}
+
+/// Split `repo:tag` (the tag defaults to `latest`; a `:` inside a registry port is not a tag).
+pub fn split_ref(r: &str) -> (String, String) {
+    let (name, tag) = match r.rfind(':') {
+        Some(i) if !r[i..].contains('/') => (&r[..i], &r[i + 1..]),
+        _ => (r, "latest"),
+    };
+    (name.to_string(), tag.to_string())
+}
+
+fn copy_tree_atomically(build: impl FnOnce(&Path) -> io::Result<()>, out: &Path) -> io::Result<()> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(
+        ".{}.{}.tmp",
+        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let r = build(&tmp);
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    r
+}
+
+/// Write an OCI image layout into the existing folder `dir`: the index blob is named by
+/// `index.json` under the tag, and each per-architecture manifest under `TAG-ARCH`.
+pub fn write_layout(dir: &Path, blobs_src: &Path, images: &[ArchImage], index: &Blob, tag: &str) -> io::Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs)?;
+    let mut all: Vec<&Blob> = vec![index];
+    for i in images {
+        all.push(&i.manifest);
+        all.push(&i.config);
+        all.extend(i.layers.iter());
+    }
+    for b in all {
+        let hex = b.digest.trim_start_matches("sha256:");
+        let dst = blobs.join(hex);
+        if !dst.exists() {
+            let tmp = blobs.join(format!(".{hex}.tmp"));
+            fs::copy(blobs_src.join(hex), &tmp)?;
+            fs::rename(&tmp, &dst)?;
+        }
+    }
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut manifests = vec![{
+        let mut d = descriptor(MT_INDEX, index);
+        d["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+        d
+    }];
+    for i in images {
+        let mut d = descriptor(MT_MANIFEST, &i.manifest);
+        d["platform"] = platform(i.arch);
+        d["annotations"] =
+            json!({"org.opencontainers.image.ref.name": format!("{tag}-{}", i.arch.tag_suffix())});
+        manifests.push(d);
+    }
+    let idx = json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": manifests});
+    let tmp = dir.join(".index.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(&idx).expect("JSON values serialize"))?;
+    fs::rename(&tmp, dir.join("index.json"))
+}
+
+/// Write a docker-archive tarball (`docker load`, `skopeo … docker-archive:`): per image a
+/// config file `sha256:<hex>` and layers `<hex>.tar.gz`, and `manifest.json` with the tags.
+pub fn write_docker_archive(out: &Path, images: &[ArchImage], image_ref: &str) -> io::Result<()> {
+    use pallet_apk_stream::tarw::{self, EntryHeader, Kind};
+    let (name, tag) = split_ref(image_ref);
+    copy_tree_atomically(
+        |tmp| {
+            let mut w = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+            let mut entries = vec![];
+            let mut written = std::collections::BTreeSet::new();
+            let mut put = |w: &mut BufWriter<File>, fname: String, b: &Blob| -> io::Result<()> {
+                if !written.insert(fname.clone()) {
+                    return Ok(());
+                }
+                let h = EntryHeader {
+                    path: &fname,
+                    kind: Kind::File,
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    uname: "",
+                    gname: "",
+                    mtime: 0,
+                    size: b.size,
+                    link: "",
+                    dev_major: 0,
+                    dev_minor: 0,
+                    pax: &[],
+                };
+                tarw::write_header(w, &h)?;
+                let n = io::copy(&mut File::open(&b.path)?, w)?;
+                if n != b.size {
+                    return Err(io::Error::other(format!("blob {} changed size", b.digest)));
+                }
+                w.write_all(&[0u8; 512][..tarw::padding(n)])
+            };
+            for i in images {
+                let cfg_name = i.config.digest.clone();
+                put(&mut w, cfg_name.clone(), &i.config)?;
+                let mut layers = vec![];
+                for l in &i.layers {
+                    let f = format!("{}.tar.gz", l.digest.trim_start_matches("sha256:"));
+                    put(&mut w, f.clone(), l)?;
+                    layers.push(f);
+                }
+                let mut tags = vec![format!("{name}:{tag}-{}", i.arch.tag_suffix())];
+                if images.len() == 1 {
+                    tags.insert(0, format!("{name}:{tag}"));
+                }
+                entries.push(json!({"Config": cfg_name, "RepoTags": tags, "Layers": layers}));
+            }
+            let manifest = serde_json::to_vec(&Value::Array(entries)).expect("JSON values serialize");
+            let h = EntryHeader {
+                path: "manifest.json",
+                kind: Kind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                uname: "",
+                gname: "",
+                mtime: 0,
+                size: manifest.len() as u64,
+                link: "",
+                dev_major: 0,
+                dev_minor: 0,
+                pax: &[],
+            };
+            tarw::write_entry(&mut w, &h, &manifest)?;
+            tarw::write_end(&mut w)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            fs::rename(tmp, out)
+        },
+        out,
+    )
+}

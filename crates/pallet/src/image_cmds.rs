@@ -1,0 +1,314 @@
+//! `pallet image …` and the `apko` face.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use pallet_image::build::{self, BuildOptions};
+use pallet_image::config::{self, Arch};
+use pallet_image::{oci, sbom};
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build an image from an apko YAML file into a docker-archive tarball or an OCI layout.
+    #[command(after_help = "Examples:\n  pallet image build apko.yaml myimage:latest image.tar\n  mkdir layout && pallet image build apko.yaml myimage:latest layout/ --arch x86_64\n  SOURCE_DATE_EPOCH=1700000000 pallet image build apko.yaml r:1 out.tar --sbom-path sboms/")]
+    Build(BuildArgs),
+    /// Print the configuration after includes and defaults, as YAML.
+    #[command(after_help = "Examples:\n  pallet image show-config apko.yaml")]
+    ShowConfig(ShowArgs),
+    /// Resolve and print the packages an image would contain (`NAME VERSION` per line).
+    #[command(after_help = "Examples:\n  pallet image show-packages apko.yaml --arch x86_64\n  pallet image show-packages apko.yaml --format name=version")]
+    ShowPackages(ShowPackagesArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Architectures (apko names and aliases: amd64, x86_64, arm64, arm/v7 …; `host`, `all`).
+    #[arg(long, value_delimiter = ',')]
+    arch: Vec<String>,
+    /// Extra keys for verifying repository indexes.
+    #[arg(short = 'k', long = "keyring-append")]
+    keyring_append: Vec<String>,
+    /// Extra repositories (build time and runtime).
+    #[arg(short = 'r', long = "repository-append")]
+    repository_append: Vec<String>,
+    /// Extra build-time-only repositories.
+    #[arg(short = 'b', long = "build-repository-append")]
+    build_repository_append: Vec<String>,
+    /// Extra packages.
+    #[arg(short = 'p', long = "package-append")]
+    package_append: Vec<String>,
+    /// Package cache folder (default: $XDG_CACHE_HOME/pallet or ~/.cache/pallet).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Skip verifying index signatures (packages are still checked against the index).
+    #[arg(long)]
+    ignore_signatures: bool,
+    /// Never use the network (local repositories and the cache only).
+    #[arg(long)]
+    offline: bool,
+    /// Extra folders to search for included files.
+    #[arg(long = "include-paths")]
+    include_paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    config: PathBuf,
+    tag: String,
+    /// A tarball path, or an existing folder for an OCI image layout.
+    output: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Build date, RFC 3339 (SOURCE_DATE_EPOCH overrides it).
+    #[arg(long)]
+    build_date: Option<String>,
+    /// Write SBOMs (on by default).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    sbom: bool,
+    /// Folder for SBOM files (created when missing; default: the working folder).
+    #[arg(long)]
+    sbom_path: Option<PathBuf>,
+    /// SBOM formats: spdx, cyclonedx.
+    #[arg(long, value_delimiter = ',', default_value = "spdx")]
+    sbom_formats: Vec<String>,
+    /// Annotations KEY:VALUE for the manifests, index and config labels.
+    #[arg(long, value_delimiter = ',')]
+    annotations: Vec<String>,
+    /// Probe git for vcs-url (accepted for compatibility).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    vcs: bool,
+    /// Build exactly the packages of this lock file.
+    #[arg(long)]
+    lockfile: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    config: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+pub struct ShowPackagesArgs {
+    config: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// name-version (default: `NAME VERSION`), name=version, name-(version), packagelock.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImageCommand::Build(a) => build_cmd(a),
+        ImageCommand::ShowConfig(a) => show_config(a),
+        ImageCommand::ShowPackages(a) => show_packages(a),
+    }
+}
+
+/// `apko …`: the same commands under apko's names.
+#[derive(Parser)]
+#[command(name = "apko", version, about = "pallet's apko-compatible face")]
+struct ApkoCli {
+    #[command(subcommand)]
+    command: ApkoCommand,
+}
+
+#[derive(Subcommand)]
+enum ApkoCommand {
+    Build(BuildArgs),
+    ShowConfig(ShowArgs),
+    ShowPackages(ShowPackagesArgs),
+}
+
+pub fn run_apko_face() -> anyhow::Result<ExitCode> {
+    match ApkoCli::parse().command {
+        ApkoCommand::Build(a) => build_cmd(a),
+        ApkoCommand::ShowConfig(a) => show_config(a),
+        ApkoCommand::ShowPackages(a) => show_packages(a),
+    }
+}
+
+fn cache_dir(c: &CommonArgs) -> PathBuf {
+    if let Some(d) = &c.cache_dir {
+        return d.clone();
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("pallet");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache/pallet")
+}
+
+fn archs(c: &CommonArgs, cfg: &config::ImageConfiguration) -> anyhow::Result<Vec<Arch>> {
+    let names: Vec<String> = if !c.arch.is_empty() { c.arch.clone() } else { cfg.archs.clone() };
+    let mut out = Vec::new();
+    if names.is_empty() {
+        // apko builds all nine architectures when none are named; that fails for most
+        // repositories, so pallet builds the host's and says so.
+        eprintln!("no archs in the config or --arch: building for the host ({})", Arch::host().apk());
+        return Ok(vec![Arch::host()]);
+    }
+    for n in names {
+        match n.as_str() {
+            "host" => out.push(Arch::host()),
+            "all" => out.extend(Arch::ALL),
+            other => out.push(Arch::parse(other).with_context(|| format!("unknown architecture '{other}'"))?),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn options(c: &CommonArgs) -> BuildOptions {
+    BuildOptions {
+        cache_dir: cache_dir(c),
+        extra_keyring: c.keyring_append.clone(),
+        extra_repositories: c.repository_append.clone(),
+        extra_build_repositories: c.build_repository_append.clone(),
+        extra_packages: c.package_append.clone(),
+        ignore_signatures: c.ignore_signatures,
+        level: 6,
+        ..BuildOptions::default()
+    }
+}
+
+fn parse_date(s: &str) -> anyhow::Result<u64> {
+    // RFC 3339 `YYYY-MM-DDTHH:MM:SSZ` (or with an offset of +00:00).
+    let s = s.trim();
+    let bad = || anyhow::anyhow!("--build-date '{s}' is not RFC 3339 (e.g. 2024-01-02T03:04:05Z)");
+    let (date, time) = s.split_once('T').ok_or_else(bad)?;
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let t = time.trim_end_matches('Z').trim_end_matches("+00:00");
+    let t: Vec<i64> = t.split(':').map(|x| x.split('.').next().unwrap_or("0").parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    if d.len() != 3 || t.len() != 3 {
+        return Err(bad());
+    }
+    let (y, m, day) = (d[0], d[1], d[2]);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok((days * 86400 + t[0] * 3600 + t[1] * 60 + t[2]).max(0) as u64)
+}
+
+fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let cfg = &loaded.config;
+    let archs = archs(&a.common, cfg)?;
+    let mut opts = options(&a.common);
+    opts.epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds"))?),
+        _ => a.build_date.as_deref().map(parse_date).transpose()?,
+    };
+    for an in &a.annotations {
+        let (k, v) = an.split_once(':').with_context(|| format!("--annotations '{an}' is not KEY:VALUE"))?;
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') || v.is_empty() {
+            bail!("--annotations '{an}': the key must match ^[a-z0-9-.]+$ and the value must not be empty");
+        }
+        if opts.annotations.insert(k.to_string(), v.to_string()).is_some() {
+            bail!("--annotations: duplicate key '{k}'");
+        }
+    }
+    if let Some(lock) = &a.lockfile {
+        let text = std::fs::read_to_string(lock).with_context(|| format!("reading {}", lock.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", lock.display()))?;
+        let pkgs = v["contents"]["packages"].as_array().context("lock file has no contents.packages")?;
+        let want = archs.first().map(|a| a.apk()).unwrap_or("x86_64");
+        opts.locked = Some(
+            pkgs.iter()
+                .filter(|p| p["architecture"].as_str().is_none_or(|x| x == want))
+                .map(|p| format!("{}={}", p["name"].as_str().unwrap_or(""), p["version"].as_str().unwrap_or("")))
+                .collect(),
+        );
+    }
+    let out = &a.output;
+    let work = tempfile::Builder::new().prefix(".pallet-build-").tempdir_in(
+        out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
+    ).context("creating a work folder beside the output")?;
+    let blobs = work.path().join("blobs");
+    std::fs::create_dir_all(&blobs)?;
+    let mut results = Vec::new();
+    for arch in &archs {
+        let r = build::build_arch(cfg, &loaded.checksum, *arch, &opts, &blobs)
+            .with_context(|| format!("building {} for {}", a.config.display(), arch.apk()))?;
+        eprintln!("built {} ({}): {} packages, {}", arch.apk(), a.tag, r.packages.len(), r.image.manifest.digest);
+        results.push(r);
+    }
+    let created = results.iter().map(|r| r.created).max().unwrap_or(0);
+    let images: Vec<oci::ArchImage> = results.iter().map(|r| r.image.clone()).collect();
+    let ann = build::annotations(cfg, &opts, created);
+    let index = build::index_blob(&blobs, &images, &ann)?;
+    if out.is_dir() {
+        let (_, tag) = oci::split_ref(&a.tag);
+        oci::write_layout(out, &blobs, &images, &index, &tag).with_context(|| format!("writing OCI layout {}", out.display()))?;
+    } else {
+        oci::write_docker_archive(out, &images, &a.tag).with_context(|| format!("writing {}", out.display()))?;
+    }
+    if a.sbom {
+        let dir = a.sbom_path.clone().unwrap_or_else(|| PathBuf::from("."));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let date = build::rfc3339(created);
+        for f in &a.sbom_formats {
+            if f != "spdx" {
+                eprintln!("warning: SBOM format '{f}' is not supported yet; writing spdx only");
+            }
+        }
+        for r in &results {
+            let pkgs: Vec<_> = r.packages.iter().map(|(p, _)| p.clone()).collect();
+            let os_id = r.os_release.get("ID").cloned().unwrap_or_default();
+            let os_ver = r.os_release.get("VERSION_ID").cloned().unwrap_or_default();
+            let doc = sbom::image_spdx(&r.image.manifest.digest, r.image.arch.apk(), &date, &os_id, &os_ver, &pkgs);
+            let p = dir.join(format!("sbom-{}.spdx.json", r.image.arch.apk()));
+            pallet_keys::write_atomic(&p, &serde_json::to_vec_pretty(&doc)?, 0o644)?;
+        }
+        let imgs: Vec<(String, String)> = results.iter().map(|r| (r.image.arch.apk().to_string(), r.image.manifest.digest.clone())).collect();
+        let doc = sbom::index_spdx(&index.digest, &date, &imgs);
+        pallet_keys::write_atomic(&dir.join("sbom-index.spdx.json"), &serde_json::to_vec_pretty(&doc)?, 0o644)?;
+    }
+    println!("{}", index.digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_config(a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let y = serde_saphyr::to_string(&loaded.config).context("rendering YAML")?;
+    print!("{y}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_packages(a: ShowPackagesArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let archs = archs(&a.common, &loaded.config)?;
+    let opts = options(&a.common);
+    let arch = archs[0];
+    let (repos, picks, _, _) = build::resolve(&loaded.config, arch, &opts)?;
+    let mut rows = BTreeMap::new();
+    for (i, (r, p)) in picks.iter().enumerate() {
+        let info = &repos[*r].packages[*p];
+        let line = match a.format.as_deref() {
+            None | Some("") => format!("{} {}", info.name, info.version),
+            Some("name-version") => format!("{}-{}", info.name, info.version),
+            Some("name=version") => format!("{}={}", info.name, info.version),
+            Some("name-(version)") => format!("{}-({})", info.name, info.version),
+            Some("name-version-source") => format!("{}-{} {}", info.name, info.version, repos[*r].url),
+            Some("name=version-source") => format!("{}={} {}", info.name, info.version, repos[*r].url),
+            Some("packagelock") => json!({"name": info.name, "version": info.version, "url": format!("{}/{}/{}", repos[*r].url, arch.apk(), info.file_name()), "checksum": info.checksum}).to_string(),
+            Some(other) => bail!("--format '{other}' is not one of name-version, name=version, name-(version), name-version-source, name=version-source, packagelock"),
+        };
+        rows.insert(i, line);
+    }
+    for l in rows.values() {
+        println!("{l}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
