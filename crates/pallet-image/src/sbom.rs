@@ -85,33 +85,11 @@ pub fn image_spdx(image_digest: &str, arch: &str, created: &str, os_id: &str, os
     }
     for p in packages {
         let id = format!("SPDXRef-Package-{}-{}", spdx_id(&p.name), spdx_id(&p.version));
-        let (lic, extra) = license(&p.license);
+        let (pkg, extra) = package_entry(p, distro, &id);
         if let Some(e) = extra {
             if !extracted.iter().any(|(i, _)| *i == e.0) {
                 extracted.push(e);
             }
-        }
-        let mut pkg = json!({
-            "SPDXID": id,
-            "name": p.name,
-            "versionInfo": p.version,
-            "downloadLocation": if p.url.is_empty() { "NOASSERTION".to_string() } else { "NOASSERTION".to_string() },
-            "filesAnalyzed": false,
-            "licenseConcluded": lic,
-            "licenseDeclared": lic,
-            "supplier": match &p.maintainer { Some(m) if !m.is_empty() => format!("Person: {m}"), _ => "NOASSERTION".into() },
-            "description": p.description,
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": purl(p, distro),
-            }],
-        });
-        if !p.url.is_empty() {
-            pkg["homepage"] = json!(p.url);
-        }
-        if let Some(c) = p.checksum.as_deref().and_then(checksum::decode_q1) {
-            pkg["checksums"] = json!([{"algorithm": "SHA1", "checksumValue": c.iter().map(|b| format!("{b:02x}")).collect::<String>()}]);
         }
         pkgs.push(pkg);
         let parent = if os_id.is_empty() { image_id.clone() } else { "SPDXRef-OperatingSystem".to_string() };
@@ -120,8 +98,9 @@ pub fn image_spdx(image_digest: &str, arch: &str, created: &str, os_id: &str, os
     document(&format!("sbom-{arch}"), created, pkgs, rels, extracted)
 }
 
-/// The index SBOM: the index and the per-architecture images it holds.
-pub fn index_spdx(index_digest: &str, created: &str, images: &[(String, String)]) -> Value {
+/// The index SBOM: the index, the per-architecture images it holds, and their packages, so
+/// that one document answers "what is in this image" whatever the platform.
+pub fn index_spdx(index_digest: &str, created: &str, images: &[(String, String, Vec<PackageInfo>)], distro: &str) -> Value {
     let idx_id = "SPDXRef-ImageIndex".to_string();
     let mut pkgs = vec![json!({
         "SPDXID": idx_id, "name": index_digest, "versionInfo": index_digest,
@@ -130,7 +109,8 @@ pub fn index_spdx(index_digest: &str, created: &str, images: &[(String, String)]
         "primaryPackagePurpose": "CONTAINER",
     })];
     let mut rels = vec![json!({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": idx_id})];
-    for (arch, digest) in images {
+    let mut extracted: Vec<(String, String)> = vec![];
+    for (arch, digest, packages) in images {
         let id = format!("SPDXRef-Image-{}", spdx_id(arch));
         pkgs.push(json!({
             "SPDXID": id, "name": digest, "versionInfo": digest,
@@ -138,9 +118,47 @@ pub fn index_spdx(index_digest: &str, created: &str, images: &[(String, String)]
             "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION",
             "primaryPackagePurpose": "CONTAINER",
         }));
-        rels.push(json!({"spdxElementId": idx_id, "relationshipType": "VARIANT_OF", "relatedSpdxElement": id}));
+        rels.push(json!({"spdxElementId": id, "relationshipType": "VARIANT_OF", "relatedSpdxElement": idx_id}));
+        for p in packages {
+            let (pkg, extra) = package_entry(p, distro, &format!("SPDXRef-Package-{}-{}-{}", spdx_id(arch), spdx_id(&p.name), spdx_id(&p.version)));
+            if let Some(e) = extra {
+                if !extracted.iter().any(|(i, _)| *i == e.0) {
+                    extracted.push(e);
+                }
+            }
+            rels.push(json!({"spdxElementId": id, "relationshipType": "CONTAINS", "relatedSpdxElement": pkg["SPDXID"]}));
+            pkgs.push(pkg);
+        }
     }
-    document("sbom-index", created, pkgs, rels, vec![])
+    document("sbom-index", created, pkgs, rels, extracted)
+}
+
+/// One APK package as an SPDX package, and the extracted licence it needs, if any.
+fn package_entry(p: &PackageInfo, distro: &str, id: &str) -> (Value, Option<(String, String)>) {
+    let (lic, extra) = license(&p.license);
+    let mut pkg = json!({
+        "SPDXID": id,
+        "name": p.name,
+        "versionInfo": p.version,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "licenseConcluded": lic,
+        "licenseDeclared": lic,
+        "supplier": match &p.maintainer { Some(m) if !m.is_empty() => format!("Person: {m}"), _ => "NOASSERTION".into() },
+        "description": p.description,
+        "externalRefs": [{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": purl(p, distro),
+        }],
+    });
+    if !p.url.is_empty() {
+        pkg["homepage"] = json!(p.url);
+    }
+    if let Some(c) = p.checksum.as_deref().and_then(checksum::decode_q1) {
+        pkg["checksums"] = json!([{"algorithm": "SHA1", "checksumValue": c.iter().map(|b| format!("{b:02x}")).collect::<String>()}]);
+    }
+    (pkg, extra)
 }
 
 fn document(name: &str, created: &str, packages: Vec<Value>, rels: Vec<Value>, extracted: Vec<(String, String)>) -> Value {

@@ -271,8 +271,15 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             let p = dir.join(format!("sbom-{}.spdx.json", r.image.arch.apk()));
             pallet_keys::write_atomic(&p, &serde_json::to_vec_pretty(&doc)?, 0o644)?;
         }
-        let imgs: Vec<(String, String)> = results.iter().map(|r| (r.image.arch.apk().to_string(), r.image.manifest.digest.clone())).collect();
-        let doc = sbom::index_spdx(&index.digest, &date, &imgs);
+        let imgs: Vec<(String, String, Vec<_>)> = results
+            .iter()
+            .map(|r| {
+                let pkgs = r.packages.iter().map(|(p, _)| p.clone()).collect();
+                (r.image.arch.apk().to_string(), r.image.manifest.digest.clone(), pkgs)
+            })
+            .collect();
+        let distro = results.first().and_then(|r| r.os_release.get("ID").cloned()).unwrap_or_else(|| "unknown".into());
+        let doc = sbom::index_spdx(&index.digest, &date, &imgs, &distro);
         pallet_keys::write_atomic(&dir.join("sbom-index.spdx.json"), &serde_json::to_vec_pretty(&doc)?, 0o644)?;
     }
     println!("{}", index.digest);
