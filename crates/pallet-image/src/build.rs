@@ -22,7 +22,7 @@ pub enum BuildError {
     Config(String),
     #[error("repository {url}: {message}")]
     Repo { url: String, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Solve(#[from] resolve::SolveError),
     #[error("package {pkg}: {message}")]
     Package { pkg: String, message: String },
