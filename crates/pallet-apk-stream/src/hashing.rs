@@ -67,28 +67,28 @@ impl<R: BufRead> BufRead for HashingReader<R> {
     }
 
     fn consume(&mut self, amt: usize) {
-        if amt > 0 {
-            if let Ok(buf) = self.inner.fill_buf() {
-                let bytes = &buf[..amt.min(buf.len())];
-                let t = &mut self.taps;
-                if let Some(h) = t.sha1.as_mut() {
-                    h.update(bytes);
-                }
-                if let Some(h) = t.sha256.as_mut() {
-                    h.update(bytes);
-                }
-                if let Some(h) = t.sig.as_mut() {
-                    h.update(bytes);
-                }
-                if let Some(c) = t.copy.as_mut() {
-                    if c.len() + bytes.len() <= self.copy_limit {
-                        c.extend_from_slice(bytes);
-                    } else {
-                        self.copy_overflow = true;
-                    }
-                }
-                t.count += bytes.len() as u64;
+        if amt > 0
+            && let Ok(buf) = self.inner.fill_buf()
+        {
+            let bytes = &buf[..amt.min(buf.len())];
+            let t = &mut self.taps;
+            if let Some(h) = t.sha1.as_mut() {
+                h.update(bytes);
             }
+            if let Some(h) = t.sha256.as_mut() {
+                h.update(bytes);
+            }
+            if let Some(h) = t.sig.as_mut() {
+                h.update(bytes);
+            }
+            if let Some(c) = t.copy.as_mut() {
+                if c.len() + bytes.len() <= self.copy_limit {
+                    c.extend_from_slice(bytes);
+                } else {
+                    self.copy_overflow = true;
+                }
+            }
+            t.count += bytes.len() as u64;
         }
         self.offset += amt as u64;
         self.inner.consume(amt);

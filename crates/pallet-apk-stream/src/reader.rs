@@ -200,7 +200,9 @@ pub fn read_apk<R: Read>(
             ..Taps::default()
         };
         if hr.at_eof()? {
-            return Err(ApkError::Format("no control section after the signature".into()));
+            return Err(ApkError::Format(
+                "no control section after the signature".into(),
+            ));
         }
         let control = read_member(&mut hr, opts.max_control_size, "the control section")?;
         small_tar(&control)?
@@ -237,12 +239,10 @@ pub fn read_apk<R: Read>(
 
     let mut trust = Trust::NotChecked;
     if let Some((sig, key)) = &chosen {
-        if info.datahash.is_some() {
-            if !key.verify(sig.alg, &control_copy, &sig.sig) {
-                return Err(ApkError::BadSignature {
-                    key: sig.key.clone(),
-                });
-            }
+        if info.datahash.is_some() && !key.verify(sig.alg, &control_copy, &sig.sig) {
+            return Err(ApkError::BadSignature {
+                key: sig.key.clone(),
+            });
         }
         trust = Trust::Verified {
             key: sig.key.clone(),
@@ -270,7 +270,9 @@ pub fn read_apk<R: Read>(
     // Very old packages without datahash have an identity over control and data.
     if meta.info.datahash.is_none() {
         hr.taps.sha1 = Some(sha1::Sha1::new());
-        hr.taps.sha1.as_mut().map(|h| h.update(&control_copy));
+        if let Some(h) = hr.taps.sha1.as_mut() {
+            h.update(&control_copy)
+        }
     }
     if hr.at_eof()? {
         return Err(ApkError::Format("no data section".into()));
@@ -291,7 +293,9 @@ pub fn read_apk<R: Read>(
         res?;
     }
     if !hr.at_eof()? {
-        return Err(ApkError::Format("trailing bytes after the data section".into()));
+        return Err(ApkError::Format(
+            "trailing bytes after the data section".into(),
+        ));
     }
     let data_sha256: [u8; 32] = hr.taps.sha256.take().unwrap_or_default().finalize().into();
     match &meta.info.datahash {
@@ -305,12 +309,12 @@ pub fn read_apk<R: Read>(
                 let all: [u8; 20] = h.finalize().into();
                 meta.identity = checksum::q1(&all);
             }
-            if let (Some((sig, key)), Some(ctx)) = (&chosen, hr.taps.sig.take()) {
-                if !key.verify_digest(sig.alg, &ctx.finish(), &sig.sig) {
-                    return Err(ApkError::BadSignature {
-                        key: sig.key.clone(),
-                    });
-                }
+            if let (Some((sig, key)), Some(ctx)) = (&chosen, hr.taps.sig.take())
+                && !key.verify_digest(sig.alg, &ctx.finish(), &sig.sig)
+            {
+                return Err(ApkError::BadSignature {
+                    key: sig.key.clone(),
+                });
             }
         }
     }
@@ -330,7 +334,9 @@ impl<R: Read> Read for LimitReader<R> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         if n as u64 > self.left {
             self.exceeded = true;
@@ -433,13 +439,13 @@ fn read_data<R: Read>(
             }
         }
         xattrs.sort();
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            if !seen_dirs.contains(parent) {
-                return Err(ApkError::Malicious {
-                    path,
-                    reason: "its parent directory is not an earlier entry of the package",
-                });
-            }
+        if let Some((parent, _)) = path.rsplit_once('/')
+            && !seen_dirs.contains(parent)
+        {
+            return Err(ApkError::Malicious {
+                path,
+                reason: "its parent directory is not an earlier entry of the package",
+            });
         }
         let link = match kind {
             Kind::Symlink | Kind::HardLink => e
@@ -465,18 +471,8 @@ fn read_data<R: Read>(
             mode: h.mode()? & 0o7777,
             uid: h.uid()? as u32,
             gid: h.gid()? as u32,
-            uname: h
-                .username()
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-                .to_string(),
-            gname: h
-                .groupname()
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-                .to_string(),
+            uname: h.username().ok().flatten().unwrap_or_default().to_string(),
+            gname: h.groupname().ok().flatten().unwrap_or_default().to_string(),
             mtime: h.mtime().unwrap_or(0),
             size: if kind == Kind::File { h.size()? } else { 0 },
             dev_major: h.device_major().ok().flatten().unwrap_or(0),
@@ -520,13 +516,16 @@ fn read_data<R: Read>(
     Ok(())
 }
 
+/// A named entry of a small archive held in memory.
+pub type Member = (String, Vec<u8>);
+
 /// An index (or other signed archive without datahash): the signature member covers every
 /// byte that follows it. Returns the trust and the (name, content) entries of the archive.
 pub fn read_signed_archive<R: Read>(
     r: R,
     keyring: Option<&Keyring>,
     max_size: u64,
-) -> Result<(Trust, Vec<(String, Vec<u8>)>), ApkError> {
+) -> Result<(Trust, Vec<Member>), ApkError> {
     let mut hr = HashingReader::new(BufReader::new(r));
     if hr.at_eof()? {
         return Err(ApkError::Format("empty file".into()));

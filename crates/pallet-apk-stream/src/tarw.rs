@@ -136,10 +136,7 @@ pub fn write_header<W: Write + ?Sized>(w: &mut W, h: &EntryHeader<'_>) -> io::Re
     }
     if !pax.is_empty() {
         // Name the PAX header after the entry, as Go's archive/tar does, kept under 100 bytes.
-        let pax_name: String = format!("PaxHeaders/{}", h.path)
-            .chars()
-            .take(99)
-            .collect();
+        let pax_name: String = format!("PaxHeaders/{}", h.path).chars().take(99).collect();
         let ph = EntryHeader {
             kind: Kind::File,
             mode: 0o644,
@@ -158,18 +155,16 @@ pub fn write_header<W: Write + ?Sized>(w: &mut W, h: &EntryHeader<'_>) -> io::Re
         w.write_all(&[0u8; 512][..padding(pax.len() as u64)])?;
     }
     let size = if h.kind == Kind::File { h.size } else { 0 };
-    let hdr = raw_header(
-        h.path.as_bytes(),
-        h.kind.flag(),
-        h,
-        size,
-        h.link.as_bytes(),
-    );
+    let hdr = raw_header(h.path.as_bytes(), h.kind.flag(), h, size, h.link.as_bytes());
     w.write_all(&hdr)
 }
 
 /// Write a whole entry whose content is in memory.
-pub fn write_entry<W: Write + ?Sized>(w: &mut W, h: &EntryHeader<'_>, data: &[u8]) -> io::Result<()> {
+pub fn write_entry<W: Write + ?Sized>(
+    w: &mut W,
+    h: &EntryHeader<'_>,
+    data: &[u8],
+) -> io::Result<()> {
     let h = EntryHeader {
         size: data.len() as u64,
         ..h.clone()

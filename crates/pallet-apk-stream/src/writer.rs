@@ -125,7 +125,9 @@ fn walk(root: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>, WriteError>
     {
         let e = e.map_err(|e| WriteError::Io {
             path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| io::Error::other("walk failed")),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("walk failed")),
         })?;
         let rel = e
             .path()
@@ -317,7 +319,10 @@ pub fn write_apk(
             info.version
         )));
     }
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut data_file = tempfile::tempfile_in(dir).map_err(io_err(dir))?;
     let installed = {
         let mut enc = gz(BufWriter::new(&mut data_file), opts.level);
@@ -340,7 +345,8 @@ pub fn write_apk(
     info.checksum = None;
     info.file_size = 0;
     let pkginfo = info.to_pkginfo();
-    let mut control_entries: Vec<(&str, &[u8], u32)> = vec![(".PKGINFO", pkginfo.as_bytes(), 0o644)];
+    let mut control_entries: Vec<(&str, &[u8], u32)> =
+        vec![(".PKGINFO", pkginfo.as_bytes(), 0o644)];
     let mut sorted: Vec<&(String, Vec<u8>)> = scripts.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, data) in sorted {
@@ -392,13 +398,15 @@ pub fn resign_apk(
     let control_bytes = hr.taps.copy.take().unwrap_or_default();
     let has_datahash = String::from_utf8_lossy(&control).contains("\ndatahash = ");
     let mut rest = File::open(path).map_err(io_err(path))?;
-    rest.seek(SeekFrom::Start(body_start)).map_err(io_err(path))?;
+    rest.seek(SeekFrom::Start(body_start))
+        .map_err(io_err(path))?;
     let sig = if has_datahash {
         signature_member(key, alg, &control_bytes, epoch)?
     } else {
         let mut all = Vec::new();
         rest.read_to_end(&mut all).map_err(io_err(path))?;
-        rest.seek(SeekFrom::Start(body_start)).map_err(io_err(path))?;
+        rest.seek(SeekFrom::Start(body_start))
+            .map_err(io_err(path))?;
         signature_member(key, alg, &all, epoch)?
     };
     // Copy the body into a temp file so the original can be replaced atomically.

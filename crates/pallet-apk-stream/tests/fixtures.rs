@@ -134,6 +134,12 @@ fn upstream_rsa256_index_verifies() {
         1 << 30,
     )
     .unwrap();
-    assert!(matches!(trust, Trust::Verified { alg: SigAlg::RsaSha256, .. }));
+    assert!(matches!(
+        trust,
+        Trust::Verified {
+            alg: SigAlg::RsaSha256,
+            ..
+        }
+    ));
     assert!(entries.iter().any(|(n, _)| n == "APKINDEX"));
 }

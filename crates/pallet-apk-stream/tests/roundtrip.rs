@@ -15,7 +15,11 @@ fn stage(root: &Path) {
     fs::create_dir_all(root.join("usr/bin")).unwrap();
     fs::create_dir_all(root.join("etc/app")).unwrap();
     fs::write(root.join("usr/bin/hello"), b"#!/bin/sh\necho hello\n").unwrap();
-    fs::set_permissions(root.join("usr/bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/hello"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     fs::write(root.join("etc/app/conf"), b"x=1\n").unwrap();
     fs::set_permissions(root.join("etc/app/conf"), fs::Permissions::from_mode(0o640)).unwrap();
     symlink("hello", root.join("usr/bin/hi")).unwrap();
@@ -227,7 +231,10 @@ fn bad_checksum_and_bombs() {
         &b"content"[..],
     )];
     let err = read(&handmade(&bad, PKGINFO), 1 << 30).unwrap_err();
-    assert!(matches!(err, ApkError::BadChecksum { ref path } if path == "f"), "{err}");
+    assert!(
+        matches!(err, ApkError::BadChecksum { ref path } if path == "f"),
+        "{err}"
+    );
     // A data section that inflates past the limit stops at the limit.
     let zeros = vec![0u8; 4 << 20];
     let big = vec![(base("big"), zeros.as_slice())];

@@ -221,7 +221,15 @@ mod tests {
 
     #[test]
     fn rejects_what_apk_rejects() {
-        for s in ["foo=", "foo==", "foo=invalid", "", "=1.0", "foo@", "foo=>=<1"] {
+        for s in [
+            "foo=",
+            "foo==",
+            "foo=invalid",
+            "",
+            "=1.0",
+            "foo@",
+            "foo=>=<1",
+        ] {
             assert!(Dependency::parse(s).is_err(), "{s} accepted");
         }
     }

@@ -118,8 +118,7 @@ pub fn parse_installed(text: &str) -> Result<Vec<InstalledPackage>, InfoError> {
         };
         match field {
             'r' => cur.info.replaces.extend(
-                Dependency::parse_list(value)
-                    .map_err(|source| InfoError::Dep { line, source })?,
+                Dependency::parse_list(value).map_err(|source| InfoError::Dep { line, source })?,
             ),
             'q' => {
                 cur.info.replaces_priority = Some(value.parse().map_err(|_| InfoError::Number {

@@ -59,7 +59,9 @@ pub enum InfoError {
     Syntax { line: usize, text: String },
     #[error("the package has no name (no 'pkgname' / 'P:')")]
     MissingName,
-    #[error("record ending at line {line}: uppercase field '{field}' is unknown to this apk version")]
+    #[error(
+        "record ending at line {line}: uppercase field '{field}' is unknown to this apk version"
+    )]
     UnknownField { line: usize, field: char },
 }
 

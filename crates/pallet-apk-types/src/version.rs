@@ -102,14 +102,15 @@ impl Cursor<'_> {
                 *kind = Tok::Digit;
                 return -(i as i64);
             }
-            Tok::DigitOrZero | Tok::Digit | Tok::SuffixNo | Tok::RevisionNo => match self.number()
-            {
-                Some(n) => v = n,
-                None => {
-                    *kind = Tok::Invalid;
-                    return -1;
+            Tok::DigitOrZero | Tok::Digit | Tok::SuffixNo | Tok::RevisionNo => {
+                match self.number() {
+                    Some(n) => v = n,
+                    None => {
+                        *kind = Tok::Invalid;
+                        return -1;
+                    }
                 }
-            },
+            }
             Tok::Letter => {
                 v = i64::from(self.s[0]);
                 self.s = &self.s[1..];
@@ -284,7 +285,11 @@ mod tests {
         ("1.3_pre1-r1", '<', "1.3.2"),
         ("1.0_p10-r0", '>', "1.0_p9-r0"),
         ("0.1.0_alpha_pre2", '<', "0.1.0_alpha"),
-        ("1.0.0_pre20191002222144-r0", '<', "1.0.0_pre20210530193627-r0"),
+        (
+            "1.0.0_pre20191002222144-r0",
+            '<',
+            "1.0.0_pre20210530193627-r0",
+        ),
         ("6.0_pre1", '<', "6.0"),
         ("6.0_p1", '>', "6.0"),
         // 2.14-specific rows of the 3.x vector table.
@@ -347,7 +352,14 @@ mod tests {
 
     #[test]
     fn validation() {
-        for v in ["1.0", "1.2.3-r4", "1.0_alpha1", "0.1a1", "1.0_p1_pre2-r0", "20240101"] {
+        for v in [
+            "1.0",
+            "1.2.3-r4",
+            "1.0_alpha1",
+            "0.1a1",
+            "1.0_p1_pre2-r0",
+            "20240101",
+        ] {
             assert!(is_valid(v), "{v} should be valid");
         }
         for v in ["", "abc-1", "1.0-r1-r2x", "1.0~abc", "1..0x", "1.0-"] {

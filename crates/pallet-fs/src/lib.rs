@@ -131,7 +131,11 @@ impl Tree {
     pub fn resolve_dir(&self, path: &str) -> Option<String> {
         let mut cur = String::new();
         let mut hops = 0;
-        let mut parts: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+        let mut parts: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
         parts.reverse();
         while let Some(part) = parts.pop() {
             if part == "." {
@@ -141,7 +145,11 @@ impl Tree {
                 cur = parent(&cur).unwrap_or("").to_string();
                 continue;
             }
-            let next = if cur.is_empty() { part.clone() } else { format!("{cur}/{part}") };
+            let next = if cur.is_empty() {
+                part.clone()
+            } else {
+                format!("{cur}/{part}")
+            };
             match self.nodes.get(&next) {
                 Some(n) if n.kind == Kind::Dir => cur = next,
                 Some(n) if n.kind == Kind::Symlink => {
@@ -153,8 +161,11 @@ impl Tree {
                     if target.starts_with('/') {
                         cur.clear();
                     }
-                    let mut t: Vec<String> =
-                        target.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+                    let mut t: Vec<String> = target
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
                     t.reverse();
                     parts.extend(t);
                 }
@@ -175,8 +186,14 @@ impl Tree {
         let p = norm(path);
         let mut cur = String::new();
         for part in p.split('/').filter(|s| !s.is_empty()) {
-            cur = if cur.is_empty() { part.to_string() } else { format!("{cur}/{part}") };
-            self.nodes.entry(cur.clone()).or_insert_with(|| Node::dir(mode, mtime));
+            cur = if cur.is_empty() {
+                part.to_string()
+            } else {
+                format!("{cur}/{part}")
+            };
+            self.nodes
+                .entry(cur.clone())
+                .or_insert_with(|| Node::dir(mode, mtime));
         }
     }
 
@@ -206,7 +223,11 @@ impl Tree {
     /// (written by [`cache_data_tar`]). Applies apk's rules: the parent must be a directory
     /// (possibly through a symlink), and a file owned by another package may be replaced only
     /// if the contents are identical, the packages share an origin, or `replaces` allows it.
-    pub fn install(&mut self, meta: InstalledMeta, tar_path: &std::path::Path) -> Result<(), FsError> {
+    pub fn install(
+        &mut self,
+        meta: InstalledMeta,
+        tar_path: &std::path::Path,
+    ) -> Result<(), FsError> {
         let idx = self.packages.len();
         let nv = meta.info.nv();
         let file = Arc::new(tar_path.to_path_buf());
@@ -222,10 +243,7 @@ impl Tree {
                 for x in exts.flatten() {
                     match x.key() {
                         Ok("APK-TOOLS.checksum.SHA1") => {
-                            sha1 = x
-                                .value()
-                                .ok()
-                                .and_then(|v| hex_20(v));
+                            sha1 = x.value().ok().and_then(hex_20);
                         }
                         Ok(k) if k.starts_with("SCHILY.xattr.") => xattrs.push((
                             k["SCHILY.xattr.".len()..].to_string(),
@@ -254,7 +272,11 @@ impl Tree {
                         reason: "parent is not a directory in the image".into(),
                     })?;
                     let base = path.rsplit_once('/').map(|(_, b)| b).unwrap_or(&path);
-                    if real.is_empty() { base.to_string() } else { format!("{real}/{base}") }
+                    if real.is_empty() {
+                        base.to_string()
+                    } else {
+                        format!("{real}/{base}")
+                    }
                 }
                 None => path,
             };
@@ -268,7 +290,11 @@ impl Tree {
                 uid: h.uid()? as u32,
                 gid: h.gid()? as u32,
                 mtime: h.mtime().unwrap_or(0),
-                link: if kind == Kind::HardLink { norm(&link) } else { link },
+                link: if kind == Kind::HardLink {
+                    norm(&link)
+                } else {
+                    link
+                },
                 dev: (
                     h.device_major().ok().flatten().unwrap_or(0),
                     h.device_minor().ok().flatten().unwrap_or(0),
@@ -332,7 +358,9 @@ impl Tree {
             let mut dirs: Vec<InstalledDir> = Vec::new();
             let mut seen_dirs: BTreeMap<String, usize> = BTreeMap::new();
             for path in &self.shipped[i] {
-                let Some(n) = self.nodes.get(path) else { continue };
+                let Some(n) = self.nodes.get(path) else {
+                    continue;
+                };
                 let acl = Acl::new(n.uid, n.gid, n.mode);
                 if n.kind == Kind::Dir {
                     if !seen_dirs.contains_key(path) {
@@ -422,7 +450,9 @@ impl Tree {
                     f.seek(SeekFrom::Start(*offset))?;
                     let copied = io::copy(&mut f.take(*len), w)?;
                     if copied != *len {
-                        return Err(io::Error::other(format!("cached package data for {path} is truncated")));
+                        return Err(io::Error::other(format!(
+                            "cached package data for {path} is truncated"
+                        )));
                     }
                 }
             }
@@ -494,7 +524,10 @@ pub fn cache_data_tar<R: Read>(
         if let Some(s) = e.sha1 {
             pax.push((
                 "APK-TOOLS.checksum.SHA1".into(),
-                s.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes(),
+                s.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .into_bytes(),
             ));
         }
         for (k, v) in &e.xattrs {
@@ -519,7 +552,10 @@ pub fn cache_data_tar<R: Read>(
         if e.kind == Kind::File {
             let n = io::copy(r, &mut w)?;
             if n != e.size {
-                return Err(pallet_apk_stream::ApkError::Format(format!("{}: short file", e.path)));
+                return Err(pallet_apk_stream::ApkError::Format(format!(
+                    "{}: short file",
+                    e.path
+                )));
             }
             w.write_all(&[0u8; 512][..tarw::padding(n)])?;
         }

@@ -71,10 +71,13 @@ pub struct ArchResult {
 /// A repository line: optional `@tag `, then a path or `file://` URL.
 fn parse_repo(line: &str) -> (Option<String>, String) {
     let line = line.trim();
-    if let Some(rest) = line.strip_prefix('@') {
-        if let Some((tag, url)) = rest.split_once(char::is_whitespace) {
-            return (Some(tag.to_string()), url.trim().trim_end_matches('/').to_string());
-        }
+    if let Some(rest) = line.strip_prefix('@')
+        && let Some((tag, url)) = rest.split_once(char::is_whitespace)
+    {
+        return (
+            Some(tag.to_string()),
+            url.trim().trim_end_matches('/').to_string(),
+        );
     }
     (None, line.trim_end_matches('/').to_string())
 }
@@ -86,12 +89,16 @@ fn local_path(url: &str) -> Option<PathBuf> {
     Some(PathBuf::from(url.strip_prefix("file://").unwrap_or(url)))
 }
 
+/// The repositories read, the packages chosen from them in install order, the keyring, and
+/// the world asked for.
+pub type Resolved = (Vec<Repo>, Vec<resolve::Pick>, Keyring, Vec<Dependency>);
+
 /// Resolve the configured repositories, keys and packages for one architecture.
 pub fn resolve(
     cfg: &ImageConfiguration,
     arch: Arch,
     opts: &BuildOptions,
-) -> Result<(Vec<Repo>, Vec<resolve::Pick>, Keyring, Vec<Dependency>), BuildError> {
+) -> Result<Resolved, BuildError> {
     let keyring = Keyring::from_paths(
         cfg.contents
             .keyring
@@ -101,7 +108,10 @@ pub fn resolve(
     );
     for k in keyring.key_files() {
         if !k.exists() {
-            return Err(BuildError::Config(format!("keyring file {} does not exist", k.display())));
+            return Err(BuildError::Config(format!(
+                "keyring file {} does not exist",
+                k.display()
+            )));
         }
     }
     let mut lines: Vec<String> = cfg
@@ -127,13 +137,19 @@ pub fn resolve(
         if !index.exists() {
             return Err(BuildError::Repo {
                 url: url.clone(),
-                message: format!("no index at {} (is the path right, and does it have {}?)", index.display(), arch.apk()),
+                message: format!(
+                    "no index at {} (is the path right, and does it have {}?)",
+                    index.display(),
+                    arch.apk()
+                ),
             });
         }
         let ring = (!opts.ignore_signatures).then_some(&keyring);
         let idx = pallet_index::read_index(&index, ring).map_err(|e| BuildError::Repo {
             url: url.clone(),
-            message: format!("{e} (check contents.keyring, or pass --ignore-signatures to skip verification)"),
+            message: format!(
+                "{e} (check contents.keyring, or pass --ignore-signatures to skip verification)"
+            ),
         })?;
         repos.push(Repo {
             url,
@@ -144,18 +160,29 @@ pub fn resolve(
     let mut world = Vec::new();
     let pkgs: Vec<String> = match &opts.locked {
         Some(l) => l.clone(),
-        None => cfg.contents.packages.iter().chain(&opts.extra_packages).cloned().collect(),
+        None => cfg
+            .contents
+            .packages
+            .iter()
+            .chain(&opts.extra_packages)
+            .cloned()
+            .collect(),
     };
     for p in &pkgs {
         // apko accepts `name=ver@tag` as well as `name@tag=ver`.
         let spec = match p.split_once('@') {
-            Some((a, b)) if a.contains(['=', '<', '>', '~']) && !b.contains(['=', '<', '>', '~']) => {
+            Some((a, b))
+                if a.contains(['=', '<', '>', '~']) && !b.contains(['=', '<', '>', '~']) =>
+            {
                 let at = a.find(['=', '<', '>', '~']).unwrap_or(a.len());
                 format!("{}@{}{}", &a[..at], b, &a[at..])
             }
             _ => p.clone(),
         };
-        world.push(Dependency::parse(&spec).map_err(|e| BuildError::Config(format!("contents.packages: {e}")))?);
+        world.push(
+            Dependency::parse(&spec)
+                .map_err(|e| BuildError::Config(format!("contents.packages: {e}")))?,
+        );
     }
     let picks = resolve::solve(&repos, &world)?;
     Ok((repos, picks, keyring, world))
@@ -165,7 +192,10 @@ fn cache_paths(cache: &Path, identity: &str) -> (PathBuf, PathBuf) {
     let raw = checksum::decode_q1(identity).unwrap_or_else(|| identity.as_bytes().to_vec());
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     let dir = cache.join("apk-data-v1");
-    (dir.join(format!("{hex}.tar")), dir.join(format!("{hex}.control")))
+    (
+        dir.join(format!("{hex}.tar")),
+        dir.join(format!("{hex}.control")),
+    )
 }
 
 /// Fetch (from the cache, or verify and cache) one package; returns its metadata.
@@ -179,22 +209,30 @@ fn ensure_cached(
         pkg: info.nv(),
         message,
     };
-    let identity = info.checksum.clone().ok_or_else(|| pkg_err("index record has no C: checksum".into()))?;
+    let identity = info
+        .checksum
+        .clone()
+        .ok_or_else(|| pkg_err("index record has no C: checksum".into()))?;
     let (tar, control) = cache_paths(&opts.cache_dir, &identity);
     if tar.exists() && control.exists() {
         let ctl = fs::read(&control).map_err(io_ctx(control.display().to_string()))?;
         if let Ok((pkginfo, scripts)) = decode_control(&ctl) {
-            return Ok((tar, InstalledMeta {
-                info: merge_info(pkginfo, info),
-                tag: repo.tag.clone(),
-                scripts,
-            }));
+            return Ok((
+                tar,
+                InstalledMeta {
+                    info: merge_info(pkginfo, info),
+                    tag: repo.tag.clone(),
+                    scripts,
+                },
+            ));
         }
     }
-    fs::create_dir_all(tar.parent().expect("cache path has a parent")).map_err(io_ctx(opts.cache_dir.display().to_string()))?;
+    fs::create_dir_all(tar.parent().expect("cache path has a parent"))
+        .map_err(io_ctx(opts.cache_dir.display().to_string()))?;
     let dir = local_path(&repo.url).expect("only local repositories get here");
     let apk = dir.join(arch.apk()).join(info.file_name());
-    let f = fs::File::open(&apk).map_err(|e| pkg_err(format!("cannot open {}: {e}", apk.display())))?;
+    let f =
+        fs::File::open(&apk).map_err(|e| pkg_err(format!("cannot open {}: {e}", apk.display())))?;
     let meta = pallet_fs::cache_data_tar(f, &pallet_apk_stream::ReadOptions::default(), &tar)
         .map_err(|e| pkg_err(format!("{}: {e}", apk.display())))?;
     // The signed index vouches for the package through its control checksum, as apk does.
@@ -208,11 +246,14 @@ fn ensure_cached(
     }
     let ctl = encode_control(&meta.info.to_pkginfo(), &meta.scripts);
     pallet_keys::write_atomic(&control, &ctl, 0o644).map_err(|e| pkg_err(e.to_string()))?;
-    Ok((tar, InstalledMeta {
-        info: merge_info(meta.info, info),
-        tag: repo.tag.clone(),
-        scripts: meta.scripts,
-    }))
+    Ok((
+        tar,
+        InstalledMeta {
+            info: merge_info(meta.info, info),
+            tag: repo.tag.clone(),
+            scripts: meta.scripts,
+        },
+    ))
 }
 
 /// `.PKGINFO` knows replaces and triggers; the index knows the file size and identity.
@@ -248,7 +289,8 @@ fn decode_control(mut b: &[u8]) -> Result<Control, ()> {
         let len: usize = len.parse().map_err(|_| ())?;
         let data = b.get(nl + 1..nl + 1 + len).ok_or(())?;
         if name == ".PKGINFO" {
-            info = Some(PackageInfo::parse_pkginfo(&String::from_utf8_lossy(data)).map_err(|_| ())?);
+            info =
+                Some(PackageInfo::parse_pkginfo(&String::from_utf8_lossy(data)).map_err(|_| ())?);
         } else {
             scripts.push((name.to_string(), data.to_vec()));
         }
@@ -270,7 +312,14 @@ pub fn build_arch(
     let (repos, picks, keyring, world) = resolve(cfg, arch, opts)?;
     let mut tree = Tree::new();
     // apko's base directories, before any package.
-    for (d, m) in [("tmp", 0o1777), ("dev", 0o755), ("etc", 0o755), ("proc", 0o555), ("var", 0o755), ("usr", 0o755)] {
+    for (d, m) in [
+        ("tmp", 0o1777),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("proc", 0o555),
+        ("var", 0o755),
+        ("usr", 0o755),
+    ] {
         tree.put(d, Node::dir(m, 0));
     }
     let mut resolved = Vec::new();
@@ -289,14 +338,25 @@ pub fn build_arch(
         tree.install(meta, &tar)?;
     }
     let epoch = opts.epoch.unwrap_or(max_build);
-    post_install(&mut tree, cfg, cfg_checksum, arch, &keyring, &world, &repos, &resolved, epoch)?;
+    post_install(
+        &mut tree,
+        cfg,
+        cfg_checksum,
+        arch,
+        &keyring,
+        &world,
+        &repos,
+        &resolved,
+        epoch,
+    )?;
 
     let names = OwnerNames::from_files(
         &String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default()),
         &String::from_utf8_lossy(&tree.read("etc/group").ok().flatten().unwrap_or_default()),
     );
-    let (layer, diff_id) = oci::write_layer(blobs, opts.level, |w| tree.write_tar(w, &names).map(|_| ()))
-        .map_err(io_ctx("writing the layer"))?;
+    let (layer, diff_id) =
+        oci::write_layer(blobs, opts.level, |w| tree.write_tar(w, &names).map(|_| ()))
+            .map_err(io_ctx("writing the layer"))?;
     let os_release = parse_os_release(&tree);
     let config = image_config(cfg, arch, epoch, &diff_id, &opts.annotations, &tree)?;
     let config_blob = oci::put_blob(blobs, &config).map_err(io_ctx("writing the image config"))?;
@@ -339,7 +399,12 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub fn annotations(cfg: &ImageConfiguration, opts: &BuildOptions, epoch: u64) -> Value {
@@ -365,7 +430,8 @@ fn image_config(
 ) -> Result<Vec<u8>, BuildError> {
     let (a, variant) = arch.oci();
     let mut env: BTreeMap<String, String> = cfg.environment.clone();
-    env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
     env.entry("SSL_CERT_FILE".into())
         .or_insert_with(|| "/etc/ssl/certs/ca-certificates.crt".into());
     let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -381,12 +447,21 @@ fn image_config(
     if let Some(w) = cfg.work_dir.as_deref().filter(|w| !w.is_empty()) {
         c["WorkingDir"] = json!(w);
     }
-    if let Some(user) = cfg.accounts.as_ref().and_then(|a| a.run_as.clone()).filter(|u| !u.is_empty()) {
+    if let Some(user) = cfg
+        .accounts
+        .as_ref()
+        .and_then(|a| a.run_as.clone())
+        .filter(|u| !u.is_empty())
+    {
         // A user name becomes its uid when the image's /etc/passwd knows it, as in apko.
-        let passwd = String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default()).into_owned();
+        let passwd =
+            String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default())
+                .into_owned();
         let uid = passwd.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&user.as_str())).then(|| f.get(2).map(|s| s.to_string())).flatten()
+            (f.first() == Some(&user.as_str()))
+                .then(|| f.get(2).map(|s| s.to_string()))
+                .flatten()
         });
         c["User"] = json!(uid.unwrap_or(user));
     }
@@ -394,7 +469,11 @@ fn image_config(
         c["StopSignal"] = json!(s);
     }
     if !cfg.volumes.is_empty() {
-        let v: BTreeMap<&str, Value> = cfg.volumes.iter().map(|v| (v.as_str(), json!({}))).collect();
+        let v: BTreeMap<&str, Value> = cfg
+            .volumes
+            .iter()
+            .map(|v| (v.as_str(), json!({})))
+            .collect();
         c["Volumes"] = json!(v);
     }
     let mut labels = cfg.annotations.clone();
@@ -452,8 +531,20 @@ fn post_install(
 ) -> Result<(), BuildError> {
     // The apk database, as apk-tools 2 lays it out (lib/apk/db).
     let db = tree.installed_db();
-    file(tree, "lib/apk/db/installed", installed::write_installed(&db).into_bytes(), 0o644, epoch);
-    file(tree, "lib/apk/db/triggers", installed::write_triggers(&db).into_bytes(), 0o644, epoch);
+    file(
+        tree,
+        "lib/apk/db/installed",
+        installed::write_installed(&db).into_bytes(),
+        0o644,
+        epoch,
+    );
+    file(
+        tree,
+        "lib/apk/db/triggers",
+        installed::write_triggers(&db).into_bytes(),
+        0o644,
+        epoch,
+    );
     file(tree, "lib/apk/db/lock", vec![], 0o600, epoch);
     let mut scripts_tar = Vec::new();
     for p in &tree.packages {
@@ -480,7 +571,8 @@ fn post_install(
                 dev_minor: 0,
                 pax: &[],
             };
-            pallet_apk_stream::tarw::write_entry(&mut scripts_tar, &h, data).map_err(io_ctx("scripts.tar"))?;
+            pallet_apk_stream::tarw::write_entry(&mut scripts_tar, &h, data)
+                .map_err(io_ctx("scripts.tar"))?;
         }
     }
     pallet_apk_stream::tarw::write_end(&mut scripts_tar).map_err(io_ctx("scripts.tar"))?;
@@ -491,7 +583,13 @@ fn post_install(
         .map(|(p, _)| Dependency::exact(p.name.clone(), p.version.clone()))
         .collect();
     let _ = world;
-    file(tree, "etc/apk/world", installed::write_world(&pinned).into_bytes(), 0o644, epoch);
+    file(
+        tree,
+        "etc/apk/world",
+        installed::write_world(&pinned).into_bytes(),
+        0o644,
+        epoch,
+    );
     let mut repo_lines: Vec<String> = cfg
         .contents
         .repositories
@@ -504,38 +602,71 @@ fn post_install(
     let _ = repos;
     let mut text = repo_lines.join("\n");
     text.push('\n');
-    file(tree, "etc/apk/repositories", text.into_bytes(), 0o644, epoch);
-    file(tree, "etc/apk/arch", format!("{}\n", arch.apk()).into_bytes(), 0o644, epoch);
+    file(
+        tree,
+        "etc/apk/repositories",
+        text.into_bytes(),
+        0o644,
+        epoch,
+    );
+    file(
+        tree,
+        "etc/apk/arch",
+        format!("{}\n", arch.apk()).into_bytes(),
+        0o644,
+        epoch,
+    );
     tree.mkdir_all("etc/apk/keys", 0o755, epoch);
     for k in keyring.key_files() {
-        let name = k.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = k
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let data = fs::read(&k).map_err(io_ctx(k.display().to_string()))?;
         file(tree, &format!("etc/apk/keys/{name}"), data, 0o644, epoch);
     }
     for rk in &cfg.contents.runtime_keyring {
-        file(tree, &format!("etc/apk/keys/{}", rk.name), rk.content.clone().into_bytes(), 0o644, epoch);
+        file(
+            tree,
+            &format!("etc/apk/keys/{}", rk.name),
+            rk.content.clone().into_bytes(),
+            0o644,
+            epoch,
+        );
     }
     accounts(tree, cfg, epoch)?;
-    let apko_json = serde_json::to_vec_pretty(&json!({"config": cfg, "checksum": cfg_checksum})).expect("JSON");
+    let apko_json =
+        serde_json::to_vec_pretty(&json!({"config": cfg, "checksum": cfg_checksum})).expect("JSON");
     file(tree, "etc/apko.json", apko_json, 0o444, 0);
     paths(tree, cfg)?;
     busybox_links(tree)?;
     // Character devices apko creates (harmless where the runtime mounts its own /dev).
-    for (name, major, minor, mode) in [("null", 1, 3, 0o666), ("zero", 1, 5, 0o666), ("random", 1, 8, 0o666), ("urandom", 1, 9, 0o666), ("console", 5, 1, 0o620)] {
+    for (name, major, minor, mode) in [
+        ("null", 1, 3, 0o666),
+        ("zero", 1, 5, 0o666),
+        ("random", 1, 8, 0o666),
+        ("urandom", 1, 9, 0o666),
+        ("console", 5, 1, 0o620),
+    ] {
         let p = format!("dev/{name}");
         if tree.get(&p).is_none() {
-            tree.put(&p, Node {
-                kind: Kind::Char,
-                dev: (major, minor),
-                ..Node::dir(mode, 0)
-            });
+            tree.put(
+                &p,
+                Node {
+                    kind: Kind::Char,
+                    dev: (major, minor),
+                    ..Node::dir(mode, 0)
+                },
+            );
         }
     }
     Ok(())
 }
 
 fn accounts(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(), BuildError> {
-    let read = |tree: &Tree, p: &str| String::from_utf8_lossy(&tree.read(p).ok().flatten().unwrap_or_default()).into_owned();
+    let read = |tree: &Tree, p: &str| {
+        String::from_utf8_lossy(&tree.read(p).ok().flatten().unwrap_or_default()).into_owned()
+    };
     let Some(acc) = &cfg.accounts else {
         if tree.get("etc/passwd").is_none() {
             file(tree, "etc/passwd", vec![], 0o644, 0);
@@ -548,7 +679,10 @@ fn accounts(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(),
         if !passwd.is_empty() && !passwd.ends_with('\n') {
             passwd.push('\n');
         }
-        let home = u.homedir.clone().unwrap_or_else(|| format!("/home/{}", u.username));
+        let home = u
+            .homedir
+            .clone()
+            .unwrap_or_else(|| format!("/home/{}", u.username));
         let shell = u.shell.clone().unwrap_or_else(|| "/bin/sh".into());
         passwd.push_str(&format!(
             "{}:x:{}:{}:Account created by apko:{}:{}\n",
@@ -573,7 +707,12 @@ fn accounts(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(),
             if !group.is_empty() && !group.ends_with('\n') {
                 group.push('\n');
             }
-            group.push_str(&format!("{}:x:{}:{}\n", g.groupname, g.gid, g.members.join(",")));
+            group.push_str(&format!(
+                "{}:x:{}:{}\n",
+                g.groupname,
+                g.gid,
+                g.members.join(",")
+            ));
         }
         file(tree, "etc/group", group.into_bytes(), 0o644, 0);
     }
@@ -591,11 +730,14 @@ fn accounts(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(),
         if let Some((parent, _)) = home.rsplit_once('/') {
             tree.mkdir_all(parent, 0o755, epoch);
         }
-        tree.put(home, Node {
-            uid,
-            gid,
-            ..Node::dir(0o700, 0)
-        });
+        tree.put(
+            home,
+            Node {
+                uid,
+                gid,
+                ..Node::dir(0o700, 0)
+            },
+        );
     }
     Ok(())
 }
@@ -613,7 +755,10 @@ fn paths(tree: &mut Tree, cfg: &ImageConfiguration) -> Result<(), BuildError> {
             }
             "symlink" => {
                 if tree.get(&path).is_some() {
-                    return Err(BuildError::Config(format!("paths: {}: already exists", p.path)));
+                    return Err(BuildError::Config(format!(
+                        "paths: {}: already exists",
+                        p.path
+                    )));
                 }
                 if let Some((dir, _)) = path.rsplit_once('/') {
                     tree.mkdir_all(dir, 0o755, 0);
@@ -624,10 +769,9 @@ fn paths(tree: &mut Tree, cfg: &ImageConfiguration) -> Result<(), BuildError> {
             }
             "hardlink" => {
                 let src = p.source.as_deref().unwrap_or("").trim_start_matches('/');
-                let node = tree
-                    .get(src)
-                    .cloned()
-                    .ok_or_else(|| BuildError::Config(format!("paths: {}: source {src} does not exist", p.path)))?;
+                let node = tree.get(src).cloned().ok_or_else(|| {
+                    BuildError::Config(format!("paths: {}: source {src} does not exist", p.path))
+                })?;
                 tree.put(&path, node);
             }
             _ => {}
@@ -643,7 +787,10 @@ fn paths(tree: &mut Tree, cfg: &ImageConfiguration) -> Result<(), BuildError> {
         };
         for t in targets {
             let Some(n) = tree.nodes.get_mut(&t) else {
-                return Err(BuildError::Config(format!("paths: {}: does not exist", p.path)));
+                return Err(BuildError::Config(format!(
+                    "paths: {}: does not exist",
+                    p.path
+                )));
             };
             if n.kind == Kind::Symlink {
                 continue;
@@ -672,16 +819,19 @@ fn busybox_links(tree: &mut Tree) -> Result<(), BuildError> {
         .collect();
     let mtime = tree.get("bin/busybox").map(|n| n.mtime).unwrap_or(0);
     for l in lists {
-        let text = tree.read(&l).map_err(io_ctx(l.clone()))?.unwrap_or_default();
+        let text = tree
+            .read(&l)
+            .map_err(io_ctx(l.clone()))?
+            .unwrap_or_default();
         for line in String::from_utf8_lossy(&text).lines() {
             let p = line.trim().trim_start_matches('/');
             if p.is_empty() || p.starts_with('#') || tree.get(p).is_some() {
                 continue;
             }
-            if let Some((dir, _)) = p.rsplit_once('/') {
-                if tree.resolve_dir(dir).is_none() {
-                    tree.mkdir_all(dir, 0o755, mtime);
-                }
+            if let Some((dir, _)) = p.rsplit_once('/')
+                && tree.resolve_dir(dir).is_none()
+            {
+                tree.mkdir_all(dir, 0o755, mtime);
             }
             tree.put(p, Node::symlink("/bin/busybox", mtime));
         }
@@ -693,7 +843,9 @@ fn busybox_links(tree: &mut Tree) -> Result<(), BuildError> {
 pub fn embedded_spdx(tree: &Tree) -> Vec<(String, Vec<u8>)> {
     tree.nodes
         .iter()
-        .filter(|(k, n)| k.starts_with("var/lib/db/sbom/") && k.ends_with(".spdx.json") && n.kind == Kind::File)
+        .filter(|(k, n)| {
+            k.starts_with("var/lib/db/sbom/") && k.ends_with(".spdx.json") && n.kind == Kind::File
+        })
         .filter_map(|(k, _)| Some((k.clone(), tree.read(k).ok().flatten()?)))
         .collect()
 }

@@ -22,11 +22,19 @@ pub struct ImageConfiguration {
     pub work_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounts: Option<Accounts>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub archs: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub paths: Vec<PathMutation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcs_url: Option<String>,
@@ -34,7 +42,11 @@ pub struct ImageConfiguration {
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include: Option<String>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub volumes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layering: Option<Layering>,
@@ -47,17 +59,41 @@ pub struct ImageConfiguration {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contents {
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub repositories: Vec<String>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub build_repositories: Vec<String>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub runtime_repositories: Vec<String>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub keyring: Vec<String>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub runtime_keyring: Vec<NamedContent>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub packages: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseimage: Option<BaseImage>,
@@ -135,7 +171,11 @@ pub struct PathMutation {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
-    #[serde(default, deserialize_with = "octal", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "octal",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub permissions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -285,8 +325,14 @@ fn merge(base: ImageConfiguration, mut top: ImageConfiguration) -> ImageConfigur
     let c = &mut top.contents;
     let b = base.contents;
     c.repositories = cat(b.repositories, std::mem::take(&mut c.repositories));
-    c.build_repositories = cat(b.build_repositories, std::mem::take(&mut c.build_repositories));
-    c.runtime_repositories = cat(b.runtime_repositories, std::mem::take(&mut c.runtime_repositories));
+    c.build_repositories = cat(
+        b.build_repositories,
+        std::mem::take(&mut c.build_repositories),
+    );
+    c.runtime_repositories = cat(
+        b.runtime_repositories,
+        std::mem::take(&mut c.runtime_repositories),
+    );
     c.keyring = cat(b.keyring, std::mem::take(&mut c.keyring));
     c.runtime_keyring = cat(b.runtime_keyring, std::mem::take(&mut c.runtime_keyring));
     c.packages = cat(b.packages, std::mem::take(&mut c.packages));
@@ -344,15 +390,21 @@ fn validate(c: &ImageConfiguration, path: &Path) -> Result<(), ConfigError> {
             }
         }
     }
-    if let Some(l) = &c.layering {
-        if !l.strategy.is_empty() && l.strategy != "origin" {
-            return bad(format!("unknown layering strategy '{}' (only 'origin')", l.strategy));
-        }
+    if let Some(l) = &c.layering
+        && !l.strategy.is_empty()
+        && l.strategy != "origin"
+    {
+        return bad(format!(
+            "unknown layering strategy '{}' (only 'origin')",
+            l.strategy
+        ));
     }
-    if let Some(f) = &c.format {
-        if !f.is_empty() && f != "tar" && f != "erofs" {
-            return bad(format!("unknown format '{f}' (tar or erofs)"));
-        }
+    if let Some(f) = &c.format
+        && !f.is_empty()
+        && f != "tar"
+        && f != "erofs"
+    {
+        return bad(format!("unknown format '{f}' (tar or erofs)"));
     }
     for a in &c.archs {
         if Arch::parse(a).is_none() {
@@ -360,7 +412,15 @@ fn validate(c: &ImageConfiguration, path: &Path) -> Result<(), ConfigError> {
         }
     }
     for p in &c.paths {
-        if !["directory", "empty-file", "hardlink", "symlink", "permissions"].contains(&p.kind.as_str()) {
+        if ![
+            "directory",
+            "empty-file",
+            "hardlink",
+            "symlink",
+            "permissions",
+        ]
+        .contains(&p.kind.as_str())
+        {
             return bad(format!("{}: unknown path type '{}'", p.path, p.kind));
         }
     }
@@ -514,9 +574,15 @@ mod tests {
     #[test]
     fn entrypoints() {
         let c = parse("entrypoint:\n  command: /bin/sh -c \"echo hi; id -u\"\n").unwrap();
-        assert_eq!(c.entrypoint_argv().unwrap(), ["/bin/sh", "-c", "echo hi; id -u"]);
+        assert_eq!(
+            c.entrypoint_argv().unwrap(),
+            ["/bin/sh", "-c", "echo hi; id -u"]
+        );
         let c = parse("entrypoint:\n  shell-fragment: echo $HOME\n  command: ignored\n").unwrap();
-        assert_eq!(c.entrypoint_argv().unwrap(), ["/bin/sh", "-c", "echo $HOME"]);
+        assert_eq!(
+            c.entrypoint_argv().unwrap(),
+            ["/bin/sh", "-c", "echo $HOME"]
+        );
     }
 
     #[test]

@@ -91,7 +91,10 @@ pub fn write_layer(
         c.flush()?;
         let digest_hex = hexs(c.hash.finalize());
         let size = c.n;
-        c.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        c.inner
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
         let path = blobs.join(&digest_hex);
         fs::rename(&tmp, &path)?;
         Ok((
@@ -160,10 +163,15 @@ pub fn split_ref(r: &str) -> (String, String) {
 }
 
 fn copy_tree_atomically(build: impl FnOnce(&Path) -> io::Result<()>, out: &Path) -> io::Result<()> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = parent.join(format!(
         ".{}.{}.tmp",
-        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let r = build(&tmp);
@@ -176,7 +184,13 @@ fn copy_tree_atomically(build: impl FnOnce(&Path) -> io::Result<()>, out: &Path)
 
 /// Write an OCI image layout into the existing folder `dir`: the index blob is named by
 /// `index.json` under the tag, and each per-architecture manifest under `TAG-ARCH`.
-pub fn write_layout(dir: &Path, blobs_src: &Path, images: &[ArchImage], index: &Blob, tag: &str) -> io::Result<()> {
+pub fn write_layout(
+    dir: &Path,
+    blobs_src: &Path,
+    images: &[ArchImage],
+    index: &Blob,
+    tag: &str,
+) -> io::Result<()> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs)?;
     let mut all: Vec<&Blob> = vec![index];
@@ -209,7 +223,10 @@ pub fn write_layout(dir: &Path, blobs_src: &Path, images: &[ArchImage], index: &
     }
     let idx = json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": manifests});
     let tmp = dir.join(".index.json.tmp");
-    fs::write(&tmp, serde_json::to_vec(&idx).expect("JSON values serialize"))?;
+    fs::write(
+        &tmp,
+        serde_json::to_vec(&idx).expect("JSON values serialize"),
+    )?;
     fs::rename(&tmp, dir.join("index.json"))
 }
 
@@ -264,7 +281,8 @@ pub fn write_docker_archive(out: &Path, images: &[ArchImage], image_ref: &str) -
                 }
                 entries.push(json!({"Config": cfg_name, "RepoTags": tags, "Layers": layers}));
             }
-            let manifest = serde_json::to_vec(&Value::Array(entries)).expect("JSON values serialize");
+            let manifest =
+                serde_json::to_vec(&Value::Array(entries)).expect("JSON values serialize");
             let h = EntryHeader {
                 path: "manifest.json",
                 kind: Kind::File,

@@ -21,6 +21,10 @@ pub struct Repo {
 /// A chosen package: (repository index, package index).
 pub type Pick = (usize, usize);
 
+/// Who provides a name: the package, the provided version (None = unversioned), and whether
+/// it is the package's own name.
+type Providers<'a> = BTreeMap<&'a str, Vec<(Pick, Option<&'a str>, bool)>>;
+
 #[derive(Debug, thiserror::Error)]
 #[error("unable to select packages:\n{}", .problems.join("\n"))]
 pub struct SolveError {
@@ -30,7 +34,7 @@ pub struct SolveError {
 struct Ctx<'a> {
     repos: &'a [Repo],
     /// name → candidates providing it, with the provided version (None = unversioned).
-    providers: BTreeMap<&'a str, Vec<(Pick, Option<&'a str>, bool)>>,
+    providers: Providers<'a>,
     chosen: BTreeMap<Pick, ()>,
     order: Vec<Pick>,
     /// name → the package that holds it (own name or versioned provide).
@@ -49,9 +53,9 @@ impl<'a> Ctx<'a> {
         if info.name == d.name && d.version_matches(Some(&info.version)) {
             return true;
         }
-        info.provides
-            .iter()
-            .any(|pv| pv.name == d.name && d.version_matches(pv.is_versioned().then_some(pv.version.as_str())))
+        info.provides.iter().any(|pv| {
+            pv.name == d.name && d.version_matches(pv.is_versioned().then_some(pv.version.as_str()))
+        })
     }
 
     fn already(&self, d: &Dependency) -> Option<Pick> {
@@ -74,7 +78,11 @@ impl<'a> Ctx<'a> {
                 continue;
             }
             let info = self.pkg(p);
-            let ver = if own { Some(info.version.as_str()) } else { pver };
+            let ver = if own {
+                Some(info.version.as_str())
+            } else {
+                pver
+            };
             if !d.version_matches(ver) {
                 continue;
             }
@@ -82,7 +90,11 @@ impl<'a> Ctx<'a> {
             if !own && pver.is_none() && info.provider_priority.unwrap_or(0) == 0 {
                 continue;
             }
-            let key = (u8::from(own), info.provider_priority.unwrap_or(0), ver.unwrap_or(""));
+            let key = (
+                u8::from(own),
+                info.provider_priority.unwrap_or(0),
+                ver.unwrap_or(""),
+            );
             let better = match &best {
                 None => true,
                 Some((bp, bk)) => {
@@ -106,7 +118,10 @@ impl<'a> Ctx<'a> {
 
     fn describe_virtual(&self, d: &Dependency) -> Option<String> {
         let cands = self.providers.get(d.name.as_str())?;
-        let names: BTreeSet<String> = cands.iter().map(|(p, _, _)| self.pkg(*p).name.clone()).collect();
+        let names: BTreeSet<String> = cands
+            .iter()
+            .map(|(p, _, _)| self.pkg(*p).name.clone())
+            .collect();
         Some(names.into_iter().collect::<Vec<_>>().join(" "))
     }
 
@@ -149,10 +164,13 @@ impl<'a> Ctx<'a> {
 
 /// Resolve `world` over `repos`, returning packages in install order (dependencies first).
 pub fn solve(repos: &[Repo], world: &[Dependency]) -> Result<Vec<Pick>, SolveError> {
-    let mut providers: BTreeMap<&str, Vec<(Pick, Option<&str>, bool)>> = BTreeMap::new();
+    let mut providers: Providers<'_> = BTreeMap::new();
     for (ri, r) in repos.iter().enumerate() {
         for (pi, p) in r.packages.iter().enumerate() {
-            providers.entry(p.name.as_str()).or_default().push(((ri, pi), None, true));
+            providers
+                .entry(p.name.as_str())
+                .or_default()
+                .push(((ri, pi), None, true));
             for pv in &p.provides {
                 providers.entry(pv.name.as_str()).or_default().push((
                     (ri, pi),
@@ -202,8 +220,12 @@ pub fn solve(repos: &[Repo], world: &[Dependency]) -> Result<Vec<Pick>, SolveErr
             if ctx.already(&d).is_some() || ctx.choose(&d, None) != Some(c) {
                 continue;
             }
-            let by = format!("{}", info.nv());
-            ctx.add(&Dependency::exact(info.name.clone(), info.version.clone()), None, &by);
+            let by = info.nv().to_string();
+            ctx.add(
+                &Dependency::exact(info.name.clone(), info.version.clone()),
+                None,
+                &by,
+            );
             added = true;
         }
         if !added {
@@ -215,7 +237,11 @@ pub fn solve(repos: &[Repo], world: &[Dependency]) -> Result<Vec<Pick>, SolveErr
     for p in &order {
         let info = ctx.pkg(*p);
         let mut names = vec![(info.name.clone(), true)];
-        names.extend(info.provides.iter().map(|d| (d.name.clone(), d.is_versioned())));
+        names.extend(
+            info.provides
+                .iter()
+                .map(|d| (d.name.clone(), d.is_versioned())),
+        );
         for (n, exclusive) in names {
             if !exclusive {
                 continue;
@@ -232,8 +258,10 @@ pub fn solve(repos: &[Repo], world: &[Dependency]) -> Result<Vec<Pick>, SolveErr
             }
         }
     }
-    let mut conflict_sources: Vec<(String, Dependency)> =
-        sorted.iter().map(|d| ("world".to_string(), (*d).clone())).collect();
+    let mut conflict_sources: Vec<(String, Dependency)> = sorted
+        .iter()
+        .map(|d| ("world".to_string(), (*d).clone()))
+        .collect();
     for p in &order {
         let info = ctx.pkg(*p);
         for d in &info.depends {
@@ -251,9 +279,19 @@ pub fn solve(repos: &[Repo], world: &[Dependency]) -> Result<Vec<Pick>, SolveErr
                 let satisfies: Vec<String> = conflict_sources
                     .iter()
                     .filter(|(w, dd)| !dd.conflict && ctx.satisfies(*p, dd) && w != who)
-                    .map(|(w, dd)| if w == "world" { format!("world[{dd}]") } else { format!("{w}[{dd}]") })
+                    .map(|(w, dd)| {
+                        if w == "world" {
+                            format!("world[{dd}]")
+                        } else {
+                            format!("{w}[{dd}]")
+                        }
+                    })
                     .collect();
-                let who_s = if who == "world" { format!("world[{d}]") } else { format!("{who}[{d}]") };
+                let who_s = if who == "world" {
+                    format!("world[{d}]")
+                } else {
+                    format!("{who}[{d}]")
+                };
                 ctx.problems.push(format!(
                     "  {victim}:\n    breaks: {who_s}\n    satisfies: {}",
                     satisfies.join(" ")
@@ -285,7 +323,10 @@ mod tests {
     }
 
     fn names(repos: &[Repo], picks: &[Pick]) -> Vec<String> {
-        picks.iter().map(|p| repos[p.0].packages[p.1].nv()).collect()
+        picks
+            .iter()
+            .map(|p| repos[p.0].packages[p.1].nv())
+            .collect()
     }
 
     #[test]
@@ -305,7 +346,15 @@ mod tests {
             ],
         }];
         let got = solve(&repos, &Dependency::parse_list("app").unwrap()).unwrap();
-        assert_eq!(names(&repos, &got), ["libfoo-1-r0", "busybox-1-r0", "busybox-binsh-1-r0", "app-2.0-r0"]);
+        assert_eq!(
+            names(&repos, &got),
+            [
+                "libfoo-1-r0",
+                "busybox-1-r0",
+                "busybox-binsh-1-r0",
+                "app-2.0-r0"
+            ]
+        );
     }
 
     #[test]
@@ -313,11 +362,22 @@ mod tests {
         let repos = vec![Repo {
             url: "r".into(),
             tag: None,
-            packages: vec![pkg("a", "1-r0", "missing", ""), pkg("b", "1-r0", "!c", ""), pkg("c", "1-r0", "", "")],
+            packages: vec![
+                pkg("a", "1-r0", "missing", ""),
+                pkg("b", "1-r0", "!c", ""),
+                pkg("c", "1-r0", "", ""),
+            ],
         }];
-        let err = solve(&repos, &Dependency::parse_list("a").unwrap()).unwrap_err().to_string();
-        assert!(err.contains("missing (no such package):\n    required by: a-1-r0[missing]"), "{err}");
-        let err = solve(&repos, &Dependency::parse_list("b c").unwrap()).unwrap_err().to_string();
+        let err = solve(&repos, &Dependency::parse_list("a").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing (no such package):\n    required by: a-1-r0[missing]"),
+            "{err}"
+        );
+        let err = solve(&repos, &Dependency::parse_list("b c").unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c-1-r0:\n    breaks: b-1-r0[!c]"), "{err}");
     }
 
@@ -327,10 +387,14 @@ mod tests {
             Repo {
                 url: "main".into(),
                 tag: None,
-                packages: vec![pkg("x", "1-r0", "", ""), PackageInfo {
-                    install_if: Dependency::parse_list("x docs").unwrap(),
-                    ..pkg("x-doc", "1-r0", "", "")
-                }, pkg("docs", "1-r0", "", "")],
+                packages: vec![
+                    pkg("x", "1-r0", "", ""),
+                    PackageInfo {
+                        install_if: Dependency::parse_list("x docs").unwrap(),
+                        ..pkg("x-doc", "1-r0", "", "")
+                    },
+                    pkg("docs", "1-r0", "", ""),
+                ],
             },
             Repo {
                 url: "edge".into(),
@@ -340,8 +404,9 @@ mod tests {
         ];
         let got = solve(&repos, &Dependency::parse_list("x").unwrap()).unwrap();
         assert_eq!(names(&repos, &got), ["x-1-r0"]);
+        // The pinned x-9 still triggers x-doc: its install_if names x without a version.
         let got = solve(&repos, &Dependency::parse_list("x@edge docs").unwrap()).unwrap();
-        assert_eq!(names(&repos, &got), ["docs-1-r0", "x-9-r0"]);
+        assert_eq!(names(&repos, &got), ["docs-1-r0", "x-9-r0", "x-doc-1-r0"]);
         let got = solve(&repos, &Dependency::parse_list("x docs").unwrap()).unwrap();
         assert_eq!(names(&repos, &got), ["docs-1-r0", "x-1-r0", "x-doc-1-r0"]);
     }

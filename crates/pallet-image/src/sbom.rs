@@ -9,7 +9,13 @@ use sha2::{Digest, Sha256};
 /// SPDX IDs allow letters, digits, `.` and `-` only.
 pub fn spdx_id(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -38,7 +44,11 @@ pub fn license(raw: &str) -> (String, Option<(String, String)>) {
 }
 
 pub fn purl(p: &PackageInfo, distro: &str) -> String {
-    let enc = |s: &str| s.replace('%', "%25").replace('+', "%2B").replace(' ', "%20");
+    let enc = |s: &str| {
+        s.replace('%', "%25")
+            .replace('+', "%2B")
+            .replace(' ', "%20")
+    };
     format!(
         "pkg:apk/{}/{}@{}?arch={}&distro={}",
         enc(distro),
@@ -50,9 +60,19 @@ pub fn purl(p: &PackageInfo, distro: &str) -> String {
 }
 
 /// The SPDX document of one architecture's image.
-pub fn image_spdx(image_digest: &str, arch: &str, created: &str, os_id: &str, os_version: &str, packages: &[PackageInfo]) -> Value {
+pub fn image_spdx(
+    image_digest: &str,
+    arch: &str,
+    created: &str,
+    os_id: &str,
+    os_version: &str,
+    packages: &[PackageInfo],
+) -> Value {
     let distro = if os_id.is_empty() { "unknown" } else { os_id };
-    let image_id = format!("SPDXRef-Image-{}", spdx_id(&image_digest.replace("sha256:", "")[..12.min(image_digest.len())]));
+    let image_id = format!(
+        "SPDXRef-Image-{}",
+        spdx_id(&image_digest.replace("sha256:", "")[..12.min(image_digest.len())])
+    );
     let mut pkgs = vec![json!({
         "SPDXID": image_id,
         "name": image_digest,
@@ -68,7 +88,9 @@ pub fn image_spdx(image_digest: &str, arch: &str, created: &str, os_id: &str, os
             "referenceLocator": format!("pkg:oci/image@{}?arch={arch}", image_digest.replace(':', "%3A")),
         }],
     })];
-    let mut rels = vec![json!({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": image_id})];
+    let mut rels = vec![
+        json!({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": image_id}),
+    ];
     let mut extracted: Vec<(String, String)> = vec![];
     if !os_id.is_empty() {
         pkgs.push(json!({
@@ -84,15 +106,23 @@ pub fn image_spdx(image_digest: &str, arch: &str, created: &str, os_id: &str, os
         rels.push(json!({"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-OperatingSystem"}));
     }
     for p in packages {
-        let id = format!("SPDXRef-Package-{}-{}", spdx_id(&p.name), spdx_id(&p.version));
+        let id = format!(
+            "SPDXRef-Package-{}-{}",
+            spdx_id(&p.name),
+            spdx_id(&p.version)
+        );
         let (pkg, extra) = package_entry(p, distro, &id);
-        if let Some(e) = extra {
-            if !extracted.iter().any(|(i, _)| *i == e.0) {
-                extracted.push(e);
-            }
+        if let Some(e) = extra
+            && !extracted.iter().any(|(i, _)| *i == e.0)
+        {
+            extracted.push(e);
         }
         pkgs.push(pkg);
-        let parent = if os_id.is_empty() { image_id.clone() } else { "SPDXRef-OperatingSystem".to_string() };
+        let parent = if os_id.is_empty() {
+            image_id.clone()
+        } else {
+            "SPDXRef-OperatingSystem".to_string()
+        };
         rels.push(json!({"spdxElementId": parent, "relationshipType": "CONTAINS", "relatedSpdxElement": id}));
     }
     document(&format!("sbom-{arch}"), created, pkgs, rels, extracted)
@@ -100,7 +130,12 @@ pub fn image_spdx(image_digest: &str, arch: &str, created: &str, os_id: &str, os
 
 /// The index SBOM: the index, the per-architecture images it holds, and their packages, so
 /// that one document answers "what is in this image" whatever the platform.
-pub fn index_spdx(index_digest: &str, created: &str, images: &[(String, String, Vec<PackageInfo>)], distro: &str) -> Value {
+pub fn index_spdx(
+    index_digest: &str,
+    created: &str,
+    images: &[(String, String, Vec<PackageInfo>)],
+    distro: &str,
+) -> Value {
     let idx_id = "SPDXRef-ImageIndex".to_string();
     let mut pkgs = vec![json!({
         "SPDXID": idx_id, "name": index_digest, "versionInfo": index_digest,
@@ -108,7 +143,9 @@ pub fn index_spdx(index_digest: &str, created: &str, images: &[(String, String, 
         "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION",
         "primaryPackagePurpose": "CONTAINER",
     })];
-    let mut rels = vec![json!({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": idx_id})];
+    let mut rels = vec![
+        json!({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": idx_id}),
+    ];
     let mut extracted: Vec<(String, String)> = vec![];
     for (arch, digest, packages) in images {
         let id = format!("SPDXRef-Image-{}", spdx_id(arch));
@@ -120,11 +157,20 @@ pub fn index_spdx(index_digest: &str, created: &str, images: &[(String, String, 
         }));
         rels.push(json!({"spdxElementId": id, "relationshipType": "VARIANT_OF", "relatedSpdxElement": idx_id}));
         for p in packages {
-            let (pkg, extra) = package_entry(p, distro, &format!("SPDXRef-Package-{}-{}-{}", spdx_id(arch), spdx_id(&p.name), spdx_id(&p.version)));
-            if let Some(e) = extra {
-                if !extracted.iter().any(|(i, _)| *i == e.0) {
-                    extracted.push(e);
-                }
+            let (pkg, extra) = package_entry(
+                p,
+                distro,
+                &format!(
+                    "SPDXRef-Package-{}-{}-{}",
+                    spdx_id(arch),
+                    spdx_id(&p.name),
+                    spdx_id(&p.version)
+                ),
+            );
+            if let Some(e) = extra
+                && !extracted.iter().any(|(i, _)| *i == e.0)
+            {
+                extracted.push(e);
             }
             rels.push(json!({"spdxElementId": id, "relationshipType": "CONTAINS", "relatedSpdxElement": pkg["SPDXID"]}));
             pkgs.push(pkg);
@@ -161,7 +207,13 @@ fn package_entry(p: &PackageInfo, distro: &str, id: &str) -> (Value, Option<(Str
     (pkg, extra)
 }
 
-fn document(name: &str, created: &str, packages: Vec<Value>, rels: Vec<Value>, extracted: Vec<(String, String)>) -> Value {
+fn document(
+    name: &str,
+    created: &str,
+    packages: Vec<Value>,
+    rels: Vec<Value>,
+    extracted: Vec<(String, String)>,
+) -> Value {
     let mut doc = json!({
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": name,
@@ -173,10 +225,12 @@ fn document(name: &str, created: &str, packages: Vec<Value>, rels: Vec<Value>, e
         "relationships": rels,
     });
     if !extracted.is_empty() {
-        doc["hasExtractedLicensingInfos"] = json!(extracted
-            .iter()
-            .map(|(id, text)| json!({"licenseId": id, "extractedText": text, "name": text}))
-            .collect::<Vec<_>>());
+        doc["hasExtractedLicensingInfos"] = json!(
+            extracted
+                .iter()
+                .map(|(id, text)| json!({"licenseId": id, "extractedText": text, "name": text}))
+                .collect::<Vec<_>>()
+        );
     }
     let h = Sha256::digest(serde_json::to_vec(&doc).expect("JSON"));
     let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();

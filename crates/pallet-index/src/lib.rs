@@ -229,7 +229,14 @@ mod tests {
             ..Default::default()
         };
         let out = dir.path().join("APKINDEX.tar.gz");
-        write_index(&[p.clone()], Some("test repo"), Some(&key), 0, &out).unwrap();
+        write_index(
+            std::slice::from_ref(&p),
+            Some("test repo"),
+            Some(&key),
+            0,
+            &out,
+        )
+        .unwrap();
         let ring = Keyring::from_paths([dir.path().join("k.rsa.pub")]);
         let idx = read_index(&out, Some(&ring)).unwrap();
         assert_eq!(idx.packages, vec![p]);
@@ -238,13 +245,25 @@ mod tests {
         // Without the key it is untrusted; an unrelated key under the same name is a bad signature.
         let other = tempfile::tempdir().unwrap();
         assert!(matches!(
-            read_index(&out, Some(&Keyring::from_paths([other.path().to_path_buf()]))),
-            Err(IndexError::Apk { source: ApkError::Untrusted { .. }, .. })
+            read_index(
+                &out,
+                Some(&Keyring::from_paths([other.path().to_path_buf()]))
+            ),
+            Err(IndexError::Apk {
+                source: ApkError::Untrusted { .. },
+                ..
+            })
         ));
         pallet_keys::generate(&other.path().join("k.rsa"), 2048).unwrap();
         assert!(matches!(
-            read_index(&out, Some(&Keyring::from_paths([other.path().join("k.rsa.pub")]))),
-            Err(IndexError::Apk { source: ApkError::BadSignature { .. }, .. })
+            read_index(
+                &out,
+                Some(&Keyring::from_paths([other.path().join("k.rsa.pub")]))
+            ),
+            Err(IndexError::Apk {
+                source: ApkError::BadSignature { .. },
+                ..
+            })
         ));
     }
 }

@@ -191,7 +191,12 @@ impl PublicKey {
     }
 
     /// Check a signature against a digest computed while streaming (see [`digest_context`]).
-    pub fn verify_digest(&self, alg: SigAlg, digest: &aws_lc_rs::digest::Digest, sig: &[u8]) -> bool {
+    pub fn verify_digest(
+        &self,
+        alg: SigAlg,
+        digest: &aws_lc_rs::digest::Digest,
+        sig: &[u8],
+    ) -> bool {
         UnparsedPublicKey::new(verify_params(alg), &self.spki_der)
             .verify_digest(digest, sig)
             .is_ok()
@@ -283,12 +288,7 @@ impl Keyring {
             .iter()
             .find(|f| f.file_name().is_some_and(|n| n == name))
             .cloned()
-            .or_else(|| {
-                self.dirs
-                    .iter()
-                    .map(|d| d.join(name))
-                    .find(|p| p.is_file())
-            });
+            .or_else(|| self.dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()));
         match candidate {
             None => Lookup::Missing,
             Some(p) => match PublicKey::load(&p) {

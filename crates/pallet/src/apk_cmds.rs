@@ -43,14 +43,20 @@ pub fn version_cmd(a: VersionArgs) -> anyhow::Result<ExitCode> {
                 bad += 1;
             }
         }
-        return Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if bad == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     println!("pallet {}", env!("CARGO_PKG_VERSION"));
     Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  pallet verify --keyring /etc/apk/keys *.apk\n  pallet verify --keyring keys/ repo/x86_64/APKINDEX.tar.gz")]
+#[command(
+    after_help = "Examples:\n  pallet verify --keyring /etc/apk/keys *.apk\n  pallet verify --keyring keys/ repo/x86_64/APKINDEX.tar.gz"
+)]
 pub struct VerifyArgs {
     /// Folder of trusted public keys (`*.rsa.pub`), or a single key file; may repeat.
     #[arg(long, short = 'k', required = true)]
@@ -61,7 +67,10 @@ pub struct VerifyArgs {
 }
 
 fn is_index(p: &Path) -> bool {
-    let n = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let n = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     n.ends_with(".tar.gz") && !n.ends_with(".apk")
 }
 
@@ -112,7 +121,9 @@ pub fn verify_cmd(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  pallet info busybox-1.36.1-r15.apk\n  pallet info --json busybox-1.36.1-r15.apk | jq .files")]
+#[command(
+    after_help = "Examples:\n  pallet info busybox-1.36.1-r15.apk\n  pallet info --json busybox-1.36.1-r15.apk | jq .files"
+)]
 pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
@@ -211,7 +222,9 @@ fn hex_encode(b: [u8; 20]) -> String {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  pallet keygen my-repo.rsa        # writes my-repo.rsa and my-repo.rsa.pub\n  pallet keygen --bits 2048 test.rsa")]
+#[command(
+    after_help = "Examples:\n  pallet keygen my-repo.rsa        # writes my-repo.rsa and my-repo.rsa.pub\n  pallet keygen --bits 2048 test.rsa"
+)]
 pub struct KeygenArgs {
     /// Private key file to write; the public key goes to NAME.pub.
     #[arg(default_value = "melange.rsa")]
@@ -259,7 +272,11 @@ fn load_key(p: &Path) -> anyhow::Result<SigningKey> {
 }
 
 fn sig_alg(sha1: bool) -> SigAlg {
-    if sha1 { SigAlg::RsaSha1 } else { SigAlg::RsaSha256 }
+    if sha1 {
+        SigAlg::RsaSha1
+    } else {
+        SigAlg::RsaSha256
+    }
 }
 
 pub fn sign_cmd(a: SignArgs) -> anyhow::Result<ExitCode> {
@@ -273,7 +290,9 @@ pub fn sign_cmd(a: SignArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  pallet mkpkg --info name=hello --info version=1.0-r0 --info arch=x86_64 \\\n      --info depend=musl --files ./root -o hello-1.0-r0.apk --signing-key my.rsa")]
+#[command(
+    after_help = "Examples:\n  pallet mkpkg --info name=hello --info version=1.0-r0 --info arch=x86_64 \\\n      --info depend=musl --files ./root -o hello-1.0-r0.apk --signing-key my.rsa"
+)]
 pub struct MkpkgArgs {
     /// Metadata as KEY=VALUE with `.PKGINFO` keys (name/pkgname, version/pkgver, arch,
     /// description/pkgdesc, url, license, origin, maintainer, depend, provides, replaces,
@@ -350,7 +369,9 @@ pub fn mkpkg_cmd(a: MkpkgArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  pallet index -o APKINDEX.tar.gz --signing-key my.rsa *.apk\n  pallet index --merge -o repo/x86_64/APKINDEX.tar.gz new-1.0-r0.apk")]
+#[command(
+    after_help = "Examples:\n  pallet index -o APKINDEX.tar.gz --signing-key my.rsa *.apk\n  pallet index --merge -o repo/x86_64/APKINDEX.tar.gz new-1.0-r0.apk"
+)]
 pub struct IndexArgs {
     /// Output index file.
     #[arg(long, short = 'o', default_value = "APKINDEX.tar.gz")]
@@ -380,7 +401,15 @@ pub struct IndexArgs {
 }
 
 const KNOWN_ARCHS: &[&str] = &[
-    "x86_64", "aarch64", "armv7", "armhf", "x86", "ppc64le", "s390x", "riscv64", "loongarch64",
+    "x86_64",
+    "aarch64",
+    "armv7",
+    "armhf",
+    "x86",
+    "ppc64le",
+    "s390x",
+    "riscv64",
+    "loongarch64",
 ];
 
 fn folder_arch(p: &Path) -> Option<String> {
@@ -420,7 +449,11 @@ pub fn index_cmd(a: IndexArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", json!({"index": a.output, "packages": records.len()}));
     } else {
-        eprintln!("Index has {} packages: {}", records.len(), a.output.display());
+        eprintln!(
+            "Index has {} packages: {}",
+            records.len(),
+            a.output.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -443,12 +476,17 @@ fn warn_unresolved(records: &[PackageInfo]) {
     missing.sort();
     missing.dedup();
     if !missing.is_empty() {
-        eprintln!("WARNING: No provider for the dependencies: {}", missing.join(" "));
+        eprintln!(
+            "WARNING: No provider for the dependencies: {}",
+            missing.join(" ")
+        );
     }
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  pallet sign-index --signing-key my.rsa repo/x86_64/APKINDEX.tar.gz")]
+#[command(
+    after_help = "Examples:\n  pallet sign-index --signing-key my.rsa repo/x86_64/APKINDEX.tar.gz"
+)]
 pub struct SignIndexArgs {
     #[arg(long, visible_alias = "key")]
     signing_key: PathBuf,

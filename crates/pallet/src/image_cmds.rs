@@ -14,13 +14,17 @@ use serde_json::json;
 #[derive(Subcommand)]
 pub enum ImageCommand {
     /// Build an image from an apko YAML file into a docker-archive tarball or an OCI layout.
-    #[command(after_help = "Examples:\n  pallet image build apko.yaml myimage:latest image.tar\n  mkdir layout && pallet image build apko.yaml myimage:latest layout/ --arch x86_64\n  SOURCE_DATE_EPOCH=1700000000 pallet image build apko.yaml r:1 out.tar --sbom-path sboms/")]
+    #[command(
+        after_help = "Examples:\n  pallet image build apko.yaml myimage:latest image.tar\n  mkdir layout && pallet image build apko.yaml myimage:latest layout/ --arch x86_64\n  SOURCE_DATE_EPOCH=1700000000 pallet image build apko.yaml r:1 out.tar --sbom-path sboms/"
+    )]
     Build(BuildArgs),
     /// Print the configuration after includes and defaults, as YAML.
     #[command(after_help = "Examples:\n  pallet image show-config apko.yaml")]
     ShowConfig(ShowArgs),
     /// Resolve and print the packages an image would contain (`NAME VERSION` per line).
-    #[command(after_help = "Examples:\n  pallet image show-packages apko.yaml --arch x86_64\n  pallet image show-packages apko.yaml --format name=version")]
+    #[command(
+        after_help = "Examples:\n  pallet image show-packages apko.yaml --arch x86_64\n  pallet image show-packages apko.yaml --format name=version"
+    )]
     ShowPackages(ShowPackagesArgs),
 }
 
@@ -141,24 +145,35 @@ fn cache_dir(c: &CommonArgs) -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("pallet");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache/pallet")
 }
 
 fn archs(c: &CommonArgs, cfg: &config::ImageConfiguration) -> anyhow::Result<Vec<Arch>> {
-    let names: Vec<String> = if !c.arch.is_empty() { c.arch.clone() } else { cfg.archs.clone() };
+    let names: Vec<String> = if !c.arch.is_empty() {
+        c.arch.clone()
+    } else {
+        cfg.archs.clone()
+    };
     let mut out = Vec::new();
     if names.is_empty() {
         // apko builds all nine architectures when none are named; that fails for most
         // repositories, so pallet builds the host's and says so.
-        eprintln!("no archs in the config or --arch: building for the host ({})", Arch::host().apk());
+        eprintln!(
+            "no archs in the config or --arch: building for the host ({})",
+            Arch::host().apk()
+        );
         return Ok(vec![Arch::host()]);
     }
     for n in names {
         match n.as_str() {
             "host" => out.push(Arch::host()),
             "all" => out.extend(Arch::ALL),
-            other => out.push(Arch::parse(other).with_context(|| format!("unknown architecture '{other}'"))?),
+            other => out.push(
+                Arch::parse(other).with_context(|| format!("unknown architecture '{other}'"))?,
+            ),
         }
     }
     out.sort();
@@ -184,9 +199,21 @@ fn parse_date(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let bad = || anyhow::anyhow!("--build-date '{s}' is not RFC 3339 (e.g. 2024-01-02T03:04:05Z)");
     let (date, time) = s.split_once('T').ok_or_else(bad)?;
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
     let t = time.trim_end_matches('Z').trim_end_matches("+00:00");
-    let t: Vec<i64> = t.split(':').map(|x| x.split('.').next().unwrap_or("0").parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let t: Vec<i64> = t
+        .split(':')
+        .map(|x| {
+            x.split('.')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .map_err(|_| bad())
+        })
+        .collect::<Result<_, _>>()?;
     if d.len() != 3 || t.len() != 3 {
         return Err(bad());
     }
@@ -207,41 +234,77 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let archs = archs(&a.common, cfg)?;
     let mut opts = options(&a.common);
     opts.epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds"))?),
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds")
+        })?),
         _ => a.build_date.as_deref().map(parse_date).transpose()?,
     };
     for an in &a.annotations {
-        let (k, v) = an.split_once(':').with_context(|| format!("--annotations '{an}' is not KEY:VALUE"))?;
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') || v.is_empty() {
-            bail!("--annotations '{an}': the key must match ^[a-z0-9-.]+$ and the value must not be empty");
+        let (k, v) = an
+            .split_once(':')
+            .with_context(|| format!("--annotations '{an}' is not KEY:VALUE"))?;
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            || v.is_empty()
+        {
+            bail!(
+                "--annotations '{an}': the key must match ^[a-z0-9-.]+$ and the value must not be empty"
+            );
         }
-        if opts.annotations.insert(k.to_string(), v.to_string()).is_some() {
+        if opts
+            .annotations
+            .insert(k.to_string(), v.to_string())
+            .is_some()
+        {
             bail!("--annotations: duplicate key '{k}'");
         }
     }
     if let Some(lock) = &a.lockfile {
-        let text = std::fs::read_to_string(lock).with_context(|| format!("reading {}", lock.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", lock.display()))?;
-        let pkgs = v["contents"]["packages"].as_array().context("lock file has no contents.packages")?;
+        let text =
+            std::fs::read_to_string(lock).with_context(|| format!("reading {}", lock.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", lock.display()))?;
+        let pkgs = v["contents"]["packages"]
+            .as_array()
+            .context("lock file has no contents.packages")?;
         let want = archs.first().map(|a| a.apk()).unwrap_or("x86_64");
         opts.locked = Some(
             pkgs.iter()
                 .filter(|p| p["architecture"].as_str().is_none_or(|x| x == want))
-                .map(|p| format!("{}={}", p["name"].as_str().unwrap_or(""), p["version"].as_str().unwrap_or("")))
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p["name"].as_str().unwrap_or(""),
+                        p["version"].as_str().unwrap_or("")
+                    )
+                })
                 .collect(),
         );
     }
     let out = &a.output;
-    let work = tempfile::Builder::new().prefix(".pallet-build-").tempdir_in(
-        out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
-    ).context("creating a work folder beside the output")?;
+    let work = tempfile::Builder::new()
+        .prefix(".pallet-build-")
+        .tempdir_in(
+            out.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+        .context("creating a work folder beside the output")?;
     let blobs = work.path().join("blobs");
     std::fs::create_dir_all(&blobs)?;
     let mut results = Vec::new();
     for arch in &archs {
         let r = build::build_arch(cfg, &loaded.checksum, *arch, &opts, &blobs)
             .with_context(|| format!("building {} for {}", a.config.display(), arch.apk()))?;
-        eprintln!("built {} ({}): {} packages, {}", arch.apk(), a.tag, r.packages.len(), r.image.manifest.digest);
+        eprintln!(
+            "built {} ({}): {} packages, {}",
+            arch.apk(),
+            a.tag,
+            r.packages.len(),
+            r.image.manifest.digest
+        );
         results.push(r);
     }
     let created = results.iter().map(|r| r.created).max().unwrap_or(0);
@@ -250,9 +313,11 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let index = build::index_blob(&blobs, &images, &ann)?;
     if out.is_dir() {
         let (_, tag) = oci::split_ref(&a.tag);
-        oci::write_layout(out, &blobs, &images, &index, &tag).with_context(|| format!("writing OCI layout {}", out.display()))?;
+        oci::write_layout(out, &blobs, &images, &index, &tag)
+            .with_context(|| format!("writing OCI layout {}", out.display()))?;
     } else {
-        oci::write_docker_archive(out, &images, &a.tag).with_context(|| format!("writing {}", out.display()))?;
+        oci::write_docker_archive(out, &images, &a.tag)
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     if a.sbom {
         let dir = a.sbom_path.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -267,7 +332,14 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             let pkgs: Vec<_> = r.packages.iter().map(|(p, _)| p.clone()).collect();
             let os_id = r.os_release.get("ID").cloned().unwrap_or_default();
             let os_ver = r.os_release.get("VERSION_ID").cloned().unwrap_or_default();
-            let doc = sbom::image_spdx(&r.image.manifest.digest, r.image.arch.apk(), &date, &os_id, &os_ver, &pkgs);
+            let doc = sbom::image_spdx(
+                &r.image.manifest.digest,
+                r.image.arch.apk(),
+                &date,
+                &os_id,
+                &os_ver,
+                &pkgs,
+            );
             let p = dir.join(format!("sbom-{}.spdx.json", r.image.arch.apk()));
             pallet_keys::write_atomic(&p, &serde_json::to_vec_pretty(&doc)?, 0o644)?;
         }
@@ -275,12 +347,23 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|r| {
                 let pkgs = r.packages.iter().map(|(p, _)| p.clone()).collect();
-                (r.image.arch.apk().to_string(), r.image.manifest.digest.clone(), pkgs)
+                (
+                    r.image.arch.apk().to_string(),
+                    r.image.manifest.digest.clone(),
+                    pkgs,
+                )
             })
             .collect();
-        let distro = results.first().and_then(|r| r.os_release.get("ID").cloned()).unwrap_or_else(|| "unknown".into());
+        let distro = results
+            .first()
+            .and_then(|r| r.os_release.get("ID").cloned())
+            .unwrap_or_else(|| "unknown".into());
         let doc = sbom::index_spdx(&index.digest, &date, &imgs, &distro);
-        pallet_keys::write_atomic(&dir.join("sbom-index.spdx.json"), &serde_json::to_vec_pretty(&doc)?, 0o644)?;
+        pallet_keys::write_atomic(
+            &dir.join("sbom-index.spdx.json"),
+            &serde_json::to_vec_pretty(&doc)?,
+            0o644,
+        )?;
     }
     println!("{}", index.digest);
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pallet", version, about = "Build minimal, reproducible, signed container images and APK packages")]
+#[command(
+    name = "pallet",
+    version,
+    about = "Build minimal, reproducible, signed container images and APK packages"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +29,7 @@ enum Command {
     Pkg(pkg_cmds::PkgCommand),
     /// Build OCI images from apko YAML files.
     #[command(subcommand)]
-    Image(image_cmds::ImageCommand),
+    Image(Box<image_cmds::ImageCommand>),
     /// Compare or check APK versions (`-t A B` prints <, = or >).
     Version(apk_cmds::VersionArgs),
     /// Verify packages and indexes against a keyring.
@@ -87,7 +91,7 @@ fn main() -> ExitCode {
             let cli = Cli::parse();
             match cli.command {
                 Command::Pkg(cmd) => pkg_cmds::run(cmd),
-                Command::Image(cmd) => image_cmds::run(cmd),
+                Command::Image(cmd) => image_cmds::run(*cmd),
                 Command::Version(a) => apk_cmds::version_cmd(a),
                 Command::Verify(a) => apk_cmds::verify_cmd(a),
                 Command::Info(a) => apk_cmds::info_cmd(a),

@@ -19,7 +19,14 @@ fn verify_reports_each_file() {
     b[n - 2000] ^= 1;
     fs::write(&bad, b).unwrap();
     let o = run(
-        &["verify", "--keyring", a.join("keys").to_str().unwrap(), good.to_str().unwrap(), bad.to_str().unwrap(), a.join("x86_64/APKINDEX.tar.gz").to_str().unwrap()],
+        &[
+            "verify",
+            "--keyring",
+            a.join("keys").to_str().unwrap(),
+            good.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            a.join("x86_64/APKINDEX.tar.gz").to_str().unwrap(),
+        ],
         t.path(),
         &[],
     );
@@ -27,8 +34,21 @@ fn verify_reports_each_file() {
     assert!(!o.status.success());
     assert!(out.contains("zlib-1.3.1-r0.apk: OK"), "{out}");
     assert!(out.contains("APKINDEX.tar.gz: OK"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with(bad.to_str().unwrap()) && !l.ends_with(": OK")), "{out}");
-    let o = run(&["verify", "--keyring", t.path().to_str().unwrap(), good.to_str().unwrap()], t.path(), &[]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(bad.to_str().unwrap()) && !l.ends_with(": OK")),
+        "{out}"
+    );
+    let o = run(
+        &[
+            "verify",
+            "--keyring",
+            t.path().to_str().unwrap(),
+            good.to_str().unwrap(),
+        ],
+        t.path(),
+        &[],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains(": UNTRUSTED"), "{}", text(&o));
 }
@@ -56,7 +76,9 @@ fn index_reproduces_alpine() {
     assert_eq!(ours.len(), 100);
     for (key, rec) in &theirs {
         let mine = ours.get(key).unwrap_or_else(|| panic!("{key:?} missing"));
-        for f in ['C', 'S', 'I', 'D', 'p', 'i', 'k', 'o', 'L', 'A', 'T', 'U', 'm', 'c'] {
+        for f in [
+            'C', 'S', 'I', 'D', 'p', 'i', 'k', 'o', 'L', 'A', 'T', 'U', 'm', 'c',
+        ] {
             let mut x = rec.get(&f).cloned().unwrap_or_default();
             let mut y = mine.get(&f).cloned().unwrap_or_default();
             if "Dpi".contains(f) {
@@ -68,7 +90,8 @@ fn index_reproduces_alpine() {
     }
 }
 
-type Records = std::collections::BTreeMap<(String, String), std::collections::BTreeMap<char, Vec<String>>>;
+type Records =
+    std::collections::BTreeMap<(String, String), std::collections::BTreeMap<char, Vec<String>>>;
 
 /// The index text as records of field → values, independent of pallet's own parser.
 fn pallet_index_records(p: &std::path::Path) -> Records {
@@ -89,7 +112,9 @@ fn pallet_index_records(p: &std::path::Path) -> Records {
         let mut r: std::collections::BTreeMap<char, Vec<String>> = Default::default();
         for l in block.lines() {
             let (k, v) = l.split_at(2);
-            r.entry(k.chars().next().unwrap()).or_default().extend(v.split(' ').map(String::from));
+            r.entry(k.chars().next().unwrap())
+                .or_default()
+                .extend(v.split(' ').map(String::from));
         }
         let key = (r[&'P'][0].clone(), r[&'V'][0].clone());
         out.insert(key, r);
@@ -103,28 +128,94 @@ fn keygen_mkpkg_sign_index_verify_offline() {
     let d = t.path();
     let ok = |o: std::process::Output| assert!(o.status.success(), "{}", text(&o));
     ok(run(&["keygen", "--bits", "2048", "k.rsa"], d, &[]));
-    assert!(fs::read_to_string(d.join("k.rsa")).unwrap().contains("BEGIN RSA PRIVATE KEY"));
-    assert!(fs::read_to_string(d.join("k.rsa.pub")).unwrap().contains("BEGIN PUBLIC KEY"));
+    assert!(
+        fs::read_to_string(d.join("k.rsa"))
+            .unwrap()
+            .contains("BEGIN RSA PRIVATE KEY")
+    );
+    assert!(
+        fs::read_to_string(d.join("k.rsa.pub"))
+            .unwrap()
+            .contains("BEGIN PUBLIC KEY")
+    );
     fs::create_dir_all(d.join("root/usr/bin")).unwrap();
     fs::write(d.join("root/usr/bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
     fs::create_dir_all(d.join("repo/x86_64")).unwrap();
     let mk = |out: &str, env: &[(&str, &str)]| {
         run(
-            &["mkpkg", "--info", "name=hello", "--info", "version=1.0-r0", "--info", "arch=x86_64", "--info", "depend=busybox", "--files", "root", "-o", out, "--signing-key", "k.rsa"],
+            &[
+                "mkpkg",
+                "--info",
+                "name=hello",
+                "--info",
+                "version=1.0-r0",
+                "--info",
+                "arch=x86_64",
+                "--info",
+                "depend=busybox",
+                "--files",
+                "root",
+                "-o",
+                out,
+                "--signing-key",
+                "k.rsa",
+            ],
             d,
             env,
         )
     };
-    ok(mk("repo/x86_64/hello-1.0-r0.apk", &[("SOURCE_DATE_EPOCH", "1700000000"), ("TZ", "UTC")]));
-    ok(mk("again.apk", &[("SOURCE_DATE_EPOCH", "1700000000"), ("TZ", "Asia/Tokyo")]));
-    assert_eq!(fs::read(d.join("repo/x86_64/hello-1.0-r0.apk")).unwrap(), fs::read(d.join("again.apk")).unwrap());
-    ok(run(&["index", "-o", "repo/x86_64/APKINDEX.tar.gz", "--signing-key", "k.rsa", "repo/x86_64/hello-1.0-r0.apk"], d, &[]));
-    ok(run(&["verify", "--keyring", "k.rsa.pub", "repo/x86_64/hello-1.0-r0.apk", "repo/x86_64/APKINDEX.tar.gz"], d, &[]));
+    ok(mk(
+        "repo/x86_64/hello-1.0-r0.apk",
+        &[("SOURCE_DATE_EPOCH", "1700000000"), ("TZ", "UTC")],
+    ));
+    ok(mk(
+        "again.apk",
+        &[("SOURCE_DATE_EPOCH", "1700000000"), ("TZ", "Asia/Tokyo")],
+    ));
+    assert_eq!(
+        fs::read(d.join("repo/x86_64/hello-1.0-r0.apk")).unwrap(),
+        fs::read(d.join("again.apk")).unwrap()
+    );
+    ok(run(
+        &[
+            "index",
+            "-o",
+            "repo/x86_64/APKINDEX.tar.gz",
+            "--signing-key",
+            "k.rsa",
+            "repo/x86_64/hello-1.0-r0.apk",
+        ],
+        d,
+        &[],
+    ));
+    ok(run(
+        &[
+            "verify",
+            "--keyring",
+            "k.rsa.pub",
+            "repo/x86_64/hello-1.0-r0.apk",
+            "repo/x86_64/APKINDEX.tar.gz",
+        ],
+        d,
+        &[],
+    ));
     // Re-signing with another key: the old keyring no longer trusts it, the new one does.
     ok(run(&["keygen", "--bits", "2048", "other.rsa"], d, &[]));
-    ok(run(&["sign", "--signing-key", "other.rsa", "again.apk"], d, &[]));
-    assert!(!run(&["verify", "--keyring", "k.rsa.pub", "again.apk"], d, &[]).status.success());
-    ok(run(&["verify", "--keyring", "other.rsa.pub", "again.apk"], d, &[]));
+    ok(run(
+        &["sign", "--signing-key", "other.rsa", "again.apk"],
+        d,
+        &[],
+    ));
+    assert!(
+        !run(&["verify", "--keyring", "k.rsa.pub", "again.apk"], d, &[])
+            .status
+            .success()
+    );
+    ok(run(
+        &["verify", "--keyring", "other.rsa.pub", "again.apk"],
+        d,
+        &[],
+    ));
     let o = run(&["info", "--json", "again.apk"], d, &[]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["name"], "hello");
@@ -133,7 +224,11 @@ fn keygen_mkpkg_sign_index_verify_offline() {
     let o = run(&["version", "-t", "1.2.10-r0", "1.2.9-r3"], d, &[]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), ">");
     // An unreadable signing key is a clear error.
-    let o = run(&["sign", "--signing-key", "missing.rsa", "again.apk"], d, &[]);
+    let o = run(
+        &["sign", "--signing-key", "missing.rsa", "again.apk"],
+        d,
+        &[],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("missing.rsa"), "{}", text(&o));
 }

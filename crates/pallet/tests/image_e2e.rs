@@ -13,7 +13,13 @@ fn alpine_config(dir: &Path, a: &Path, packages: &str, extra: &str) -> std::path
     config_with_keys(dir, a, &a.join("keys"), packages, extra)
 }
 
-fn config_with_keys(dir: &Path, a: &Path, keys: &Path, packages: &str, extra: &str) -> std::path::PathBuf {
+fn config_with_keys(
+    dir: &Path,
+    a: &Path,
+    keys: &Path,
+    packages: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     let p = dir.join("c.yaml");
     fs::write(
         &p,
@@ -41,7 +47,17 @@ fn alpine_base_runs_under_runc_as_configured_user() {
     let cache = t.path().join("cache");
     let tar = t.path().join("img.tar");
     let o = run(
-        &["image", "build", cfg.to_str().unwrap(), "e2e/alpine:test", tar.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap(), "--sbom-path", t.path().join("sbom").to_str().unwrap()],
+        &[
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "e2e/alpine:test",
+            tar.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--sbom-path",
+            t.path().join("sbom").to_str().unwrap(),
+        ],
         t.path(),
         &[],
     );
@@ -49,7 +65,16 @@ fn alpine_base_runs_under_runc_as_configured_user() {
     let layout = t.path().join("layout");
     fs::create_dir(&layout).unwrap();
     let o = run(
-        &["image", "build", cfg.to_str().unwrap(), "e2e/alpine:test", layout.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap(), "--sbom=false"],
+        &[
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "e2e/alpine:test",
+            layout.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--sbom=false",
+        ],
         t.path(),
         &[],
     );
@@ -57,17 +82,32 @@ fn alpine_base_runs_under_runc_as_configured_user() {
     // The SBOM lists all 25 packages and passes the reference validator.
     let sbom = t.path().join("sbom/sbom-x86_64.spdx.json");
     let doc: serde_json::Value = serde_json::from_slice(&fs::read(&sbom).unwrap()).unwrap();
-    let purls = doc["packages"].as_array().unwrap().iter().filter(|p| p["externalRefs"].to_string().contains("pkg:apk/alpine/")).count();
+    let purls = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["externalRefs"].to_string().contains("pkg:apk/alpine/"))
+        .count();
     assert_eq!(purls, 25, "alpine-base is 25 packages");
     if have("pyspdxtools") {
-        let o = Command::new("pyspdxtools").arg("-i").arg(&sbom).output().unwrap();
+        let o = Command::new("pyspdxtools")
+            .arg("-i")
+            .arg(&sbom)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "pyspdxtools: {}", text(&o));
     }
     if !(have("skopeo") && have("umoci") && have("runc")) {
         return;
     }
-    for r in [format!("docker-archive:{}", tar.display()), format!("oci:{}:test", layout.display())] {
-        let o = Command::new("skopeo").args(["inspect", &r]).output().unwrap();
+    for r in [
+        format!("docker-archive:{}", tar.display()),
+        format!("oci:{}:test", layout.display()),
+    ] {
+        let o = Command::new("skopeo")
+            .args(["inspect", &r])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "skopeo inspect {r}: {}", text(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains("\"Architecture\": \"amd64\""));
     }
@@ -81,7 +121,12 @@ fn same_digest_across_tz_umask_and_cwd() {
     let Some(s) = shared() else { return };
     let a = s.join("fixtures/alpine-3.19");
     let t = tempfile::tempdir().unwrap();
-    let cfg = alpine_config(t.path(), &a, "busybox, alpine-baselayout", "entrypoint:\n  command: /bin/busybox\n");
+    let cfg = alpine_config(
+        t.path(),
+        &a,
+        "busybox, alpine-baselayout",
+        "entrypoint:\n  command: /bin/busybox\n",
+    );
     let mut outs = vec![];
     for (i, (tz, umask)) in [("UTC", "022"), ("Asia/Tokyo", "077")].iter().enumerate() {
         let dir = t.path().join(format!("w{i}/deeper"));
@@ -94,7 +139,13 @@ fn same_digest_across_tz_umask_and_cwd() {
             out.display(),
             t.path().join(format!("cache{i}")).display()
         );
-        let o = Command::new("sh").args(["-c", &script]).current_dir(&dir).env("TZ", tz).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
+        let o = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(&dir)
+            .env("TZ", tz)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", text(&o));
         outs.push(fs::read(out).unwrap());
     }
@@ -117,11 +168,31 @@ fn bad_input_fails_clearly_and_leaves_no_output() {
         let cfg = t.path().join("bad.yaml");
         fs::write(&cfg, yaml).unwrap();
         let out = t.path().join("out.tar");
-        let o = run(&["image", "build", cfg.to_str().unwrap(), "x:1", out.to_str().unwrap(), "--cache-dir", t.path().join("c").to_str().unwrap()], t.path(), &[]);
+        let o = run(
+            &[
+                "image",
+                "build",
+                cfg.to_str().unwrap(),
+                "x:1",
+                out.to_str().unwrap(),
+                "--cache-dir",
+                t.path().join("c").to_str().unwrap(),
+            ],
+            t.path(),
+            &[],
+        );
         assert!(!o.status.success(), "{name}: accepted");
-        assert!(text(&o).contains(needle), "{name}: message lacks '{needle}': {}", text(&o));
+        assert!(
+            text(&o).contains(needle),
+            "{name}: message lacks '{needle}': {}",
+            text(&o)
+        );
         assert!(!out.exists(), "{name}: left an output file");
-        let leftovers: Vec<_> = fs::read_dir(t.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".pallet-build")).collect();
+        let leftovers: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".pallet-build"))
+            .collect();
         assert!(leftovers.is_empty(), "{name}: left a work folder");
     }
     // A corrupted package in an otherwise valid repository.
@@ -136,9 +207,27 @@ fn bad_input_fails_clearly_and_leaves_no_output() {
     let n = b.len();
     b[n / 2] ^= 0x40;
     fs::write(&victim, b).unwrap();
-    let fresh = config_with_keys(t.path(), &t.path().join("repo"), &a.join("keys"), "busybox", "");
+    let fresh = config_with_keys(
+        t.path(),
+        &t.path().join("repo"),
+        &a.join("keys"),
+        "busybox",
+        "",
+    );
     let out = t.path().join("out.tar");
-    let o = run(&["image", "build", fresh.to_str().unwrap(), "x:1", out.to_str().unwrap(), "--cache-dir", t.path().join("c2").to_str().unwrap()], t.path(), &[]);
+    let o = run(
+        &[
+            "image",
+            "build",
+            fresh.to_str().unwrap(),
+            "x:1",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            t.path().join("c2").to_str().unwrap(),
+        ],
+        t.path(),
+        &[],
+    );
     assert!(!o.status.success(), "corrupted package accepted");
     assert!(text(&o).contains("busybox-1.36.1-r15"), "{}", text(&o));
     assert!(!out.exists());
@@ -150,25 +239,51 @@ fn corpus_configs_load() {
     let mut n = 0;
     let mut failures = vec![];
     for sub in ["corpus/apko/examples", "corpus/apko/images"] {
-        let Ok(rd) = fs::read_dir(s.join(sub)) else { continue };
+        let Ok(rd) = fs::read_dir(s.join(sub)) else {
+            continue;
+        };
         let mut files: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         files.sort();
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml")) {
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        {
             n += 1;
             // apko's own examples name includes relative to the repository root.
             let root = s.join("corpus/apko");
-            let o = run(&["image", "show-config", f.to_str().unwrap(), "--include-paths", root.to_str().unwrap()], f.parent().unwrap(), &[]);
+            let o = run(
+                &[
+                    "image",
+                    "show-config",
+                    f.to_str().unwrap(),
+                    "--include-paths",
+                    root.to_str().unwrap(),
+                ],
+                f.parent().unwrap(),
+                &[],
+            );
             if !o.status.success() {
-                failures.push(format!("{}: {}", f.file_name().unwrap().to_string_lossy(), text(&o).lines().next().unwrap_or("")));
+                failures.push(format!(
+                    "{}: {}",
+                    f.file_name().unwrap().to_string_lossy(),
+                    text(&o).lines().next().unwrap_or("")
+                ));
             }
         }
     }
-    eprintln!("{n} corpus files; {} rejected:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "{n} corpus files; {} rejected:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(n > 50);
     // apko decodes with KnownFields(true) and its ImageAccounts has no `recursive`, so these
     // three old chainguard-images files are rejected by apko for the same reason.
     for f in &failures {
-        assert!(f.contains("unknown field `recursive`"), "unexpected rejection: {f}");
+        assert!(
+            f.contains("unknown field `recursive`"),
+            "unexpected rejection: {f}"
+        );
     }
     assert_eq!(failures.len(), 3, "{failures:?}");
 }

@@ -35,7 +35,10 @@ pub fn shared() -> Option<PathBuf> {
     if p.join("fixtures").is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)", p.display());
+        eprintln!(
+            "SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)",
+            p.display()
+        );
         None
     }
 }
