@@ -73,8 +73,18 @@ impl Dependency {
         }
     }
 
-    /// Parse one atom.
+    /// Parse one atom as a user would write it (the version must be valid).
     pub fn parse(s: &str) -> Result<Self, DepError> {
+        Self::parse_inner(s, true)
+    }
+
+    /// Parse one atom as packagers wrote it: real indexes carry versions apk's validator
+    /// refuses (Alpine 3.16 has `pc:librtmp=v2.4`), and apk still reads them.
+    pub fn parse_lenient(s: &str) -> Result<Self, DepError> {
+        Self::parse_inner(s, false)
+    }
+
+    fn parse_inner(s: &str, validate: bool) -> Result<Self, DepError> {
         let invalid = || DepError::Invalid(s.to_string());
         let (conflict, rest) = match s.strip_prefix('!') {
             Some(r) => (true, r),
@@ -113,7 +123,7 @@ impl Dependency {
                 return Err(invalid());
             }
             // A checksum pin carries no version; everything else must be a valid version.
-            if op != Op::CHECKSUM && !version::is_valid(ver) {
+            if validate && op != Op::CHECKSUM && !version::is_valid(ver) {
                 return Err(invalid());
             }
             version = ver.to_string();
@@ -130,6 +140,13 @@ impl Dependency {
     /// Parse a space- or newline-separated list of atoms.
     pub fn parse_list(s: &str) -> Result<Vec<Self>, DepError> {
         s.split_whitespace().map(Dependency::parse).collect()
+    }
+
+    /// [`Dependency::parse_list`] with [`Dependency::parse_lenient`].
+    pub fn parse_list_lenient(s: &str) -> Result<Vec<Self>, DepError> {
+        s.split_whitespace()
+            .map(Dependency::parse_lenient)
+            .collect()
     }
 
     /// Whether a package or provide of version `pkg_version` satisfies the version part of this

@@ -118,7 +118,8 @@ pub fn parse_installed(text: &str) -> Result<Vec<InstalledPackage>, InfoError> {
         };
         match field {
             'r' => cur.info.replaces.extend(
-                Dependency::parse_list(value).map_err(|source| InfoError::Dep { line, source })?,
+                Dependency::parse_list_lenient(value)
+                    .map_err(|source| InfoError::Dep { line, source })?,
             ),
             'q' => {
                 cur.info.replaces_priority = Some(value.parse().map_err(|_| InfoError::Number {

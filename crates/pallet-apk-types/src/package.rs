@@ -74,7 +74,8 @@ fn number(line: usize, key: &str, value: &str) -> Result<u64, InfoError> {
 }
 
 fn deps(line: usize, value: &str, into: &mut Vec<Dependency>) -> Result<(), InfoError> {
-    let parsed = Dependency::parse_list(value).map_err(|source| InfoError::Dep { line, source })?;
+    let parsed =
+        Dependency::parse_list_lenient(value).map_err(|source| InfoError::Dep { line, source })?;
     into.extend(parsed);
     Ok(())
 }

@@ -1,0 +1,61 @@
+//! Real indexes and installed databases made by others parse completely.
+
+use std::path::{Path, PathBuf};
+
+use pallet_keys::Keyring;
+
+fn shared() -> Option<PathBuf> {
+    let p = std::env::var_os("PALLET_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    if p.join("fixtures").is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)",
+            p.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn alpine_316_and_317_indexes() {
+    let Some(s) = shared() else { return };
+    let up = s.join("fixtures/upstream-testdata");
+    let ring = Keyring::from_paths([up.join("keys")]);
+    let i16 =
+        pallet_index::read_index(&up.join("apko/alpine-316/APKINDEX.tar.gz"), Some(&ring)).unwrap();
+    assert!(i16.packages.len() > 4900, "{}", i16.packages.len());
+    let i17 = pallet_index::read_index(&up.join("apko/alpine-317/APKINDEX.tar.gz"), None).unwrap();
+    assert_eq!(i17.packages.len(), 5004);
+    assert_eq!(i17.description.as_deref(), Some("v3.17.3-216-g54a39ace82a"));
+    let mandoc = i17
+        .packages
+        .iter()
+        .find(|p| p.name == "mandoc-doc")
+        .unwrap();
+    assert_eq!(mandoc.provider_priority, Some(100));
+    assert_eq!(mandoc.install_if.len(), 2);
+    // Writing the records back gives the same records.
+    let text = pallet_apk_types::package::write_index(&i17.packages);
+    let again = pallet_apk_types::package::parse_index(&text).unwrap();
+    assert_eq!(again.len(), 5004);
+}
+
+#[test]
+fn three_rsa256_signatures_and_the_installed_db() {
+    let Some(s) = shared() else { return };
+    let up = s.join("fixtures/upstream-testdata");
+    let ring = Keyring::from_paths([up.join("apko/rsa256-signed/test-rsa256.rsa.pub")]);
+    pallet_index::read_index(&up.join("apko/rsa256-signed/APKINDEX.tar.gz"), Some(&ring)).unwrap();
+    let text = std::fs::read_to_string(up.join("apko/root_usr_lib_apk_db/installed")).unwrap();
+    let db = pallet_apk_types::installed::parse_installed(&text).unwrap();
+    assert!(!db.is_empty());
+    assert!(db.iter().any(|p| !p.dirs.is_empty()));
+    let again = pallet_apk_types::installed::parse_installed(
+        &pallet_apk_types::installed::write_installed(&db),
+    )
+    .unwrap();
+    assert_eq!(again, db);
+}
