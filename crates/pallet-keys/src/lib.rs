@@ -77,15 +77,13 @@ pub enum KeyError {
     Generate,
     #[error("signing failed")]
     Sign,
-    #[error(
-        "creating SHA-1 signatures is not supported; sign with SHA-256 (apk-tools 2.12 and later read it)"
-    )]
-    Sha1SigningUnsupported,
 }
 
 /// A private signing key and the name signatures made with it carry.
 pub struct SigningKey {
     pair: KeyPair,
+    /// PKCS#1 `RSAPrivateKey` DER, for the legacy SHA-1 signatures aws-lc-rs's safe API omits.
+    pkcs1: Vec<u8>,
     /// The key name stored in `.SIGN.RSA256.<name>`: the base name of the private key file
     /// plus `.pub`, as melange names it, so a keyring holding `NAME.pub` finds it.
     pub key_name: String,
@@ -111,18 +109,25 @@ impl SigningKey {
             reason,
         };
         let block = pem::parse(&text).map_err(|e| bad(e.to_string()))?;
-        let pair = match block.tag() {
-            "RSA PRIVATE KEY" => KeyPair::from_der(block.contents()),
-            "PRIVATE KEY" => KeyPair::from_pkcs8(block.contents()),
+        let (pair, pkcs1) = match block.tag() {
+            "RSA PRIVATE KEY" => (
+                KeyPair::from_der(block.contents()),
+                block.contents().to_vec(),
+            ),
+            "PRIVATE KEY" => (
+                KeyPair::from_pkcs8(block.contents()),
+                der::pkcs8_to_pkcs1(block.contents()).unwrap_or_default(),
+            ),
             other => return Err(bad(format!("found a '{other}' block"))),
-        }
-        .map_err(|e| bad(e.to_string()))?;
+        };
+        let pair = pair.map_err(|e| bad(e.to_string()))?;
         let base = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(SigningKey {
             pair,
+            pkcs1,
             key_name: format!("{base}.pub"),
         })
     }
@@ -132,7 +137,7 @@ impl SigningKey {
         let enc: &'static dyn signature::RsaEncoding = match alg {
             SigAlg::RsaSha256 => &signature::RSA_PKCS1_SHA256,
             SigAlg::RsaSha512 => &signature::RSA_PKCS1_SHA512,
-            SigAlg::RsaSha1 => return Err(KeyError::Sha1SigningUnsupported),
+            SigAlg::RsaSha1 => return sha1_sign(&self.pkcs1, data),
         };
         let mut sig = vec![0u8; self.pair.public_modulus_len()];
         self.pair
@@ -150,6 +155,37 @@ impl SigningKey {
             .as_der()
             .expect("a loaded RSA key always encodes");
         der.as_ref().to_vec()
+    }
+}
+
+/// PKCS#1 v1.5 over SHA-1, for apk-tools older than 2.12 (`.SIGN.RSA.`). aws-lc-rs only
+/// verifies SHA-1 signatures, so this calls the same library's C API directly.
+fn sha1_sign(pkcs1: &[u8], data: &[u8]) -> Result<Vec<u8>, KeyError> {
+    use aws_lc_rs::digest;
+    let d = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, data);
+    // SAFETY: `rsa` is checked for NULL and freed exactly once; the output buffer is
+    // RSA_size bytes, the most RSA_sign writes; the input slices outlive the calls.
+    unsafe {
+        let rsa = aws_lc_sys::RSA_private_key_from_bytes(pkcs1.as_ptr(), pkcs1.len());
+        if rsa.is_null() {
+            return Err(KeyError::Sign);
+        }
+        let mut out = vec![0u8; aws_lc_sys::RSA_size(rsa) as usize];
+        let mut len: std::os::raw::c_uint = 0;
+        let ok = aws_lc_sys::RSA_sign(
+            aws_lc_sys::NID_sha1,
+            d.as_ref().as_ptr(),
+            d.as_ref().len(),
+            out.as_mut_ptr(),
+            &mut len,
+            rsa,
+        );
+        aws_lc_sys::RSA_free(rsa);
+        if ok != 1 {
+            return Err(KeyError::Sign);
+        }
+        out.truncate(len as usize);
+        Ok(out)
     }
 }
 
@@ -399,6 +435,9 @@ mod tests {
         assert!(pk.verify(SigAlg::RsaSha256, b"hello", &sig));
         assert!(!pk.verify(SigAlg::RsaSha256, b"hellO", &sig));
         assert!(!pk.verify(SigAlg::RsaSha1, b"hello", &sig));
+        let legacy = sk.sign(SigAlg::RsaSha1, b"hello").unwrap();
+        assert!(pk.verify(SigAlg::RsaSha1, b"hello", &legacy));
+        assert!(!pk.verify(SigAlg::RsaSha256, b"hello", &legacy));
         assert!(matches!(ring.lookup("../test.rsa.pub"), Lookup::Missing));
     }
 }
