@@ -57,6 +57,19 @@ pub struct BuildOptions {
     pub locked: Option<Vec<String>>,
     /// gzip level for layers.
     pub level: u32,
+    /// Never download: local repositories and the cache only.
+    pub offline: bool,
+    /// Repository URL prefixes read from somewhere else (air-gapped mirrors).
+    pub mirrors: Vec<(String, String)>,
+}
+
+impl BuildOptions {
+    pub fn client(&self) -> pallet_repo::Client {
+        let mut c = pallet_repo::Client::new(self.cache_dir.clone());
+        c.offline = self.offline;
+        c.mirrors = self.mirrors.clone();
+        c
+    }
 }
 
 /// What one architecture's build produced.
@@ -80,13 +93,6 @@ fn parse_repo(line: &str) -> (Option<String>, String) {
         );
     }
     (None, line.trim_end_matches('/').to_string())
-}
-
-fn local_path(url: &str) -> Option<PathBuf> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        return None;
-    }
-    Some(PathBuf::from(url.strip_prefix("file://").unwrap_or(url)))
 }
 
 /// The repositories read, the packages chosen from them in install order, the keyring, and
@@ -125,15 +131,15 @@ pub fn resolve(
         .collect();
     lines.dedup();
     let mut repos = Vec::new();
+    let client = opts.client();
     for line in lines {
         let (tag, url) = parse_repo(&line);
-        let Some(dir) = local_path(&url) else {
-            return Err(BuildError::Repo {
-                url,
-                message: "http(s) repositories are not supported by this build of pallet yet; mirror it to a local folder and name that folder".into(),
-            });
-        };
-        let index = dir.join(arch.apk()).join("APKINDEX.tar.gz");
+        let index = client
+            .index(&url, arch.apk())
+            .map_err(|e| BuildError::Repo {
+                url: pallet_repo::redact(&url),
+                message: e.to_string(),
+            })?;
         if !index.exists() {
             return Err(BuildError::Repo {
                 url: url.clone(),
@@ -146,7 +152,7 @@ pub fn resolve(
         }
         let ring = (!opts.ignore_signatures).then_some(&keyring);
         let idx = pallet_index::read_index(&index, ring).map_err(|e| BuildError::Repo {
-            url: url.clone(),
+            url: pallet_repo::redact(&url),
             message: format!(
                 "{e} (check contents.keyring, or pass --ignore-signatures to skip verification)"
             ),
@@ -229,18 +235,23 @@ fn ensure_cached(
     }
     fs::create_dir_all(tar.parent().expect("cache path has a parent"))
         .map_err(io_ctx(opts.cache_dir.display().to_string()))?;
-    let dir = local_path(&repo.url).expect("only local repositories get here");
-    let apk = dir.join(arch.apk()).join(info.file_name());
-    let f =
-        fs::File::open(&apk).map_err(|e| pkg_err(format!("cannot open {}: {e}", apk.display())))?;
+    let apk = format!(
+        "{}/{}/{}",
+        pallet_repo::redact(&repo.url),
+        arch.apk(),
+        info.file_name()
+    );
+    let f = opts
+        .client()
+        .open_package(&repo.url, arch.apk(), &info.file_name())
+        .map_err(|e| pkg_err(e.to_string()))?;
     let meta = pallet_fs::cache_data_tar(f, &pallet_apk_stream::ReadOptions::default(), &tar)
-        .map_err(|e| pkg_err(format!("{}: {e}", apk.display())))?;
+        .map_err(|e| pkg_err(format!("{apk}: {e}")))?;
     // The signed index vouches for the package through its control checksum, as apk does.
     if !opts.ignore_signatures && meta.identity != identity {
         let _ = fs::remove_file(&tar);
         return Err(pkg_err(format!(
-            "{}: its control checksum {} does not match the signed index ({identity}); the file was tampered with or the index is stale",
-            apk.display(),
+            "{apk}: its control checksum {} does not match the signed index ({identity}); the file was tampered with or the index is stale",
             meta.identity
         )));
     }

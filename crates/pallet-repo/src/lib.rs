@@ -1,1 +1,338 @@
-//! pallet-repo
+//! Repositories: local folders and http(s) servers behind one interface, with a download cache
+//! for indexes (ETag-aware, written atomically so a killed build never leaves a torn file),
+//! offline mode, mirrors that rewrite public repository URLs to local copies, and credentials
+//! from `HTTP_AUTH` or the URL, as apko reads them.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use sha2::Digest as _;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error(
+        "{url}: not in the cache and --offline forbids downloading it (run once online, or name a local mirror)"
+    )]
+    Offline { url: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `HTTP_AUTH=basic:<host>:<user>:<pass>` entries (comma separated).
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    entries: Vec<(String, String, String)>,
+}
+
+impl Auth {
+    pub fn from_env() -> Self {
+        std::env::var("HTTP_AUTH")
+            .map(|v| Self::parse(&v))
+            .unwrap_or_default()
+    }
+    pub fn parse(v: &str) -> Self {
+        let entries = v
+            .split(',')
+            .filter_map(|e| {
+                let mut it = e.trim().splitn(4, ':');
+                match (it.next(), it.next(), it.next(), it.next()) {
+                    (Some("basic"), Some(h), Some(u), Some(p)) => {
+                        Some((h.to_string(), u.to_string(), p.to_string()))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        Auth { entries }
+    }
+    fn for_host(&self, host: &str) -> Option<(&str, &str)> {
+        self.entries
+            .iter()
+            .find(|(h, _, _)| h == host)
+            .map(|(_, u, p)| (u.as_str(), p.as_str()))
+    }
+}
+
+/// Where repositories come from and where downloads are kept.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub cache_dir: PathBuf,
+    pub offline: bool,
+    /// (prefix, replacement) pairs: a repository URL starting with `prefix` is read from
+    /// `replacement` instead (a local folder or another server).
+    pub mirrors: Vec<(String, String)>,
+    pub auth: Auth,
+}
+
+/// A repository URL split into what requests need.
+struct Parsed {
+    /// The URL without credentials (safe to print and to key the cache with).
+    clean: String,
+    host: String,
+    basic: Option<(String, String)>,
+}
+
+fn parse_url(url: &str) -> Parsed {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
+        .unwrap_or((rest, String::new()));
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let basic = userinfo.map(|u| {
+        let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+        (user.to_string(), pass.to_string())
+    });
+    let host = hostport.split(':').next().unwrap_or("").to_string();
+    Parsed {
+        clean: format!("{scheme}://{hostport}{path}"),
+        host,
+        basic,
+    }
+}
+
+/// Remove credentials from a URL for messages.
+pub fn redact(url: &str) -> String {
+    if url.contains("://") {
+        parse_url(url).clean
+    } else {
+        url.to_string()
+    }
+}
+
+pub fn is_remote(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+impl Client {
+    pub fn new(cache_dir: PathBuf) -> Self {
+        Client {
+            cache_dir,
+            offline: false,
+            mirrors: vec![],
+            auth: Auth::from_env(),
+        }
+    }
+
+    /// Apply the first matching mirror.
+    pub fn rewrite(&self, url: &str) -> String {
+        for (from, to) in &self.mirrors {
+            if let Some(rest) = url.strip_prefix(from.as_str()) {
+                return format!("{to}{rest}");
+            }
+        }
+        url.to_string()
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(300)))
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .user_agent(concat!("pallet/", env!("CARGO_PKG_VERSION")))
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn get(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<ureq::http::Response<ureq::Body>, RepoError> {
+        let p = parse_url(url);
+        let cred = p.basic.clone().or_else(|| {
+            self.auth
+                .for_host(&p.host)
+                .map(|(u, pw)| (u.to_string(), pw.to_string()))
+        });
+        let agent = Self::agent();
+        // Retry transient failures a few times with backoff; a 4xx is final.
+        let mut delay = Duration::from_millis(200);
+        for attempt in 0..4 {
+            let mut req = agent.get(&p.clean);
+            if let Some((u, pw)) = &cred {
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"));
+                req = req.header("Authorization", format!("Basic {token}"));
+            }
+            if let Some(e) = etag {
+                req = req.header("If-None-Match", e);
+            }
+            match req.call() {
+                Ok(r) if r.status().is_server_error() && attempt < 3 => {}
+                Ok(r) => return Ok(r),
+                Err(e) if attempt == 3 => {
+                    return Err(RepoError::Http {
+                        url: p.clean,
+                        message: format!("{e} (is the repository reachable?)"),
+                    });
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(delay);
+            delay *= 2;
+        }
+        Err(RepoError::Http {
+            url: p.clean,
+            message: "server kept failing".into(),
+        })
+    }
+
+    /// The local path of `$repo/$arch/APKINDEX.tar.gz`, downloading it (or revalidating the
+    /// cached copy with its ETag) for remote repositories.
+    pub fn index(&self, repo: &str, arch: &str) -> Result<PathBuf, RepoError> {
+        let url = self.rewrite(repo);
+        if !is_remote(&url) {
+            let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(&url));
+            return Ok(dir.join(arch).join("APKINDEX.tar.gz"));
+        }
+        let full = format!("{}/{arch}/APKINDEX.tar.gz", url.trim_end_matches('/'));
+        let clean = parse_url(&full).clean;
+        let key: String = sha2::Sha256::digest(clean.as_bytes())
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let dir = self.cache_dir.join("indexes-v1");
+        let path = dir.join(format!("{key}-APKINDEX.tar.gz"));
+        let etag_path = dir.join(format!("{key}.etag"));
+        if self.offline {
+            return if path.exists() {
+                Ok(path)
+            } else {
+                Err(RepoError::Offline { url: clean })
+            };
+        }
+        fs::create_dir_all(&dir).map_err(|source| RepoError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let etag = path
+            .exists()
+            .then(|| fs::read_to_string(&etag_path).ok())
+            .flatten();
+        let resp = self.get(&full, etag.as_deref())?;
+        match resp.status().as_u16() {
+            304 => Ok(path),
+            200 => {
+                let new_etag = resp
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let mut body = resp.into_body();
+                let mut reader = body.as_reader();
+                write_atomic_from(&path, &mut reader)?;
+                match new_etag {
+                    Some(e) => write_atomic_from(&etag_path, &mut e.as_bytes())?,
+                    None => {
+                        let _ = fs::remove_file(&etag_path);
+                    }
+                }
+                Ok(path)
+            }
+            s => Err(RepoError::Http {
+                url: clean,
+                message: format!(
+                    "HTTP {s}{}",
+                    if s == 401 || s == 403 {
+                        " (credentials: HTTP_AUTH=basic:HOST:USER:PASS or user:pass@ in the URL)"
+                    } else {
+                        ""
+                    }
+                ),
+            }),
+        }
+    }
+
+    /// Open `$repo/$arch/<file>` for streaming: a local file, or an HTTP body. The caller
+    /// verifies what it reads (against the signed index) and caches the result.
+    pub fn open_package(
+        &self,
+        repo: &str,
+        arch: &str,
+        file: &str,
+    ) -> Result<Box<dyn Read + Send>, RepoError> {
+        let url = self.rewrite(repo);
+        if !is_remote(&url) {
+            let p = PathBuf::from(url.strip_prefix("file://").unwrap_or(&url))
+                .join(arch)
+                .join(file);
+            let f = fs::File::open(&p).map_err(|source| RepoError::Io { path: p, source })?;
+            return Ok(Box::new(f));
+        }
+        let full = format!("{}/{arch}/{file}", url.trim_end_matches('/'));
+        if self.offline {
+            return Err(RepoError::Offline {
+                url: parse_url(&full).clean,
+            });
+        }
+        let resp = self.get(&full, None)?;
+        if resp.status().as_u16() != 200 {
+            return Err(RepoError::Http {
+                url: parse_url(&full).clean,
+                message: format!("HTTP {}", resp.status().as_u16()),
+            });
+        }
+        Ok(Box::new(resp.into_body().into_reader()))
+    }
+}
+
+/// Write a file from a reader under a temporary name, then rename it into place.
+pub fn write_atomic_from(path: &Path, r: &mut dyn Read) -> Result<(), RepoError> {
+    let err = |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir).map_err(err)?;
+    io::copy(r, tmp.as_file_mut()).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+fn tempfile_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new().prefix(".dl-").tempfile_in(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_auth() {
+        let p = parse_url("https://u:p%40ss@example.com:8443/alpine/v3.19/main");
+        assert_eq!(p.clean, "https://example.com:8443/alpine/v3.19/main");
+        assert_eq!(p.host, "example.com");
+        assert_eq!(p.basic, Some(("u".into(), "p%40ss".into())));
+        let a = Auth::parse("basic:example.com:me:secret,junk");
+        assert_eq!(a.for_host("example.com"), Some(("me", "secret")));
+        assert_eq!(redact("https://u:p@h/x"), "https://h/x");
+    }
+
+    #[test]
+    fn mirrors_rewrite_prefixes() {
+        let mut c = Client::new(PathBuf::from("/tmp/x"));
+        c.mirrors = vec![(
+            "https://dl-cdn.alpinelinux.org/alpine".into(),
+            "/srv/mirror/alpine".into(),
+        )];
+        assert_eq!(
+            c.rewrite("https://dl-cdn.alpinelinux.org/alpine/v3.19/main"),
+            "/srv/mirror/alpine/v3.19/main"
+        );
+        assert_eq!(c.rewrite("/local"), "/local");
+    }
+}

@@ -54,6 +54,9 @@ pub struct CommonArgs {
     /// Never use the network (local repositories and the cache only).
     #[arg(long)]
     offline: bool,
+    /// Read repositories under PREFIX from REPLACEMENT instead (a local mirror): PREFIX=REPLACEMENT.
+    #[arg(long = "mirror", value_name = "PREFIX=REPLACEMENT")]
+    mirror: Vec<String>,
     /// Extra folders to search for included files.
     #[arg(long = "include-paths")]
     include_paths: Vec<PathBuf>,
@@ -189,6 +192,15 @@ fn options(c: &CommonArgs) -> BuildOptions {
         extra_build_repositories: c.build_repository_append.clone(),
         extra_packages: c.package_append.clone(),
         ignore_signatures: c.ignore_signatures,
+        offline: c.offline,
+        mirrors: c
+            .mirror
+            .iter()
+            .filter_map(|m| {
+                m.split_once('=')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect(),
         level: 6,
         ..BuildOptions::default()
     }

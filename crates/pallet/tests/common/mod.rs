@@ -85,3 +85,119 @@ pub fn run_bundle(oci_ref: &str, work: &Path, name: &str) -> String {
     assert!(o.status.success(), "runc run failed: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// A small HTTP server on 127.0.0.1 serving a folder, with ETags, optional Basic auth, and a
+/// count of full (200) responses. It stops when dropped.
+pub struct FileServer {
+    pub port: u16,
+    pub full_responses: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FileServer {
+    pub fn start(root: PathBuf, basic: Option<(&str, &str)>) -> FileServer {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let full = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let want_auth = basic.map(|(u, p)| {
+            use base64::Engine as _;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        });
+        let (f2, s2) = (full.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                let Ok((mut sock, _)) = l.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                sock.set_nonblocking(false).unwrap();
+                let mut r = BufReader::new(sock.try_clone().unwrap());
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut headers = vec![];
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    headers.push(h.trim().to_string());
+                }
+                let header = |name: &str| {
+                    headers.iter().find_map(|h| {
+                        let (k, v) = h.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                };
+                let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let reply = |sock: &mut std::net::TcpStream,
+                             status: &str,
+                             extra: &str,
+                             body: &[u8]| {
+                    let _ = write!(
+                        sock,
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(body);
+                };
+                if let Some(w) = &want_auth {
+                    if header("authorization").as_deref() != Some(w.as_str()) {
+                        reply(
+                            &mut sock,
+                            "401 Unauthorized",
+                            "WWW-Authenticate: Basic realm=\"t\"\r\n",
+                            b"",
+                        );
+                        continue;
+                    }
+                }
+                let file = root.join(path.trim_start_matches('/'));
+                match std::fs::read(&file) {
+                    Ok(body) => {
+                        use sha2::Digest as _;
+                        let etag = format!(
+                            "\"{}\"",
+                            sha2::Sha256::digest(&body)
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect::<String>()
+                        );
+                        if header("if-none-match").as_deref() == Some(etag.as_str()) {
+                            reply(
+                                &mut sock,
+                                "304 Not Modified",
+                                &format!("ETag: {etag}\r\n"),
+                                b"",
+                            );
+                        } else {
+                            f2.fetch_add(1, Ordering::Relaxed);
+                            reply(&mut sock, "200 OK", &format!("ETag: {etag}\r\n"), &body);
+                        }
+                    }
+                    Err(_) => reply(&mut sock, "404 Not Found", "", b""),
+                }
+            }
+        });
+        FileServer {
+            port,
+            full_responses: full,
+            stop,
+        }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
