@@ -150,16 +150,16 @@ impl FileServer {
                     );
                     let _ = sock.write_all(body);
                 };
-                if let Some(w) = &want_auth {
-                    if header("authorization").as_deref() != Some(w.as_str()) {
-                        reply(
-                            &mut sock,
-                            "401 Unauthorized",
-                            "WWW-Authenticate: Basic realm=\"t\"\r\n",
-                            b"",
-                        );
-                        continue;
-                    }
+                if let Some(w) = &want_auth
+                    && header("authorization").as_deref() != Some(w.as_str())
+                {
+                    reply(
+                        &mut sock,
+                        "401 Unauthorized",
+                        "WWW-Authenticate: Basic realm=\"t\"\r\n",
+                        b"",
+                    );
+                    continue;
                 }
                 let file = root.join(path.trim_start_matches('/'));
                 match std::fs::read(&file) {
