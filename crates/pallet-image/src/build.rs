@@ -366,7 +366,7 @@ pub fn build_arch(
         &String::from_utf8_lossy(&tree.read("etc/group").ok().flatten().unwrap_or_default()),
     );
     let (layer, diff_id) =
-        oci::write_layer(blobs, opts.level, |w| tree.write_tar(w, &names).map(|_| ()))
+        oci::cached_layer(&opts.cache_dir, blobs, opts.level, |w| tree.write_tar(w, &names).map(|_| ()))
             .map_err(io_ctx("writing the layer"))?;
     let os_release = parse_os_release(&tree);
     let config = image_config(cfg, arch, epoch, &diff_id, &opts.annotations, &tree)?;

@@ -45,6 +45,55 @@ impl<W: Write> Write for HashCount<W> {
     }
 }
 
+/// Write a layer through a cache keyed by its diff_id: the uncompressed tar is produced once to
+/// hash it (cheap: the content comes from the package cache), and compressed only when no
+/// earlier build compressed the same bytes at the same level. Returns (blob, diff_id).
+pub fn cached_layer(
+    cache: &Path,
+    blobs: &Path,
+    level: u32,
+    produce: impl Fn(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<(Blob, String)> {
+    let mut sink = HashCount {
+        inner: io::sink(),
+        hash: Sha256::new(),
+        n: 0,
+    };
+    produce(&mut sink)?;
+    let diff_hex = hexs(sink.hash.finalize());
+    let dir = cache.join("layers-v1");
+    let entry = dir.join(format!("{diff_hex}.gz{level}"));
+    if let Ok(meta) = fs::read_to_string(entry.with_extension(format!("gz{level}.digest"))) {
+        if let Some(hex) = meta.trim().strip_prefix("sha256:") {
+            let dst = blobs.join(hex);
+            if dst.exists() || fs::hard_link(&entry, &dst).is_ok() || fs::copy(&entry, &dst).is_ok() {
+                let size = fs::metadata(&dst)?.len();
+                return Ok((
+                    Blob {
+                        digest: meta.trim().to_string(),
+                        size,
+                        path: dst,
+                    },
+                    format!("sha256:{diff_hex}"),
+                ));
+            }
+        }
+    }
+    let (blob, diff_id) = write_layer(blobs, level, |w| produce(w))?;
+    if diff_id == format!("sha256:{diff_hex}") && fs::create_dir_all(&dir).is_ok() {
+        // Fill the cache under temporary names: a killed build leaves no entry behind.
+        let tmp = dir.join(format!(".{diff_hex}.{}.tmp", std::process::id()));
+        if fs::copy(&blob.path, &tmp).is_ok() && fs::rename(&tmp, &entry).is_ok() {
+            let dtmp = dir.join(format!(".{diff_hex}.{}.dtmp", std::process::id()));
+            if fs::write(&dtmp, &blob.digest).is_ok() {
+                let _ = fs::rename(&dtmp, entry.with_extension(format!("gz{level}.digest")));
+            }
+        }
+        let _ = fs::remove_file(&tmp);
+    }
+    Ok((blob, diff_id))
+}
+
 /// Store bytes as a blob in `blobs` (a `blobs/sha256` folder).
 pub fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<Blob> {
     let hex = hexs(Sha256::digest(data));
