@@ -7,6 +7,7 @@ pub mod tarw;
 pub mod writer;
 
 pub use reader::{
-    ApkError, ApkMeta, DataEntry, ReadOptions, Trust, check_path, read_apk, read_signed_archive,
+    ApkError, ApkMeta, DataEntry, MemberRange, ReadOptions, Trust, check_path, member_ranges,
+    read_apk, read_signed_archive,
 };
 pub use writer::{WriteError, WriteOptions, Written, resign_apk, signature_member, write_apk};

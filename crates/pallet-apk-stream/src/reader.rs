@@ -572,3 +572,40 @@ pub fn read_signed_archive<R: Read>(
     }
     Ok((trust, small_tar(&body)?))
 }
+
+/// Where one gzip member of a file lies, with its hashes (what apko's lock file records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRange {
+    pub start: u64,
+    /// Exclusive end.
+    pub end: u64,
+    pub sha1: [u8; 20],
+    pub sha256: [u8; 32],
+}
+
+/// Split a file into its gzip members without keeping any of them: offsets and hashes only.
+pub fn member_ranges<R: Read>(r: R) -> Result<Vec<MemberRange>, ApkError> {
+    let mut hr = HashingReader::new(BufReader::new(r));
+    let mut out = Vec::new();
+    while !hr.at_eof()? {
+        let start = hr.offset;
+        hr.taps = Taps {
+            sha1: Some(sha1::Sha1::new()),
+            sha256: Some(sha2::Sha256::new()),
+            ..Taps::default()
+        };
+        let mut d = GzDecoder::new(&mut hr);
+        io::copy(&mut d, &mut io::sink())?;
+        drop(d);
+        if hr.offset == start {
+            return Err(ApkError::Format("not a gzip stream".into()));
+        }
+        out.push(MemberRange {
+            start,
+            end: hr.offset,
+            sha1: hr.taps.sha1.take().unwrap_or_default().finalize().into(),
+            sha256: hr.taps.sha256.take().unwrap_or_default().finalize().into(),
+        });
+    }
+    Ok(out)
+}

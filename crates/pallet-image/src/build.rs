@@ -53,8 +53,8 @@ pub struct BuildOptions {
     pub extra_packages: Vec<String>,
     pub ignore_signatures: bool,
     pub annotations: BTreeMap<String, String>,
-    /// Resolve exactly these `name=version` packages (from a lock file).
-    pub locked: Option<Vec<String>>,
+    /// Install exactly these packages (from a lock file) instead of resolving.
+    pub locked: Option<Vec<crate::lock::LockPackage>>,
     /// gzip level for layers.
     pub level: u32,
     /// Never download: local repositories and the cache only.
@@ -120,6 +120,9 @@ pub fn resolve(
             )));
         }
     }
+    if let Some(locked) = &opts.locked {
+        return Ok(from_lock(locked, arch, keyring));
+    }
     let mut lines: Vec<String> = cfg
         .contents
         .build_repositories
@@ -164,16 +167,13 @@ pub fn resolve(
         });
     }
     let mut world = Vec::new();
-    let pkgs: Vec<String> = match &opts.locked {
-        Some(l) => l.clone(),
-        None => cfg
-            .contents
-            .packages
-            .iter()
-            .chain(&opts.extra_packages)
-            .cloned()
-            .collect(),
-    };
+    let pkgs: Vec<String> = cfg
+        .contents
+        .packages
+        .iter()
+        .chain(&opts.extra_packages)
+        .cloned()
+        .collect();
     for p in &pkgs {
         // apko accepts `name=ver@tag` as well as `name@tag=ver`.
         let spec = match p.split_once('@') {
@@ -192,6 +192,38 @@ pub fn resolve(
     }
     let picks = resolve::solve(&repos, &world)?;
     Ok((repos, picks, keyring, world))
+}
+
+/// The packages of a lock file for one architecture, as one-package repositories in install
+/// order: the lock's control checksums take the place of the signed index.
+fn from_lock(locked: &[crate::lock::LockPackage], arch: Arch, keyring: Keyring) -> Resolved {
+    let mut repos = Vec::new();
+    let mut picks = Vec::new();
+    let mut world = Vec::new();
+    for p in locked.iter().filter(|p| p.architecture == arch.apk()) {
+        let suffix = format!("/{}/{}-{}.apk", arch.apk(), p.name, p.version);
+        let base = p.url.strip_suffix(&suffix).unwrap_or(&p.url).to_string();
+        picks.push((repos.len(), 0));
+        world.push(Dependency::exact(p.name.clone(), p.version.clone()));
+        repos.push(Repo {
+            url: base,
+            tag: None,
+            packages: vec![PackageInfo {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.architecture.clone(),
+                checksum: Some(p.checksum.clone()),
+                // The file size (`S:` in the installed db) is where the data section ends.
+                file_size: p
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.range.rsplit('-').next()?.parse::<u64>().ok())
+                    .map_or(0, |end| end + 1),
+                ..PackageInfo::default()
+            }],
+        });
+    }
+    (repos, picks, keyring, world)
 }
 
 fn cache_paths(cache: &Path, identity: &str) -> (PathBuf, PathBuf) {
@@ -365,9 +397,10 @@ pub fn build_arch(
         &String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default()),
         &String::from_utf8_lossy(&tree.read("etc/group").ok().flatten().unwrap_or_default()),
     );
-    let (layer, diff_id) =
-        oci::cached_layer(&opts.cache_dir, blobs, opts.level, |w| tree.write_tar(w, &names).map(|_| ()))
-            .map_err(io_ctx("writing the layer"))?;
+    let (layer, diff_id) = oci::cached_layer(&opts.cache_dir, blobs, opts.level, |w| {
+        tree.write_tar(w, &names).map(|_| ())
+    })
+    .map_err(io_ctx("writing the layer"))?;
     let os_release = parse_os_release(&tree);
     let config = image_config(cfg, arch, epoch, &diff_id, &opts.annotations, &tree)?;
     let config_blob = oci::put_blob(blobs, &config).map_err(io_ctx("writing the image config"))?;

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod config;
+pub mod lock;
 pub mod oci;
 pub mod resolve;
 pub mod sbom;

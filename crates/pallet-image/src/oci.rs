@@ -66,7 +66,8 @@ pub fn cached_layer(
     if let Ok(meta) = fs::read_to_string(entry.with_extension(format!("gz{level}.digest"))) {
         if let Some(hex) = meta.trim().strip_prefix("sha256:") {
             let dst = blobs.join(hex);
-            if dst.exists() || fs::hard_link(&entry, &dst).is_ok() || fs::copy(&entry, &dst).is_ok() {
+            if dst.exists() || fs::hard_link(&entry, &dst).is_ok() || fs::copy(&entry, &dst).is_ok()
+            {
                 let size = fs::metadata(&dst)?.len();
                 return Ok((
                     Blob {

@@ -21,6 +21,11 @@ pub enum ImageCommand {
     /// Print the configuration after includes and defaults, as YAML.
     #[command(after_help = "Examples:\n  pallet image show-config apko.yaml")]
     ShowConfig(ShowArgs),
+    /// Resolve every architecture and write apko's lock file (`CONFIG.lock.json`).
+    #[command(
+        after_help = "Examples:\n  pallet image lock apko.yaml\n  pallet image build apko.yaml app:1 app.tar --lockfile apko.lock.json --offline"
+    )]
+    Lock(LockArgs),
     /// Resolve and print the packages an image would contain (`NAME VERSION` per line).
     #[command(
         after_help = "Examples:\n  pallet image show-packages apko.yaml --arch x86_64\n  pallet image show-packages apko.yaml --format name=version"
@@ -101,6 +106,16 @@ pub struct ShowArgs {
 }
 
 #[derive(Args)]
+pub struct LockArgs {
+    config: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where to write the lock file (default: the config's name with `.lock.json`).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct ShowPackagesArgs {
     config: PathBuf,
     #[command(flatten)]
@@ -115,7 +130,34 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::Build(a) => build_cmd(a),
         ImageCommand::ShowConfig(a) => show_config(a),
         ImageCommand::ShowPackages(a) => show_packages(a),
+        ImageCommand::Lock(a) => lock_cmd(a),
     }
+}
+
+fn lock_cmd(a: LockArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let archs = archs(&a.common, &loaded.config)?;
+    let opts = options(&a.common);
+    let name = a
+        .config
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock =
+        pallet_image::lock::generate(&loaded.config, &name, &loaded.checksum, &archs, &opts)?;
+    let out = a.output.clone().unwrap_or_else(|| {
+        let stem = a.config.with_extension("");
+        PathBuf::from(format!("{}.lock.json", stem.display()))
+    });
+    let mut text = serde_json::to_vec_pretty(&lock)?;
+    text.push(b'\n');
+    pallet_keys::write_atomic(&out, &text, 0o644)?;
+    eprintln!(
+        "wrote {} ({} packages)",
+        out.display(),
+        lock.contents.packages.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `apko …`: the same commands under apko's names.
@@ -129,6 +171,7 @@ struct ApkoCli {
 #[derive(Subcommand)]
 enum ApkoCommand {
     Build(BuildArgs),
+    Lock(LockArgs),
     ShowConfig(ShowArgs),
     ShowPackages(ShowPackagesArgs),
 }
@@ -136,6 +179,7 @@ enum ApkoCommand {
 pub fn run_apko_face() -> anyhow::Result<ExitCode> {
     match ApkoCli::parse().command {
         ApkoCommand::Build(a) => build_cmd(a),
+        ApkoCommand::Lock(a) => lock_cmd(a),
         ApkoCommand::ShowConfig(a) => show_config(a),
         ApkoCommand::ShowPackages(a) => show_packages(a),
     }
@@ -274,26 +318,33 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(lock) = &a.lockfile {
-        let text =
-            std::fs::read_to_string(lock).with_context(|| format!("reading {}", lock.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", lock.display()))?;
-        let pkgs = v["contents"]["packages"]
-            .as_array()
-            .context("lock file has no contents.packages")?;
-        let want = archs.first().map(|a| a.apk()).unwrap_or("x86_64");
-        opts.locked = Some(
-            pkgs.iter()
-                .filter(|p| p["architecture"].as_str().is_none_or(|x| x == want))
-                .map(|p| {
-                    format!(
-                        "{}={}",
-                        p["name"].as_str().unwrap_or(""),
-                        p["version"].as_str().unwrap_or("")
-                    )
-                })
-                .collect(),
-        );
+        let l = pallet_image::lock::read(lock)?;
+        if l.config.checksum.is_empty() {
+            eprintln!(
+                "warning: {} has no config checksum; cannot tell whether it matches {}",
+                lock.display(),
+                a.config.display()
+            );
+        } else if l.config.checksum != loaded.checksum {
+            bail!(
+                "{} was made for another version of {} (config checksum {} != {}); run `pallet image lock` again",
+                lock.display(),
+                a.config.display(),
+                l.config.checksum,
+                loaded.checksum
+            );
+        }
+        for arch in &archs {
+            if !l
+                .contents
+                .packages
+                .iter()
+                .any(|p| p.architecture == arch.apk())
+            {
+                bail!("{} locks no packages for {}", lock.display(), arch.apk());
+            }
+        }
+        opts.locked = Some(l.contents.packages);
     }
     let out = &a.output;
     let work = tempfile::Builder::new()

@@ -287,3 +287,71 @@ fn corpus_configs_load() {
     }
     assert_eq!(failures.len(), 3, "{failures:?}");
 }
+
+#[test]
+fn lock_then_build_exactly_the_locked_packages() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let cfg = alpine_config(
+        t.path(),
+        &a,
+        "busybox, alpine-baselayout",
+        "entrypoint:\n  command: /bin/busybox true\n",
+    );
+    let o = run(&["image", "lock", cfg.to_str().unwrap()], t.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lock_path = t.path().join("c.lock.json");
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(&lock_path).unwrap()).unwrap();
+    assert_eq!(lock["version"], "v1");
+    let pkgs = lock["contents"]["packages"].as_array().unwrap();
+    let bb = pkgs.iter().find(|p| p["name"] == "busybox").unwrap();
+    assert!(bb["checksum"].as_str().unwrap().starts_with("Q1"));
+    assert!(
+        bb["control"]["range"]
+            .as_str()
+            .unwrap()
+            .starts_with("bytes=")
+    );
+    assert!(
+        bb["data"]["checksum"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256-")
+    );
+    let build = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "l:1",
+            out,
+            "--sbom=false",
+            "--cache-dir",
+            "cache",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, t.path(), &[("SOURCE_DATE_EPOCH", "1700000000")])
+    };
+    let o = build(&[], "resolved.tar");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = build(
+        &["--lockfile", lock_path.to_str().unwrap(), "--offline"],
+        "locked.tar",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let same = fs::read(t.path().join("resolved.tar")).unwrap()
+        == fs::read(t.path().join("locked.tar")).unwrap();
+    assert!(same, "the locked build differs from the resolved one");
+    // A config that changed since the lock was made is refused.
+    fs::write(
+        &cfg,
+        fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("busybox true", "busybox false"),
+    )
+    .unwrap();
+    let o = build(&["--lockfile", lock_path.to_str().unwrap()], "stale.tar");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("lock"), "{}", text(&o));
+}
