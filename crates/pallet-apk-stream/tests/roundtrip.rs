@@ -62,7 +62,10 @@ fn round_trip_and_byte_identical() {
     fs::write(root.join("etc/app/conf"), b"x=1\n").unwrap();
     let b = dir.path().join("b.apk");
     let w2 = write_apk(&root, &info(), &scripts, &opts, &b).unwrap();
-    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    assert!(
+        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+        "the two packages differ"
+    );
     assert_eq!(w1.info.checksum, w2.info.checksum);
 
     let ring = Keyring::from_paths([dir.path().join("k.rsa.pub")]);

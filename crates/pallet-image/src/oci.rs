@@ -63,21 +63,20 @@ pub fn cached_layer(
     let diff_hex = hexs(sink.hash.finalize());
     let dir = cache.join("layers-v1");
     let entry = dir.join(format!("{diff_hex}.gz{level}"));
-    if let Ok(meta) = fs::read_to_string(entry.with_extension(format!("gz{level}.digest"))) {
-        if let Some(hex) = meta.trim().strip_prefix("sha256:") {
-            let dst = blobs.join(hex);
-            if dst.exists() || fs::hard_link(&entry, &dst).is_ok() || fs::copy(&entry, &dst).is_ok()
-            {
-                let size = fs::metadata(&dst)?.len();
-                return Ok((
-                    Blob {
-                        digest: meta.trim().to_string(),
-                        size,
-                        path: dst,
-                    },
-                    format!("sha256:{diff_hex}"),
-                ));
-            }
+    if let Ok(meta) = fs::read_to_string(entry.with_extension(format!("gz{level}.digest")))
+        && let Some(hex) = meta.trim().strip_prefix("sha256:")
+    {
+        let dst = blobs.join(hex);
+        if dst.exists() || fs::hard_link(&entry, &dst).is_ok() || fs::copy(&entry, &dst).is_ok() {
+            let size = fs::metadata(&dst)?.len();
+            return Ok((
+                Blob {
+                    digest: meta.trim().to_string(),
+                    size,
+                    path: dst,
+                },
+                format!("sha256:{diff_hex}"),
+            ));
         }
     }
     let (blob, diff_id) = write_layer(blobs, level, |w| produce(w))?;
