@@ -1,0 +1,3 @@
+//! The package builder: run compiled melange pipelines in a bubblewrap sandbox, generate dependencies, assemble and sign packages.
+
+pub mod sca;
