@@ -1,3 +1,4 @@
 //! The package builder: run compiled melange pipelines in a bubblewrap sandbox, generate dependencies, assemble and sign packages.
 
+pub mod runner;
 pub mod sca;

@@ -591,3 +591,60 @@ fn tempfile_in(dir: &std::path::Path) -> io::Result<PathBuf> {
         N.fetch_add(1, Ordering::Relaxed)
     )))
 }
+
+impl Tree {
+    /// Write the tree into the empty folder `dir` (a build sandbox's root). Parents are always
+    /// created as real directories before their children, and nothing is written through a
+    /// symlink, so a package's links cannot redirect writes outside `dir`. Device nodes are
+    /// skipped: the sandbox mounts its own `/dev`.
+    pub fn materialize(&self, dir: &std::path::Path) -> io::Result<()> {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let mut dirs: Vec<(&String, &Node)> = vec![];
+        for (path, n) in &self.nodes {
+            let target = dir.join(path);
+            if let Some(parent) = target.parent() {
+                let md = std::fs::symlink_metadata(parent)?;
+                if !md.is_dir() {
+                    return Err(io::Error::other(format!("{path}: parent is not a directory")));
+                }
+            }
+            match n.kind {
+                Kind::Dir => {
+                    std::fs::create_dir(&target).or_else(|e| {
+                        if e.kind() == io::ErrorKind::AlreadyExists && target.symlink_metadata()?.is_dir() {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })?;
+                    dirs.push((path, n));
+                }
+                Kind::File => {
+                    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+                    match &n.content {
+                        Content::None => {}
+                        Content::Bytes(b) => f.write_all(b)?,
+                        Content::Extent { file, offset, len } => {
+                            let mut src = File::open(file.as_ref())?;
+                            src.seek(SeekFrom::Start(*offset))?;
+                            io::copy(&mut src.take(*len), &mut f)?;
+                        }
+                    }
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(n.mode))?;
+                    let _ = std::os::unix::fs::chown(&target, Some(n.uid), Some(n.gid));
+                }
+                Kind::Symlink => symlink(&n.link, &target)?,
+                Kind::HardLink => std::fs::hard_link(dir.join(&n.link), &target)?,
+                Kind::Char | Kind::Block | Kind::Fifo => {}
+            }
+        }
+        // Directory modes last, deepest first, so a read-only directory does not stop its
+        // own children from being written.
+        for (path, n) in dirs.into_iter().rev() {
+            let target = dir.join(path);
+            let _ = std::os::unix::fs::chown(&target, Some(n.uid), Some(n.gid));
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(n.mode))?;
+        }
+        Ok(())
+    }
+}

@@ -344,14 +344,22 @@ fn decode_control(mut b: &[u8]) -> Result<Control, ()> {
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/sbin:/bin";
 
-/// Build one architecture's image into `blobs`.
-pub fn build_arch(
+/// The installed filesystem of one architecture, with the packages in it and the build date.
+pub struct Installed {
+    pub tree: Tree,
+    pub packages: Vec<(PackageInfo, String)>,
+    pub epoch: u64,
+}
+
+/// Resolve and install everything a configuration asks for, with accounts, paths and the apk
+/// database, into an in-memory tree. The image build writes it as a layer; the package builder
+/// writes it to a folder as its sandbox root.
+pub fn install(
     cfg: &ImageConfiguration,
     cfg_checksum: &str,
     arch: Arch,
     opts: &BuildOptions,
-    blobs: &Path,
-) -> Result<ArchResult, BuildError> {
+) -> Result<Installed, BuildError> {
     let (repos, picks, keyring, world) = resolve(cfg, arch, opts)?;
     let mut tree = Tree::new();
     // apko's base directories, before any package.
@@ -392,7 +400,26 @@ pub fn build_arch(
         &resolved,
         epoch,
     )?;
+    Ok(Installed {
+        tree,
+        packages: resolved,
+        epoch,
+    })
+}
 
+/// Build one architecture's image into `blobs`.
+pub fn build_arch(
+    cfg: &ImageConfiguration,
+    cfg_checksum: &str,
+    arch: Arch,
+    opts: &BuildOptions,
+    blobs: &Path,
+) -> Result<ArchResult, BuildError> {
+    let Installed {
+        tree,
+        packages: resolved,
+        epoch,
+    } = install(cfg, cfg_checksum, arch, opts)?;
     let names = OwnerNames::from_files(
         &String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default()),
         &String::from_utf8_lossy(&tree.read("etc/group").ok().flatten().unwrap_or_default()),
