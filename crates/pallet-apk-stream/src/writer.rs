@@ -350,7 +350,22 @@ pub fn write_apk(
     let mut sorted: Vec<&(String, Vec<u8>)> = scripts.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, data) in sorted {
-        control_entries.push((name, data, 0o755));
+        // Install scripts are executable; other control files (melange's `.melange.yaml`) not.
+        let script = [
+            ".pre-install",
+            ".post-install",
+            ".pre-deinstall",
+            ".post-deinstall",
+            ".pre-upgrade",
+            ".post-upgrade",
+            ".trigger",
+        ];
+        let mode = if script.contains(&name.as_str()) {
+            0o755
+        } else {
+            0o644
+        };
+        control_entries.push((name, data, mode));
     }
     let control = cut_tar_gz(&control_entries, opts.source_date_epoch, 9);
     let sig = match opts.signing_key {

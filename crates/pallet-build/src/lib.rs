@@ -1,4 +1,6 @@
 //! The package builder: run compiled melange pipelines in a bubblewrap sandbox, generate dependencies, assemble and sign packages.
 
+pub mod assemble;
+pub mod driver;
 pub mod runner;
 pub mod sca;

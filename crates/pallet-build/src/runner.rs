@@ -34,7 +34,11 @@ pub enum RunError {
     )]
     NoBwrap,
     #[error("step '{step}' failed with exit status {status}; last output:\n{tail}")]
-    StepFailed { step: String, status: String, tail: String },
+    StepFailed {
+        step: String,
+        status: String,
+        tail: String,
+    },
     #[error("cannot start bwrap: {0}")]
     Spawn(std::io::Error),
 }
@@ -52,7 +56,12 @@ pub struct Sandbox {
 
 /// Whether `bwrap` can be run.
 pub fn bwrap_available() -> bool {
-    Command::new("bwrap").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("bwrap")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Quote a string for a POSIX shell.
@@ -63,7 +72,11 @@ pub fn shell_quote(s: &str) -> String {
 impl Sandbox {
     /// The script melange runs for a step.
     pub fn script(&self, step: &Step) -> String {
-        let workdir = if step.workdir.is_empty() { "/home/build" } else { step.workdir.as_str() };
+        let workdir = if step.workdir.is_empty() {
+            "/home/build"
+        } else {
+            step.workdir.as_str()
+        };
         let flags = if self.debug { "-exo" } else { "-eo" };
         format!(
             "set {flags} pipefail\n[ -d {wd} ] || mkdir -p {wd}\ncd {wd}\n{}\nexit 0",
@@ -77,14 +90,36 @@ impl Sandbox {
         match &self.guest {
             Guest::Root(root) => {
                 c.arg("--bind").arg(root).arg("/");
-                c.args(["--dev", "/dev", "--proc", "/proc", "--ro-bind", "/sys", "/sys", "--tmpfs", "/tmp"]);
+                c.args([
+                    "--dev",
+                    "/dev",
+                    "--proc",
+                    "/proc",
+                    "--ro-bind",
+                    "/sys",
+                    "/sys",
+                    "--tmpfs",
+                    "/tmp",
+                ]);
                 if Path::new("/etc/resolv.conf").exists() {
                     c.args(["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]);
                 }
                 c.arg("--bind").arg(&self.workspace).arg("/home/build");
             }
             Guest::Bootstrap => {
-                c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/home"]);
+                c.args([
+                    "--ro-bind",
+                    "/",
+                    "/",
+                    "--dev",
+                    "/dev",
+                    "--proc",
+                    "/proc",
+                    "--tmpfs",
+                    "/tmp",
+                    "--tmpfs",
+                    "/home",
+                ]);
                 c.arg("--bind").arg(&self.workspace).arg("/home/build");
             }
         }
@@ -94,11 +129,21 @@ impl Sandbox {
             }
             c.arg("--bind").arg(cache).arg("/var/cache/melange");
         }
-        c.args(["--unshare-pid", "--die-with-parent", "--new-session", "--clearenv", "--chdir", "/home/build"]);
+        c.args([
+            "--unshare-pid",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+            "--chdir",
+            "/home/build",
+        ]);
         let mut env = self.env.clone();
         env.extend(step.env.clone());
-        env.entry("PATH".into()).or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/sbin:/bin".into());
-        env.entry("HOME".into()).or_insert_with(|| "/home/build".into());
+        env.entry("PATH".into()).or_insert_with(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/sbin:/bin".into()
+        });
+        env.entry("HOME".into())
+            .or_insert_with(|| "/home/build".into());
         for (k, v) in &env {
             c.arg("--setenv").arg(k).arg(v);
         }
@@ -118,11 +163,25 @@ impl Sandbox {
             return Err(RunError::NoBwrap);
         }
         let mut cmd = self.command(step);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().map_err(RunError::Spawn)?;
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let mut readers = vec![];
-        for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let tx = tx.clone();
             readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -148,7 +207,9 @@ impl Sandbox {
         }
         Err(RunError::StepFailed {
             step: step.name.clone(),
-            status: status.code().map_or_else(|| "killed by a signal".to_string(), |c| c.to_string()),
+            status: status
+                .code()
+                .map_or_else(|| "killed by a signal".to_string(), |c| c.to_string()),
             tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
         })
     }
@@ -200,14 +261,20 @@ mod tests {
             env: BTreeMap::new(),
         };
         s.run(&ok).unwrap();
-        assert_eq!(std::fs::read_to_string(ws.path().join("sub/out.txt")).unwrap(), "hello\n");
+        assert_eq!(
+            std::fs::read_to_string(ws.path().join("sub/out.txt")).unwrap(),
+            "hello\n"
+        );
         let bad = Step {
             name: "fails".into(),
             runs: "echo about to fail; exit 3".into(),
             ..ok.clone()
         };
         let err = s.run(&bad).unwrap_err().to_string();
-        assert!(err.contains("'fails'") && err.contains("status 3") && err.contains("about to fail"), "{err}");
+        assert!(
+            err.contains("'fails'") && err.contains("status 3") && err.contains("about to fail"),
+            "{err}"
+        );
         // pipefail: a failing command inside a pipeline fails the step.
         let pipe = Step {
             name: "pipe".into(),

@@ -43,7 +43,9 @@ const PC_DIRS: [&str; 5] = [
 /// The number after `.so.` when it is a version (`libz.so.1.3` → `1.3`), else `0`.
 fn so_version(soname: &str) -> String {
     match soname.split_once(".so.") {
-        Some((_, v)) if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.') => v.to_string(),
+        Some((_, v)) if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+            v.to_string()
+        }
         _ => "0".into(),
     }
 }
@@ -66,7 +68,12 @@ pub fn analyze(root: &Path, full_version: &str, opts: ScaOptions) -> std::io::Re
     let mut vendored = BTreeSet::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.map_err(std::io::Error::other)?;
-        let rel = e.path().strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy()
+            .into_owned();
         let md = e.path().symlink_metadata()?;
         if !md.is_file() {
             continue;
@@ -89,8 +96,13 @@ pub fn analyze(root: &Path, full_version: &str, opts: ScaOptions) -> std::io::Re
                     }
                 }
                 if let Some(soname) = elf.soname {
-                    if elf.interpreter.is_none() || soname.contains(".so.") || soname.ends_with(".so") {
-                        let in_lib = lib_dirs.iter().any(|d| rel.starts_with(d.as_str()) && !rel[d.len()..].contains('/'));
+                    if elf.interpreter.is_none()
+                        || soname.contains(".so.")
+                        || soname.ends_with(".so")
+                    {
+                        let in_lib = lib_dirs
+                            .iter()
+                            .any(|d| rel.starts_with(d.as_str()) && !rel[d.len()..].contains('/'));
                         let entry = format!("so:{soname}={}", so_version(soname));
                         if in_lib {
                             provides.insert(entry);
@@ -101,7 +113,11 @@ pub fn analyze(root: &Path, full_version: &str, opts: ScaOptions) -> std::io::Re
                 }
             }
         }
-        if mode & 0o555 == 0o555 && BIN_DIRS.iter().any(|d| rel.starts_with(d) && !rel[d.len()..].contains('/')) {
+        if mode & 0o555 == 0o555
+            && BIN_DIRS
+                .iter()
+                .any(|d| rel.starts_with(d) && !rel[d.len()..].contains('/'))
+        {
             let name = rel.rsplit('/').next().unwrap_or(&rel);
             provides.insert(format!("cmd:{name}={full_version}"));
         }
@@ -121,12 +137,22 @@ pub fn analyze(root: &Path, full_version: &str, opts: ScaOptions) -> std::io::Re
         if rel.ends_with(".pc") {
             let in_dir = PC_DIRS.iter().any(|d| rel.starts_with(d));
             let text = fs::read_to_string(e.path()).unwrap_or_default();
-            let name = rel.rsplit('/').next().unwrap_or("").trim_end_matches(".pc").to_string();
+            let name = rel
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".pc")
+                .to_string();
             if in_dir {
                 provides.insert(format!("pc:{name}={full_version}"));
                 for l in text.lines() {
-                    let Some((k, v)) = l.split_once(':') else { continue };
-                    if matches!(k.trim(), "Requires" | "Requires.private" | "Requires.internal") {
+                    let Some((k, v)) = l.split_once(':') else {
+                        continue;
+                    };
+                    if matches!(
+                        k.trim(),
+                        "Requires" | "Requires.private" | "Requires.internal"
+                    ) {
                         for req in pc_requires(v) {
                             depends.insert(format!("pc:{req}"));
                         }
@@ -138,7 +164,9 @@ pub fn analyze(root: &Path, full_version: &str, opts: ScaOptions) -> std::io::Re
         }
     }
     let parse = |set: BTreeSet<String>| -> Vec<Dependency> {
-        set.into_iter().filter_map(|s| Dependency::parse_lenient(&s).ok()).collect()
+        set.into_iter()
+            .filter_map(|s| Dependency::parse_lenient(&s).ok())
+            .collect()
     };
     let mut g = Generated {
         depends: parse(depends),
@@ -146,7 +174,12 @@ pub fn analyze(root: &Path, full_version: &str, opts: ScaOptions) -> std::io::Re
         vendored: parse(vendored),
     };
     // What the package provides itself (or vendors) is no dependency.
-    let own: BTreeSet<String> = g.provides.iter().chain(&g.vendored).map(|d| d.name.clone()).collect();
+    let own: BTreeSet<String> = g
+        .provides
+        .iter()
+        .chain(&g.vendored)
+        .map(|d| d.name.clone())
+        .collect();
     g.depends.retain(|d| !own.contains(&d.name));
     if opts.no_commands {
         g.depends.retain(|d| !d.name.starts_with("cmd:"));
@@ -187,7 +220,10 @@ mod tests {
     fn versions_and_requires() {
         assert_eq!(so_version("libz.so.1.3.1"), "1.3.1");
         assert_eq!(so_version("libfoo.so"), "0");
-        assert_eq!(pc_requires("zlib >= 1.2, libffi libssl = 3"), ["zlib", "libffi", "libssl"]);
+        assert_eq!(
+            pc_requires("zlib >= 1.2, libffi libssl = 3"),
+            ["zlib", "libffi", "libssl"]
+        );
     }
 
     #[test]
@@ -199,12 +235,24 @@ mod tests {
         fs::write(r.join("usr/bin/tool"), "#!/usr/bin/env perl\nprint 1\n").unwrap();
         fs::set_permissions(r.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(r.join("usr/bin/data"), "not executable").unwrap();
-        fs::write(r.join("usr/lib/pkgconfig/foo.pc"), "Name: foo\nRequires: zlib >= 1.2\n").unwrap();
+        fs::write(
+            r.join("usr/lib/pkgconfig/foo.pc"),
+            "Name: foo\nRequires: zlib >= 1.2\n",
+        )
+        .unwrap();
         let g = analyze(r, "1.0-r0", ScaOptions::default()).unwrap();
         let s = |v: &[Dependency]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(s(&g.provides), ["cmd:tool=1.0-r0", "pc:foo=1.0-r0"]);
         assert_eq!(s(&g.depends), ["cmd:perl", "pc:zlib"]);
-        let g = analyze(r, "1.0-r0", ScaOptions { no_commands: true, ..Default::default() }).unwrap();
+        let g = analyze(
+            r,
+            "1.0-r0",
+            ScaOptions {
+                no_commands: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s(&g.provides), ["pc:foo=1.0-r0"]);
     }
 
@@ -213,11 +261,16 @@ mod tests {
         // A dynamically linked binary of this machine shows its interpreter and libc.
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("usr/bin")).unwrap();
-        let Ok(_) = fs::copy("/bin/ls", d.path().join("usr/bin/ls")) else { return };
+        let Ok(_) = fs::copy("/bin/ls", d.path().join("usr/bin/ls")) else {
+            return;
+        };
         let g = analyze(d.path(), "1-r0", ScaOptions::default()).unwrap();
         let deps: Vec<String> = g.depends.iter().map(|d| d.name.clone()).collect();
         assert!(deps.iter().any(|d| d.starts_with("so:libc.so")), "{deps:?}");
-        assert!(deps.iter().any(|d| d.starts_with("so:ld-linux")), "{deps:?}");
+        assert!(
+            deps.iter().any(|d| d.starts_with("so:ld-linux")),
+            "{deps:?}"
+        );
         assert!(g.provides.iter().any(|p| p.name == "cmd:ls"));
     }
 }

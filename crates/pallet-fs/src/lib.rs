@@ -605,13 +605,17 @@ impl Tree {
             if let Some(parent) = target.parent() {
                 let md = std::fs::symlink_metadata(parent)?;
                 if !md.is_dir() {
-                    return Err(io::Error::other(format!("{path}: parent is not a directory")));
+                    return Err(io::Error::other(format!(
+                        "{path}: parent is not a directory"
+                    )));
                 }
             }
             match n.kind {
                 Kind::Dir => {
                     std::fs::create_dir(&target).or_else(|e| {
-                        if e.kind() == io::ErrorKind::AlreadyExists && target.symlink_metadata()?.is_dir() {
+                        if e.kind() == io::ErrorKind::AlreadyExists
+                            && target.symlink_metadata()?.is_dir()
+                        {
                             Ok(())
                         } else {
                             Err(e)
@@ -620,7 +624,10 @@ impl Tree {
                     dirs.push((path, n));
                 }
                 Kind::File => {
-                    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&target)?;
                     match &n.content {
                         Content::None => {}
                         Content::Bytes(b) => f.write_all(b)?,

@@ -1,0 +1,239 @@
+//! One package build, end to end: workspace, guest root, steps in the sandbox, assembly,
+//! signing and the repository index.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use pallet_image::config::{Arch, ImageConfiguration};
+use pallet_keys::SigningKey;
+
+use crate::assemble::{Assembly, PackageSpec};
+use crate::runner::{Guest, Sandbox, Step};
+
+/// A compiled build: what to run and what to package.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub version: String,
+    pub epoch: u64,
+    pub main: PackageSpec,
+    pub steps: Vec<Step>,
+    pub subpackages: Vec<(PackageSpec, Vec<Step>)>,
+    /// The build environment (`environment:` with `needs` merged), as an apko configuration.
+    pub environment: ImageConfiguration,
+    /// The compiled configuration, embedded in each package as `.melange.yaml`.
+    pub config_yaml: String,
+}
+
+/// How to build.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub arch: Option<Arch>,
+    pub out_dir: PathBuf,
+    pub workspace_dir: Option<PathBuf>,
+    /// Mounted at `/var/cache/melange` when it exists.
+    pub cache_dir: Option<PathBuf>,
+    /// Cache for the environment's packages (the image builder's cache).
+    pub apk_cache_dir: PathBuf,
+    pub source_dir: Option<PathBuf>,
+    pub signing_key: Option<PathBuf>,
+    pub generate_index: bool,
+    pub bootstrap: bool,
+    pub source_date_epoch: u64,
+    pub namespace: String,
+    pub debug: bool,
+    /// Remove the workspace and guest afterwards.
+    pub rm: bool,
+    pub extra_repositories: Vec<String>,
+    pub extra_keyring: Vec<String>,
+    pub extra_packages: Vec<String>,
+    pub ignore_signatures: bool,
+    pub env_file: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("building the environment: {0}")]
+    Environment(#[from] pallet_image::build::BuildError),
+    #[error(transparent)]
+    Run(#[from] crate::runner::RunError),
+    #[error(transparent)]
+    Assemble(#[from] crate::assemble::AssembleError),
+    #[error("writing the index: {0}")]
+    Index(#[from] pallet_index::IndexError),
+    #[error(
+        "cannot use signing key {path}: {source} (create one with `melange keygen` or `pallet keygen`)"
+    )]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: pallet_keys::KeyError,
+    },
+}
+
+fn setup(what: &str, e: impl std::fmt::Display) -> BuildError {
+    BuildError::Setup(format!("{what}: {e}"))
+}
+
+/// Copy the regular files (and folders) of `src` into `dst`, keeping permission bits; links
+/// and special files are skipped, as melange does.
+fn copy_sources(src: &Path, dst: &Path) -> Result<(), BuildError> {
+    for e in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
+        let e = e.map_err(|e| setup("reading --source-dir", e))?;
+        let rel = e.path().strip_prefix(src).expect("under src");
+        if rel
+            .components()
+            .next()
+            .is_some_and(|c| c.as_os_str() == "melange-out")
+        {
+            continue;
+        }
+        let to = dst.join(rel);
+        let ft = e.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&to).map_err(|e| setup("creating the workspace", e))?;
+        } else if ft.is_file() {
+            fs::copy(e.path(), &to)
+                .map_err(|err| setup(&format!("copying {}", e.path().display()), err))?;
+        }
+    }
+    Ok(())
+}
+
+/// melange's default environment for every step.
+fn default_env(epoch: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("HOME".into(), "/home/build".into()),
+        ("GOPATH".into(), "/home/build/.cache/go".into()),
+        ("GOMODCACHE".into(), "/var/cache/melange/gomodcache".into()),
+        ("UV_CACHE_DIR".into(), "/var/cache/melange/uv".into()),
+        ("PIP_CACHE_DIR".into(), "/var/cache/melange/pip".into()),
+        (
+            "COMPOSER_CACHE_DIR".into(),
+            "/var/cache/melange/composer".into(),
+        ),
+        ("npm_config_cache".into(), "/var/cache/melange/npm".into()),
+        ("SOURCE_DATE_EPOCH".into(), epoch.to_string()),
+    ])
+}
+
+/// Build every package of `plan`; returns the written `.apk` files.
+pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
+    let arch = opts.arch.unwrap_or_else(Arch::host);
+    if !crate::runner::bwrap_available() {
+        return Err(crate::runner::RunError::NoBwrap.into());
+    }
+    let key = match &opts.signing_key {
+        Some(p) => Some(SigningKey::load(p).map_err(|source| BuildError::Key {
+            path: p.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("pallet-build-")
+        .tempdir()
+        .map_err(|e| setup("creating a scratch folder", e))?;
+    let workspace = match &opts.workspace_dir {
+        Some(w) => w.join(arch.apk()),
+        None => scratch.path().join("workspace"),
+    };
+    fs::create_dir_all(&workspace).map_err(|e| setup("creating the workspace", e))?;
+    if let Some(src) = &opts.source_dir {
+        copy_sources(src, &workspace)?;
+    }
+    let all: Vec<&PackageSpec> = std::iter::once(&plan.main)
+        .chain(plan.subpackages.iter().map(|(s, _)| s))
+        .collect();
+    for p in &all {
+        let d = workspace.join("melange-out").join(&p.name);
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).map_err(|e| setup("creating melange-out", e))?;
+    }
+    let guest = if opts.bootstrap {
+        Guest::Bootstrap
+    } else {
+        let root = scratch.path().join("guest");
+        fs::create_dir_all(&root).map_err(|e| setup("creating the guest root", e))?;
+        let bopts = pallet_image::build::BuildOptions {
+            cache_dir: opts.apk_cache_dir.clone(),
+            epoch: Some(opts.source_date_epoch),
+            extra_keyring: opts.extra_keyring.clone(),
+            extra_repositories: opts.extra_repositories.clone(),
+            extra_packages: opts.extra_packages.clone(),
+            ignore_signatures: opts.ignore_signatures,
+            level: 1,
+            ..Default::default()
+        };
+        let installed = pallet_image::build::install(&plan.environment, "", arch, &bopts)?;
+        let mut tree = installed.tree;
+        // Mount points the sandbox binds over.
+        tree.mkdir_all("home/build", 0o755, 0);
+        tree.mkdir_all("var/cache/melange", 0o755, 0);
+        tree.materialize(&root)
+            .map_err(|e| setup("writing the guest root", e))?;
+        Guest::Root(root)
+    };
+    let mut env = default_env(opts.source_date_epoch);
+    env.extend(plan.environment.environment.clone());
+    env.extend(opts.env_file.clone());
+    let sandbox = Sandbox {
+        guest,
+        workspace: workspace.clone(),
+        cache: opts.cache_dir.clone(),
+        env,
+        debug: opts.debug,
+    };
+    for step in &plan.steps {
+        eprintln!("running step '{}'", step.name);
+        sandbox.run(step)?;
+    }
+    for (spec, steps) in &plan.subpackages {
+        for step in steps {
+            eprintln!("running step '{}' for {}", step.name, spec.name);
+            sandbox.run(step)?;
+        }
+    }
+    let assembly = Assembly {
+        version: plan.version.clone(),
+        epoch: plan.epoch,
+        arch: arch.apk().to_string(),
+        origin: plan.main.name.clone(),
+        namespace: if opts.namespace.is_empty() {
+            "unknown".into()
+        } else {
+            opts.namespace.clone()
+        },
+        source_date_epoch: opts.source_date_epoch,
+        signing_key: key.as_ref(),
+        config_yaml: plan.config_yaml.clone(),
+    };
+    let mut written = vec![];
+    for p in &all {
+        let (path, info) = assembly.emit(
+            p,
+            &workspace.join("melange-out").join(&p.name),
+            &opts.out_dir,
+        )?;
+        eprintln!("wrote {} ({})", path.display(), info.nv());
+        written.push(path);
+    }
+    if opts.generate_index {
+        let idx = crate::assemble::update_index(
+            &opts.out_dir,
+            arch.apk(),
+            &written,
+            key.as_ref(),
+            opts.source_date_epoch,
+        )?;
+        eprintln!("updated {}", idx.display());
+    }
+    if !opts.rm {
+        // Keep the scratch folder for inspection.
+        let kept = scratch.keep();
+        eprintln!("kept the build folders in {}", kept.display());
+    }
+    Ok(written)
+}
