@@ -95,20 +95,19 @@ pub fn analyze(root: &Path, full_version: &str, opts: ScaOptions) -> std::io::Re
                         depends.insert(format!("so:{lib}"));
                     }
                 }
-                if let Some(soname) = elf.soname {
-                    if elf.interpreter.is_none()
+                if let Some(soname) = elf.soname
+                    && (elf.interpreter.is_none()
                         || soname.contains(".so.")
-                        || soname.ends_with(".so")
-                    {
-                        let in_lib = lib_dirs
-                            .iter()
-                            .any(|d| rel.starts_with(d.as_str()) && !rel[d.len()..].contains('/'));
-                        let entry = format!("so:{soname}={}", so_version(soname));
-                        if in_lib {
-                            provides.insert(entry);
-                        } else {
-                            vendored.insert(entry);
-                        }
+                        || soname.ends_with(".so"))
+                {
+                    let in_lib = lib_dirs
+                        .iter()
+                        .any(|d| rel.starts_with(d.as_str()) && !rel[d.len()..].contains('/'));
+                    let entry = format!("so:{soname}={}", so_version(soname));
+                    if in_lib {
+                        provides.insert(entry);
+                    } else {
+                        vendored.insert(entry);
                     }
                 }
             }
