@@ -31,6 +31,11 @@ pub enum ImageCommand {
         after_help = "Examples:\n  pallet image show-packages apko.yaml --arch x86_64\n  pallet image show-packages apko.yaml --format name=version"
     )]
     ShowPackages(ShowPackagesArgs),
+    /// Build just the root filesystem of one architecture as a .tar.gz (no image).
+    #[command(
+        after_help = "Examples:\n  pallet image build-minirootfs apko.yaml rootfs.tar.gz --build-arch x86_64"
+    )]
+    BuildMinirootfs(MinirootfsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -106,6 +111,17 @@ pub struct ShowArgs {
 }
 
 #[derive(Args)]
+pub struct MinirootfsArgs {
+    config: PathBuf,
+    output: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The architecture to build (default: the host's; archs in the config are ignored).
+    #[arg(long)]
+    build_arch: Option<String>,
+}
+
+#[derive(Args)]
 pub struct LockArgs {
     config: PathBuf,
     #[command(flatten)]
@@ -131,7 +147,62 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::ShowConfig(a) => show_config(a),
         ImageCommand::ShowPackages(a) => show_packages(a),
         ImageCommand::Lock(a) => lock_cmd(a),
+        ImageCommand::BuildMinirootfs(a) => minirootfs_cmd(a),
     }
+}
+
+fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let arch = match &a.build_arch {
+        Some(x) => Arch::parse(x).with_context(|| format!("unknown architecture '{x}'"))?,
+        None => Arch::host(),
+    };
+    if !loaded.config.archs.is_empty() {
+        eprintln!(
+            "warning: archs in the config are ignored; building {}",
+            arch.apk()
+        );
+    }
+    let mut opts = options(&a.common);
+    opts.epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => Some(
+            v.trim()
+                .parse()
+                .context("SOURCE_DATE_EPOCH is not a whole number")?,
+        ),
+        _ => None,
+    };
+    let installed = build::install(&loaded.config, &loaded.checksum, arch, &opts)?;
+    let dir = a
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".minirootfs-")
+        .tempfile_in(dir)?;
+    {
+        let names = pallet_fs::OwnerNames::from_files(
+            &String::from_utf8_lossy(&installed.tree.read("etc/passwd")?.unwrap_or_default()),
+            &String::from_utf8_lossy(&installed.tree.read("etc/group")?.unwrap_or_default()),
+        );
+        let gz = flate2::GzBuilder::new().mtime(0).write(
+            std::io::BufWriter::new(tmp.as_file_mut()),
+            flate2::Compression::new(6),
+        );
+        let mut gz = gz;
+        installed.tree.write_tar(&mut gz, &names)?;
+        gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(&a.output).map_err(|e| e.error)?;
+    eprintln!(
+        "wrote {} ({} packages, {})",
+        a.output.display(),
+        installed.packages.len(),
+        arch.apk()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn lock_cmd(a: LockArgs) -> anyhow::Result<ExitCode> {
@@ -171,6 +242,7 @@ struct ApkoCli {
 #[derive(Subcommand)]
 enum ApkoCommand {
     Build(BuildArgs),
+    BuildMinirootfs(MinirootfsArgs),
     Lock(LockArgs),
     ShowConfig(ShowArgs),
     ShowPackages(ShowPackagesArgs),
@@ -179,6 +251,7 @@ enum ApkoCommand {
 pub fn run_apko_face() -> anyhow::Result<ExitCode> {
     match ApkoCli::parse().command {
         ApkoCommand::Build(a) => build_cmd(a),
+        ApkoCommand::BuildMinirootfs(a) => minirootfs_cmd(a),
         ApkoCommand::Lock(a) => lock_cmd(a),
         ApkoCommand::ShowConfig(a) => show_config(a),
         ApkoCommand::ShowPackages(a) => show_packages(a),

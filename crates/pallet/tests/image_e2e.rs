@@ -355,3 +355,215 @@ fn lock_then_build_exactly_the_locked_packages() {
     assert!(!o.status.success());
     assert!(text(&o).contains("lock"), "{}", text(&o));
 }
+
+/// Packages pallet makes itself for two architectures, so this runs without ../shared.
+fn two_arch_repo(d: &Path) {
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", text(&o));
+    ok(run(&["keygen", "--bits", "2048", "k.rsa"], d, &[]));
+    for arch in ["x86_64", "aarch64"] {
+        let root = d.join(format!("root-{arch}"));
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/hello"), format!("hello from {arch}\n")).unwrap();
+        fs::create_dir_all(d.join(format!("repo/{arch}"))).unwrap();
+        if arch == "x86_64" && Path::new("/bin/busybox").exists() {
+            fs::create_dir_all(root.join("bin")).unwrap();
+            fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        }
+        let out = format!("repo/{arch}/hello-1.0-r0.apk");
+        ok(run(
+            &[
+                "mkpkg",
+                "--info",
+                "name=hello",
+                "--info",
+                "version=1.0-r0",
+                "--info",
+                &format!("arch={arch}"),
+                "--files",
+                root.to_str().unwrap(),
+                "-o",
+                &out,
+                "--signing-key",
+                "k.rsa",
+            ],
+            d,
+            &[],
+        ));
+        ok(run(
+            &[
+                "index",
+                "-o",
+                &format!("repo/{arch}/APKINDEX.tar.gz"),
+                "--signing-key",
+                "k.rsa",
+                &out,
+            ],
+            d,
+            &[],
+        ));
+    }
+}
+
+#[test]
+fn two_architectures_give_an_index_with_two_platforms() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    two_arch_repo(d);
+    let cfg = d.join("multi.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "contents:\n  repositories: [{}]\n  keyring: [{}]\n  packages: [hello]\nentrypoint:\n  command: /bin/busybox cat /etc/hello\narchs: [amd64, arm64]\n",
+            d.join("repo").display(),
+            d.join("k.rsa.pub").display()
+        ),
+    )
+    .unwrap();
+    let layout = d.join("layout");
+    fs::create_dir(&layout).unwrap();
+    let o = run(
+        &[
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "multi:1",
+            layout.to_str().unwrap(),
+            "--cache-dir",
+            "c",
+            "--sbom-path",
+            "sbom",
+        ],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let index_json: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let idx_digest = index_json["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(idx_digest)).unwrap())
+            .unwrap();
+    let plats: Vec<String> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["architecture"].as_str().unwrap(),
+                m["platform"]["variant"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(plats, ["amd64/", "arm64/v8"]);
+    assert!(
+        d.join("sbom/sbom-x86_64.spdx.json").exists()
+            && d.join("sbom/sbom-aarch64.spdx.json").exists()
+    );
+    // The docker-archive holds one image per architecture, tagged TAG-ARCH.
+    let tar = d.join("multi.tar");
+    let o = run(
+        &[
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "multi:1",
+            tar.to_str().unwrap(),
+            "--cache-dir",
+            "c",
+            "--sbom=false",
+        ],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    if have("skopeo") {
+        let o = Command::new("skopeo")
+            .args(["inspect", "--raw", &format!("oci:{}:1", layout.display())])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("arm64"),
+            "{}",
+            text(&o)
+        );
+        let o = Command::new("skopeo")
+            .args([
+                "inspect",
+                &format!("docker-archive:{}:multi:1-arm64", tar.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("\"Architecture\": \"arm64\""),
+            "{}",
+            text(&o)
+        );
+    }
+    if Path::new("/bin/busybox").exists() && have("umoci") && have("runc") {
+        let out = run_bundle(&format!("{}:1-amd64", layout.display()), d, "multi");
+        assert_eq!(out.trim(), "hello from x86_64");
+    }
+    // A package missing on one architecture is reported with that architecture.
+    fs::remove_file(d.join("repo/aarch64/hello-1.0-r0.apk")).unwrap();
+    let root = d.join("root-other");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/other"), "x").unwrap();
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", text(&o));
+    ok(run(
+        &[
+            "mkpkg",
+            "--info",
+            "name=other",
+            "--info",
+            "version=1.0-r0",
+            "--info",
+            "arch=aarch64",
+            "--files",
+            root.to_str().unwrap(),
+            "-o",
+            "repo/aarch64/other-1.0-r0.apk",
+            "--signing-key",
+            "k.rsa",
+        ],
+        d,
+        &[],
+    ));
+    ok(run(
+        &[
+            "index",
+            "-o",
+            "repo/aarch64/APKINDEX.tar.gz",
+            "--signing-key",
+            "k.rsa",
+            "repo/aarch64/other-1.0-r0.apk",
+        ],
+        d,
+        &[],
+    ));
+    let o = run(
+        &[
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "multi:1",
+            "x.tar",
+            "--cache-dir",
+            "c",
+        ],
+        d,
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("hello (no such package)") && text(&o).contains("for aarch64"),
+        "{}",
+        text(&o)
+    );
+    assert!(!d.join("x.tar").exists());
+}
