@@ -567,3 +567,106 @@ fn two_architectures_give_an_index_with_two_platforms() {
     );
     assert!(!d.join("x.tar").exists());
 }
+
+/// A signed, indexed package whose data section holds `../escape`: the build must refuse it
+/// and leave nothing behind.
+#[test]
+fn a_package_with_a_dotdot_entry_fails_the_build() {
+    use pallet_apk_stream::tarw::{self, EntryHeader, Kind};
+    use std::io::Write;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", text(&o));
+    ok(run(&["keygen", "--bits", "2048", "k.rsa"], d, &[]));
+    let gz = |b: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let h = |path: &'static str| EntryHeader {
+        path,
+        kind: Kind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        uname: "root",
+        gname: "root",
+        mtime: 0,
+        size: 0,
+        link: "",
+        dev_major: 0,
+        dev_minor: 0,
+        pax: &[],
+    };
+    let mut data = vec![];
+    tarw::write_entry(&mut data, &h("../escape"), b"owned").unwrap();
+    tarw::write_end(&mut data).unwrap();
+    let data_gz = gz(&data);
+    let datahash: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&data_gz)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut control = vec![];
+    let pkginfo = format!(
+        "pkgname = evil\npkgver = 1.0-r0\narch = x86_64\nsize = 5\ndatahash = {datahash}\n"
+    );
+    tarw::write_entry(&mut control, &h(".PKGINFO"), pkginfo.as_bytes()).unwrap();
+    let mut apk = gz(&control);
+    apk.extend(data_gz);
+    fs::create_dir_all(d.join("repo/x86_64")).unwrap();
+    fs::write(d.join("repo/x86_64/evil-1.0-r0.apk"), apk).unwrap();
+    ok(run(
+        &[
+            "sign",
+            "--signing-key",
+            "k.rsa",
+            "repo/x86_64/evil-1.0-r0.apk",
+        ],
+        d,
+        &[],
+    ));
+    ok(run(
+        &[
+            "index",
+            "-o",
+            "repo/x86_64/APKINDEX.tar.gz",
+            "--signing-key",
+            "k.rsa",
+            "repo/x86_64/evil-1.0-r0.apk",
+        ],
+        d,
+        &[],
+    ));
+    let cfg = d.join("c.yaml");
+    fs::write(&cfg, format!("contents:\n  repositories: [{}]\n  keyring: [{}]\n  packages: [evil]\narchs: [x86_64]\n", d.join("repo").display(), d.join("k.rsa.pub").display())).unwrap();
+    let o = run(
+        &[
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "e:1",
+            "out.tar",
+            "--cache-dir",
+            "c",
+        ],
+        d,
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("evil-1.0-r0") && text(&o).contains("../escape"),
+        "{}",
+        text(&o)
+    );
+    assert!(!d.join("out.tar").exists() && !t.path().parent().unwrap().join("escape").exists());
+    let cached: Vec<_> = fs::read_dir(d.join("c/apk-data-v1"))
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(
+        cached.is_empty(),
+        "a refused package was cached: {cached:?}"
+    );
+}
