@@ -167,13 +167,22 @@ pub fn resolve(
         });
     }
     let mut world = Vec::new();
-    let pkgs: Vec<String> = cfg
+    let mut pkgs: Vec<String> = cfg
         .contents
         .packages
         .iter()
         .chain(&opts.extra_packages)
         .cloned()
         .collect();
+    // A service bundle is supervised by s6, which apko adds to the world.
+    let bundle = cfg.entrypoint.as_ref().and_then(|e| e.kind.as_deref()) == Some("service-bundle");
+    if bundle
+        && !pkgs
+            .iter()
+            .any(|p| p == "s6" || p.starts_with("s6=") || p.starts_with("s6@"))
+    {
+        pkgs.push("s6".into());
+    }
     for p in &pkgs {
         // apko accepts `name=ver@tag` as well as `name@tag=ver`.
         let spec = match p.split_once('@') {
@@ -706,6 +715,8 @@ fn post_install(
         );
     }
     accounts(tree, cfg, epoch)?;
+    services(tree, cfg);
+    certificates(tree, cfg, epoch)?;
     let apko_json =
         serde_json::to_vec_pretty(&json!({"config": cfg, "checksum": cfg_checksum})).expect("JSON");
     file(tree, "etc/apko.json", apko_json, 0o444, 0);
@@ -729,6 +740,74 @@ fn post_install(
                     ..Node::dir(mode, 0)
                 },
             );
+        }
+    }
+    Ok(())
+}
+
+/// apko's s6 supervision tree: `/sv/<name>/run` for each service of a service bundle.
+fn services(tree: &mut Tree, cfg: &ImageConfiguration) {
+    let Some(e) = &cfg.entrypoint else { return };
+    if e.kind.as_deref() != Some("service-bundle") {
+        return;
+    }
+    tree.put("sv", Node::dir(0o777, 0));
+    for (name, cmd) in &e.services {
+        tree.put(&format!("sv/{name}"), Node::dir(0o777, 0));
+        tree.put(
+            &format!("sv/{name}/run"),
+            Node::file(format!("#!/bin/execlineb\n{cmd}\n").into_bytes(), 0o755, 0),
+        );
+    }
+}
+
+/// `certificates.additional`: each PEM certificate is stored under
+/// `/usr/local/share/ca-certificates/` and appended to the CA bundles the image has.
+fn certificates(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(), BuildError> {
+    let Some(c) = &cfg.certificates else {
+        return Ok(());
+    };
+    let mut pem = String::new();
+    for a in &c.additional {
+        let blocks = a.content.matches("-----BEGIN CERTIFICATE-----").count();
+        if blocks != 1 {
+            return Err(BuildError::Config(format!(
+                "certificates.additional '{}': expected exactly one PEM certificate, found {blocks}",
+                a.name
+            )));
+        }
+        use sha2::Digest as _;
+        let fp: String = sha2::Sha256::digest(a.content.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        file(
+            tree,
+            &format!("usr/local/share/ca-certificates/{}-{fp}.crt", a.name),
+            a.content.clone().into_bytes(),
+            0o644,
+            epoch,
+        );
+        pem.push_str(a.content.trim_end());
+        pem.push('\n');
+    }
+    for bundle in [
+        "etc/ssl/certs/ca-certificates.crt",
+        "var/lib/ecs/deps/execute-command/certs/tls-ca-bundle.pem",
+        "kaniko/ssl/certs/ca-certificates.crt",
+    ] {
+        // Only regular files: a bundle that is a symlink is left to its target's package.
+        if tree.get(bundle).is_none_or(|n| n.kind != Kind::File) {
+            continue;
+        }
+        if let Some(mut old) = tree.read(bundle).map_err(io_ctx(bundle))? {
+            if !old.is_empty() && !old.ends_with(b"\n") {
+                old.push(b'\n');
+            }
+            old.extend_from_slice(pem.as_bytes());
+            let mode = tree.get(bundle).map_or(0o644, |n| n.mode);
+            file(tree, bundle, old, mode, epoch);
         }
     }
     Ok(())

@@ -670,3 +670,88 @@ fn a_package_with_a_dotdot_entry_fails_the_build() {
         "a refused package was cached: {cached:?}"
     );
 }
+
+#[test]
+fn additional_certificates_join_the_bundle() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUTESTTESTTESTTESTTESTTESTTEST\n-----END CERTIFICATE-----\n";
+    let extra = format!(
+        "certificates:\n  additional:\n    - name: corp\n      content: |\n{}",
+        cert.lines()
+            .map(|l| format!("        {l}\n"))
+            .collect::<String>()
+    );
+    let cfg = alpine_config(t.path(), &a, "ca-certificates-bundle, busybox", &extra);
+    let out = t.path().join("rootfs.tar.gz");
+    let o = run(
+        &[
+            "image",
+            "build-minirootfs",
+            cfg.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--build-arch",
+            "x86_64",
+            "--cache-dir",
+            "c",
+        ],
+        t.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let x = t.path().join("x");
+    fs::create_dir(&x).unwrap();
+    assert!(
+        Command::new("tar")
+            .args(["xzf", out.to_str().unwrap(), "-C", x.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let bundle = fs::read_to_string(x.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    assert!(
+        bundle.ends_with(cert) && bundle.len() > cert.len() * 10,
+        "appended to the real bundle"
+    );
+    assert!(
+        fs::read_dir(x.join("usr/local/share/ca-certificates"))
+            .unwrap()
+            .count()
+            == 1
+    );
+    // Two certificates in one entry are refused.
+    let twice = alpine_config(
+        t.path(),
+        &a,
+        "busybox",
+        &extra.replace(
+            "content: |\n",
+            &format!(
+                "content: |\n{}",
+                cert.lines()
+                    .map(|l| format!("        {l}\n"))
+                    .collect::<String>()
+            ),
+        ),
+    );
+    let o = run(
+        &[
+            "image",
+            "build-minirootfs",
+            twice.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--build-arch",
+            "x86_64",
+            "--cache-dir",
+            "c",
+        ],
+        t.path(),
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("exactly one PEM certificate"),
+        "{}",
+        text(&o)
+    );
+}
