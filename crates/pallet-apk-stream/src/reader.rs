@@ -543,9 +543,11 @@ pub fn read_signed_archive<R: Read>(
         }
         // Unsigned: the first member is the archive itself; more members may follow.
         let mut rest = Vec::new();
-        MultiGzDecoder::new(&mut hr)
-            .take(max_size + 1)
-            .read_to_end(&mut rest)?;
+        if !hr.at_eof()? {
+            MultiGzDecoder::new(&mut hr)
+                .take(max_size + 1)
+                .read_to_end(&mut rest)?;
+        }
         let mut all = first;
         all.extend(rest);
         return Ok((Trust::NotChecked, small_tar(&all)?));

@@ -217,6 +217,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unsigned_indexes_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("APKINDEX.tar.gz");
+        let p = PackageInfo {
+            name: "a".into(),
+            version: "1.0-r0".into(),
+            ..Default::default()
+        };
+        write_index(std::slice::from_ref(&p), None, None, 0, &out).unwrap();
+        assert_eq!(read_index(&out, None).unwrap().packages, vec![p]);
+    }
+
+    #[test]
     fn write_sign_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let key_path = dir.path().join("k.rsa");
