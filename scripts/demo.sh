@@ -1,64 +1,50 @@
 #!/usr/bin/env bash
-# The main job, end to end and offline: make a signing key, pack a package from a binary this
-# machine has (Debian's static busybox), index and sign a local repository, verify it, then
-# (once the image builder is in) build an image from that repository and run it under runc.
-# Never reads ../shared/: everything is made here, in ./demo/.
+# The main job, end to end and offline, as a melange + apko user runs it: make a signing key
+# with `melange keygen`, build the example packages in examples/ from source (bootstrap mode:
+# the host's root, read-only, is the build guest, since no APK repository exists yet), sign and
+# index them, verify the repository, build an image from it with `apko build`, and run the image
+# under runc as a non-root user. Never reads ../shared/; everything it makes is in ./demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --release --bin pallet
-P=$PWD/target/release/pallet
-D=$PWD/demo
+ROOT=$PWD
+P=$ROOT/target/release/pallet
+D=$ROOT/demo
 ARCH=$(uname -m)
-rm -rf "$D"; mkdir -p "$D/repo/$ARCH" "$D/root/bin"
-export SOURCE_DATE_EPOCH=1700000000
+rm -rf "$D"; mkdir -p "$D/bin"
+# The same binary answers as melange and apko, so Makefile command lines work unchanged.
+ln -sf "$P" "$D/bin/melange"; ln -sf "$P" "$D/bin/apko"
+export PATH=$D/bin:$PATH SOURCE_DATE_EPOCH=1700000000
+cd "$D"
 
-echo "== keygen"
-"$P" keygen --bits 2048 "$D/demo.rsa"
+echo "== melange keygen"
+melange keygen melange.rsa
 
-echo "== mkpkg busybox from the host's static binary"
-cp /bin/busybox "$D/root/bin/busybox"
-ln -sf busybox "$D/root/bin/sh"
-# The applet list apko-style builders read to make busybox's links (the host's own busybox
-# prints it; nothing from a package runs on the host).
-mkdir -p "$D/root/etc/busybox-paths.d"
-/bin/busybox --list-full | sed 's|^|/|' > "$D/root/etc/busybox-paths.d/busybox"
-"$P" mkpkg --info name=busybox --info version=1.0-r0 --info arch="$ARCH" \
-  --info "description=static busybox packed by the pallet demo" --info license=GPL-2.0-only \
-  --info provides=/bin/sh --files "$D/root" -o "$D/repo/$ARCH/busybox-1.0-r0.apk" \
-  --signing-key "$D/demo.rsa"
+echo "== melange build (bootstrap): busybox from Debian's busybox-static, hello-c from source"
+melange build --bootstrap "$ROOT/examples/busybox/melange.yaml" --arch "$ARCH" --signing-key melange.rsa --out-dir packages
+melange build --bootstrap "$ROOT/examples/hello-c/melange.yaml" --arch "$ARCH" --signing-key melange.rsa --out-dir packages \
+  --source-dir "$ROOT/examples/hello-c"
 
-echo "== index and verify"
-"$P" index -o "$D/repo/$ARCH/APKINDEX.tar.gz" --signing-key "$D/demo.rsa" "$D/repo/$ARCH"/*.apk
-"$P" verify --keyring "$D/demo.rsa.pub" "$D/repo/$ARCH"/*.apk "$D/repo/$ARCH/APKINDEX.tar.gz"
-"$P" info "$D/repo/$ARCH/busybox-1.0-r0.apk" | head -3
+echo "== verify the signed repository"
+pallet_verify() { "$P" verify --keyring melange.rsa.pub "$@"; }
+pallet_verify packages/"$ARCH"/*.apk packages/"$ARCH"/APKINDEX.tar.gz
+"$P" info packages/"$ARCH"/hello-c-1.0.0-r0.apk | sed -n '1,9p'
 
-echo "== image build from the local repository"
-cat > "$D/image.yaml" <<YAML
-contents:
-  repositories: [$D/repo]
-  keyring: [$D/demo.rsa.pub]
-  packages: [busybox]
-accounts:
-  groups: [{groupname: app, gid: 1000}]
-  users: [{username: app, uid: 1000, gid: 1000}]
-  run-as: app
-entrypoint:
-  command: /bin/sh -c "echo hello from a pallet image; id -u; ls /etc/apk"
-archs: [$ARCH]
-YAML
-mkdir -p "$D/layout"
-"$P" image build "$D/image.yaml" demo:latest "$D/layout" --sbom-path "$D/sbom" --cache-dir "$D/cache"
-"$P" image build "$D/image.yaml" demo:latest "$D/image.tar" --sbom-path "$D/sbom" --cache-dir "$D/cache"
+echo "== apko build from the local repository"
+sed "s/x86_64/$ARCH/" "$ROOT/examples/image.yaml" > image.yaml
+mkdir -p layout
+apko build image.yaml demo:latest layout --sbom-path sbom
+apko build image.yaml demo:latest image.tar --sbom-path sbom
 skopeo inspect "docker-archive:$D/image.tar" | grep -E '"(Architecture|Digest)"'
 
 echo "== run it under runc"
-umoci unpack --image "$D/layout:latest" "$D/bundle" >/dev/null
-python3 - "$D/bundle/config.json" <<'PY'
+umoci unpack --image layout:latest bundle >/dev/null
+python3 - bundle/config.json <<'PY'
 import json, sys
 p = sys.argv[1]; c = json.load(open(p)); c["process"]["terminal"] = False; json.dump(c, open(p, "w"))
 PY
-out=$(cd "$D/bundle" && runc run "pallet-demo-$$")
+out=$(cd bundle && runc run "pallet-demo-$$")
 echo "$out"
-echo "$out" | grep -q "hello from a pallet image" && echo "$out" | grep -qx 1000
-echo "demo OK: signed repository, image and SBOM in $D; the image ran under runc as uid 1000"
+echo "$out" | grep -q "hello from a package pallet built (uid 1000)"
+echo "demo OK: packages built and signed, image built from them and run under runc as uid 1000 (all in $D)"

@@ -9,6 +9,7 @@ for pair in skopeo:skopeo umoci:umoci runc:runc bwrap:bubblewrap docker-registry
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || need+=(busybox-static)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

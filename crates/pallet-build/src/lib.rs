@@ -2,5 +2,6 @@
 
 pub mod assemble;
 pub mod driver;
+pub mod recipe;
 pub mod runner;
 pub mod sca;

@@ -323,7 +323,7 @@ fn options(c: &CommonArgs) -> BuildOptions {
     }
 }
 
-fn parse_date(s: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_date(s: &str) -> anyhow::Result<u64> {
     // RFC 3339 `YYYY-MM-DDTHH:MM:SSZ` (or with an offset of +00:00).
     let s = s.trim();
     let bad = || anyhow::anyhow!("--build-date '{s}' is not RFC 3339 (e.g. 2024-01-02T03:04:05Z)");

@@ -5,6 +5,7 @@
 
 mod apk_cmds;
 mod image_cmds;
+mod melange_build;
 mod pkg_cmds;
 
 use std::process::ExitCode;
@@ -74,34 +75,52 @@ pub(crate) fn host_arch() -> &'static str {
     }
 }
 
+/// Parse and run a `pallet` command line.
+pub(crate) fn run_pallet_argv<I, T>(argv: I) -> anyhow::Result<ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    // `pallet pkg build` is answered by the package builder; the other `pkg` commands by the
+    // melange compiler's module.
+    if argv.get(1).is_some_and(|a| a == "pkg") && argv.get(2).is_some_and(|a| a == "build") {
+        #[derive(Parser)]
+        #[command(name = "pallet pkg build")]
+        struct PkgBuild {
+            #[command(flatten)]
+            args: melange_build::BuildArgs,
+        }
+        let rest = std::iter::once(std::ffi::OsString::from("pallet pkg build"))
+            .chain(argv[3..].iter().cloned());
+        return melange_build::build_cmd(PkgBuild::parse_from(rest).args);
+    }
+    let cli = Cli::parse_from(argv);
+    match cli.command {
+        Command::Pkg(cmd) => pkg_cmds::run(cmd),
+        Command::Image(cmd) => image_cmds::run(*cmd),
+        Command::Version(a) => apk_cmds::version_cmd(a),
+        Command::Verify(a) => apk_cmds::verify_cmd(a),
+        Command::Info(a) => apk_cmds::info_cmd(a),
+        Command::Keygen(a) => apk_cmds::keygen_cmd(a),
+        Command::Sign(a) => apk_cmds::sign_cmd(a),
+        Command::Mkpkg(a) => apk_cmds::mkpkg_cmd(a),
+        Command::Index(a) => apk_cmds::index_cmd(a),
+        Command::SignIndex(a) => apk_cmds::sign_index_cmd(a),
+    }
+}
+
 fn main() -> ExitCode {
-    let argv0 = std::env::args_os()
-        .next()
-        .map(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv0 = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let result = match argv0.as_str() {
-        "melange" => pkg_cmds::run_melange_face(),
+        "melange" => melange_build::melange_face(&args).unwrap_or_else(pkg_cmds::run_melange_face),
         "apko" => image_cmds::run_apko_face(),
-        _ => {
-            let cli = Cli::parse();
-            match cli.command {
-                Command::Pkg(cmd) => pkg_cmds::run(cmd),
-                Command::Image(cmd) => image_cmds::run(*cmd),
-                Command::Version(a) => apk_cmds::version_cmd(a),
-                Command::Verify(a) => apk_cmds::verify_cmd(a),
-                Command::Info(a) => apk_cmds::info_cmd(a),
-                Command::Keygen(a) => apk_cmds::keygen_cmd(a),
-                Command::Sign(a) => apk_cmds::sign_cmd(a),
-                Command::Mkpkg(a) => apk_cmds::mkpkg_cmd(a),
-                Command::Index(a) => apk_cmds::index_cmd(a),
-                Command::SignIndex(a) => apk_cmds::sign_index_cmd(a),
-            }
-        }
+        _ => run_pallet_argv(args),
     };
     match result {
         Ok(code) => code,
