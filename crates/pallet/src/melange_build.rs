@@ -229,7 +229,7 @@ struct MelangeCli {
 #[derive(Subcommand)]
 enum MelangeCommand {
     /// Build packages from a melange YAML file.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Generate a signing key pair (default melange.rsa and melange.rsa.pub).
     Keygen(KeygenArgs),
     /// Write an APKINDEX.tar.gz for packages.
@@ -277,7 +277,7 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> Option<anyhow::Result<ExitCo
         return None;
     }
     Some(match MelangeCli::parse_from(args).command {
-        MelangeCommand::Build(a) => build_cmd(a),
+        MelangeCommand::Build(a) => build_cmd(*a),
         MelangeCommand::Keygen(k) => pallet_keys::generate(&k.key, k.key_size)
             .map(|_| {
                 eprintln!("wrote {} and {}.pub", k.key.display(), k.key.display());
