@@ -1,0 +1,245 @@
+//! End to end: `melange build` / `pallet pkg build` in bubblewrap, the packages verified and
+//! indexed, rebuilt byte-identically, and an image built from them run under runc.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+fn melange(d: &Path) -> std::path::PathBuf {
+    let m = d.join("melange");
+    if !m.exists() {
+        std::os::unix::fs::symlink(pallet(), &m).unwrap();
+    }
+    m
+}
+
+fn run_melange(d: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(melange(d));
+    c.args(args).current_dir(d);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn bootstrap_build_sign_index_rebuild_and_run() {
+    if !have("bwrap") || !have("gcc") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let env = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let o = run_melange(d, &["keygen", "--key-size", "2048", "melange.rsa"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ex = examples();
+    for name in ["busybox", "hello-c"] {
+        let cfg = ex.join(name).join("melange.yaml");
+        let o = run_melange(
+            d,
+            &[
+                "build",
+                "--bootstrap",
+                cfg.to_str().unwrap(),
+                "--arch",
+                "x86_64",
+                "--signing-key",
+                "melange.rsa",
+                "--source-dir",
+                ex.join(name).to_str().unwrap(),
+            ],
+            &env,
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+    }
+    let apk = d.join("packages/x86_64/hello-c-1.0.0-r0.apk");
+    let first = fs::read(&apk).unwrap();
+    let o = run(
+        &[
+            "verify",
+            "--keyring",
+            "melange.rsa.pub",
+            apk.to_str().unwrap(),
+            "packages/x86_64/APKINDEX.tar.gz",
+        ],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["info", "--json", apk.to_str().unwrap()], d, &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["provides"].to_string().contains("cmd:hello=1.0.0-r0"),
+        "{v}"
+    );
+    assert!(
+        v["files"]
+            .to_string()
+            .contains("var/lib/db/sbom/hello-c-1.0.0-r0.spdx.json")
+    );
+    let idx = run(
+        &["info", "--json", "packages/x86_64/hello-c-doc-1.0.0-r0.apk"],
+        d,
+        &[],
+    );
+    assert!(idx.status.success());
+    // Building again gives the same bytes.
+    let cfg = ex.join("hello-c/melange.yaml");
+    let o = run(
+        &[
+            "pkg",
+            "build",
+            "--bootstrap",
+            cfg.to_str().unwrap(),
+            "--arch",
+            "x86_64",
+            "--signing-key",
+            "melange.rsa",
+            "--source-dir",
+            ex.join("hello-c").to_str().unwrap(),
+        ],
+        d,
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(fs::read(&apk).unwrap() == first, "rebuild differs");
+    // An image from that repository runs what the package installed.
+    let img = d.join("image.yaml");
+    fs::write(&img, fs::read_to_string(ex.join("image.yaml")).unwrap()).unwrap();
+    fs::create_dir(d.join("layout")).unwrap();
+    let o = run(
+        &[
+            "image",
+            "build",
+            "image.yaml",
+            "demo:1",
+            "layout",
+            "--cache-dir",
+            "c",
+            "--sbom=false",
+        ],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    if have("umoci") && have("runc") {
+        let out = run_bundle(&format!("{}:1", d.join("layout").display()), d, "pkg");
+        assert_eq!(out.trim(), "hello from a package pallet built (uid 1000)");
+    }
+}
+
+#[test]
+fn alpine_guest_generates_musl_dependencies() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let keys: Vec<String> = fs::read_dir(a.join("keys"))
+        .unwrap()
+        .map(|e| format!("      - {}\n", e.unwrap().path().display()))
+        .collect();
+    fs::write(
+        d.join("box.yaml"),
+        format!(
+            "package:\n  name: mybox\n  version: 2.0\n  epoch: 1\n  description: busybox copied from the guest\n  copyright:\n    - license: GPL-2.0-only\nenvironment:\n  contents:\n    repositories:\n      - {}\n    keyring:\n{}    packages:\n      - busybox\n      - musl\npipeline:\n  - runs: |\n      mkdir -p ${{{{targets.destdir}}}}/usr/bin\n      cp /bin/busybox ${{{{targets.destdir}}}}/usr/bin/mybox\n",
+            a.display(),
+            keys.concat()
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "pkg",
+            "build",
+            "box.yaml",
+            "--arch",
+            "x86_64",
+            "--apk-cache-dir",
+            "cache",
+        ],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        &["info", "--json", "packages/x86_64/mybox-2.0-r1.apk"],
+        d,
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["depends"]
+            .to_string()
+            .contains("so:libc.musl-x86_64.so.1"),
+        "{v}"
+    );
+    assert!(
+        v["provides"].to_string().contains("cmd:mybox=2.0-r1"),
+        "{v}"
+    );
+}
+
+#[test]
+fn failures_are_clear() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::write(d.join("bad.yaml"), "package:\n  name: bad\n  version: 1\npipeline:\n  - name: explode\n    runs: |\n      echo going down >&2\n      exit 42\n").unwrap();
+    let o = run(&["pkg", "build", "--bootstrap", "bad.yaml"], d, &[]);
+    assert!(!o.status.success());
+    let msg = text(&o);
+    assert!(
+        msg.contains("'explode'") && msg.contains("42") && msg.contains("going down"),
+        "{msg}"
+    );
+    assert!(!d.join("packages/x86_64/bad-1-r0.apk").exists());
+    fs::write(d.join("ok.yaml"), "package:\n  name: ok\n  version: 1\npipeline:\n  - runs: mkdir -p ${{targets.destdir}}/etc\n").unwrap();
+    let o = run(
+        &[
+            "pkg",
+            "build",
+            "--bootstrap",
+            "ok.yaml",
+            "--signing-key",
+            "missing.rsa",
+        ],
+        d,
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("missing.rsa"),
+        "{}",
+        text(&o)
+    );
+    let o = run(
+        &["pkg", "build", "--bootstrap", "ok.yaml"],
+        d,
+        &[("PATH", "/nonexistent")],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("apt-get install bubblewrap"),
+        "{}",
+        text(&o)
+    );
+    fs::write(d.join("undef.yaml"), "package:\n  name: u\n  version: 1\npipeline:\n  - name: uses-undefined\n    runs: echo ${{vars.nope}}\n").unwrap();
+    let o = run(&["pkg", "build", "--bootstrap", "undef.yaml"], d, &[]);
+    assert!(
+        !o.status.success()
+            && text(&o).contains("undefined variable")
+            && text(&o).contains("uses-undefined"),
+        "{}",
+        text(&o)
+    );
+}
