@@ -5,5 +5,6 @@ pub mod build;
 pub mod config;
 pub mod lock;
 pub mod oci;
+pub mod publish;
 pub mod resolve;
 pub mod sbom;

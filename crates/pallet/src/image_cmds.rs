@@ -36,6 +36,8 @@ pub enum ImageCommand {
         after_help = "Examples:\n  pallet image build-minirootfs apko.yaml rootfs.tar.gz --build-arch x86_64"
     )]
     BuildMinirootfs(MinirootfsArgs),
+    /// Build and push the image and its index to registries; prints REF@DIGEST per tag.
+    Publish(PublishArgs),
 }
 
 #[derive(Args, Clone)]
@@ -79,6 +81,13 @@ pub struct BuildArgs {
     /// A tarball path, or an existing folder for an OCI image layout.
     output: PathBuf,
     #[command(flatten)]
+    flags: BuildFlags,
+}
+
+/// Flags shared by `build` and `publish`.
+#[derive(Args)]
+pub struct BuildFlags {
+    #[command(flatten)]
     common: CommonArgs,
     /// Build date, RFC 3339 (SOURCE_DATE_EPOCH overrides it).
     #[arg(long)]
@@ -89,7 +98,7 @@ pub struct BuildArgs {
     /// Folder for SBOM files (created when missing; default: the working folder).
     #[arg(long)]
     sbom_path: Option<PathBuf>,
-    /// SBOM formats: spdx, cyclonedx.
+    /// SBOM formats: spdx.
     #[arg(long, value_delimiter = ',', default_value = "spdx")]
     sbom_formats: Vec<String>,
     /// Annotations KEY:VALUE for the manifests, index and config labels.
@@ -101,6 +110,28 @@ pub struct BuildArgs {
     /// Build exactly the packages of this lock file.
     #[arg(long)]
     lockfile: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  pallet image publish apko.yaml registry.example/team/app:1.0 registry.example/team/app:latest\n  pallet image publish apko.yaml 127.0.0.1:5000/app:dev --image-refs refs.txt"
+)]
+pub struct PublishArgs {
+    config: PathBuf,
+    /// Image references to push to (every tag gets the index).
+    #[arg(required = true)]
+    tags: Vec<String>,
+    #[command(flatten)]
+    flags: BuildFlags,
+    /// Write the digest reference of every pushed tag and image here, one per line.
+    #[arg(long)]
+    image_refs: Option<PathBuf>,
+    /// Registries to speak plain http to (loopback registries always are).
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
+    /// Accepted for apko compatibility: pallet pushes to registries only.
+    #[arg(long)]
+    local: bool,
 }
 
 #[derive(Args)]
@@ -148,6 +179,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::ShowPackages(a) => show_packages(a),
         ImageCommand::Lock(a) => lock_cmd(a),
         ImageCommand::BuildMinirootfs(a) => minirootfs_cmd(a),
+        ImageCommand::Publish(a) => publish_cmd(a),
     }
 }
 
@@ -242,6 +274,8 @@ struct ApkoCli {
 #[derive(Subcommand)]
 enum ApkoCommand {
     Build(BuildArgs),
+    Publish(PublishArgs),
+    Login(LoginArgs),
     BuildMinirootfs(MinirootfsArgs),
     Lock(LockArgs),
     ShowConfig(ShowArgs),
@@ -251,6 +285,8 @@ enum ApkoCommand {
 pub fn run_apko_face() -> anyhow::Result<ExitCode> {
     match ApkoCli::parse().command {
         ApkoCommand::Build(a) => build_cmd(a),
+        ApkoCommand::Publish(a) => publish_cmd(a),
+        ApkoCommand::Login(a) => login_cmd(a),
         ApkoCommand::BuildMinirootfs(a) => minirootfs_cmd(a),
         ApkoCommand::Lock(a) => lock_cmd(a),
         ApkoCommand::ShowConfig(a) => show_config(a),
@@ -357,18 +393,33 @@ pub(crate) fn parse_date(s: &str) -> anyhow::Result<u64> {
     Ok((days * 86400 + t[0] * 3600 + t[1] * 60 + t[2]).max(0) as u64)
 }
 
-fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&a.config, &a.common.include_paths)?;
+/// What a build produced, in a work folder that goes away with it.
+struct Built {
+    _work: tempfile::TempDir,
+    blobs: PathBuf,
+    images: Vec<oci::ArchImage>,
+    index: oci::Blob,
+    /// (file name, SPDX document) per architecture and for the index.
+    sboms: Vec<(String, serde_json::Value)>,
+}
+
+fn build_all(
+    config_path: &Path,
+    tag: &str,
+    f: &BuildFlags,
+    work_parent: &Path,
+) -> anyhow::Result<Built> {
+    let loaded = config::load(config_path, &f.common.include_paths)?;
     let cfg = &loaded.config;
-    let archs = archs(&a.common, cfg)?;
-    let mut opts = options(&a.common);
+    let archs = archs(&f.common, cfg)?;
+    let mut opts = options(&f.common);
     opts.epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| {
             format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds")
         })?),
-        _ => a.build_date.as_deref().map(parse_date).transpose()?,
+        _ => f.build_date.as_deref().map(parse_date).transpose()?,
     };
-    for an in &a.annotations {
+    for an in &f.annotations {
         let (k, v) = an
             .split_once(':')
             .with_context(|| format!("--annotations '{an}' is not KEY:VALUE"))?;
@@ -390,19 +441,19 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             bail!("--annotations: duplicate key '{k}'");
         }
     }
-    if let Some(lock) = &a.lockfile {
+    if let Some(lock) = &f.lockfile {
         let l = pallet_image::lock::read(lock)?;
         if l.config.checksum.is_empty() {
             eprintln!(
                 "warning: {} has no config checksum; cannot tell whether it matches {}",
                 lock.display(),
-                a.config.display()
+                config_path.display()
             );
         } else if l.config.checksum != loaded.checksum {
             bail!(
                 "{} was made for another version of {} (config checksum {} != {}); run `pallet image lock` again",
                 lock.display(),
-                a.config.display(),
+                config_path.display(),
                 l.config.checksum,
                 loaded.checksum
             );
@@ -419,25 +470,19 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         opts.locked = Some(l.contents.packages);
     }
-    let out = &a.output;
     let work = tempfile::Builder::new()
         .prefix(".pallet-build-")
-        .tempdir_in(
-            out.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )
+        .tempdir_in(work_parent)
         .context("creating a work folder beside the output")?;
     let blobs = work.path().join("blobs");
     std::fs::create_dir_all(&blobs)?;
     let mut results = Vec::new();
     for arch in &archs {
         let r = build::build_arch(cfg, &loaded.checksum, *arch, &opts, &blobs)
-            .with_context(|| format!("building {} for {}", a.config.display(), arch.apk()))?;
+            .with_context(|| format!("building {} for {}", config_path.display(), arch.apk()))?;
         eprintln!(
-            "built {} ({}): {} packages, {}",
+            "built {} ({tag}): {} packages, {}",
             arch.apk(),
-            a.tag,
             r.packages.len(),
             r.image.manifest.digest
         );
@@ -447,23 +492,14 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let images: Vec<oci::ArchImage> = results.iter().map(|r| r.image.clone()).collect();
     let ann = build::annotations(cfg, &opts, created);
     let index = build::index_blob(&blobs, &images, &ann)?;
-    if out.is_dir() {
-        let (_, tag) = oci::split_ref(&a.tag);
-        oci::write_layout(out, &blobs, &images, &index, &tag)
-            .with_context(|| format!("writing OCI layout {}", out.display()))?;
-    } else {
-        oci::write_docker_archive(out, &images, &a.tag)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    if a.sbom {
-        let dir = a.sbom_path.clone().unwrap_or_else(|| PathBuf::from("."));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let date = build::rfc3339(created);
-        for f in &a.sbom_formats {
-            if f != "spdx" {
-                eprintln!("warning: SBOM format '{f}' is not supported yet; writing spdx only");
+    let mut sboms = vec![];
+    if f.sbom {
+        for fmt in &f.sbom_formats {
+            if fmt != "spdx" {
+                eprintln!("warning: SBOM format '{fmt}' is not supported yet; writing spdx only");
             }
         }
+        let date = build::rfc3339(created);
         for r in &results {
             let pkgs: Vec<_> = r.packages.iter().map(|(p, _)| p.clone()).collect();
             let os_id = r.os_release.get("ID").cloned().unwrap_or_default();
@@ -476,8 +512,7 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
                 &os_ver,
                 &pkgs,
             );
-            let p = dir.join(format!("sbom-{}.spdx.json", r.image.arch.apk()));
-            pallet_keys::write_atomic(&p, &serde_json::to_vec_pretty(&doc)?, 0o644)?;
+            sboms.push((format!("sbom-{}.spdx.json", r.image.arch.apk()), doc));
         }
         let imgs: Vec<(String, String, Vec<_>)> = results
             .iter()
@@ -494,14 +529,97 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             .first()
             .and_then(|r| r.os_release.get("ID").cloned())
             .unwrap_or_else(|| "unknown".into());
-        let doc = sbom::index_spdx(&index.digest, &date, &imgs, &distro);
-        pallet_keys::write_atomic(
-            &dir.join("sbom-index.spdx.json"),
-            &serde_json::to_vec_pretty(&doc)?,
-            0o644,
-        )?;
+        sboms.push((
+            "sbom-index.spdx.json".into(),
+            sbom::index_spdx(&index.digest, &date, &imgs, &distro),
+        ));
     }
-    println!("{}", index.digest);
+    Ok(Built {
+        _work: work,
+        blobs,
+        images,
+        index,
+        sboms,
+    })
+}
+
+fn write_sboms(b: &Built, dir: Option<&Path>) -> anyhow::Result<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    if b.sboms.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, doc) in &b.sboms {
+        pallet_keys::write_atomic(&dir.join(name), &serde_json::to_vec_pretty(doc)?, 0o644)?;
+    }
+    Ok(())
+}
+
+fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let out = &a.output;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let b = build_all(&a.config, &a.tag, &a.flags, parent)?;
+    if out.is_dir() {
+        let (_, tag) = oci::split_ref(&a.tag);
+        oci::write_layout(out, &b.blobs, &b.images, &b.index, &tag)
+            .with_context(|| format!("writing OCI layout {}", out.display()))?;
+    } else {
+        oci::write_docker_archive(out, &b.images, &a.tag)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    let sbom_dir = a
+        .flags
+        .sbom_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("."));
+    write_sboms(&b, Some(&sbom_dir))?;
+    println!("{}", b.index.digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
+    let _ = a.local;
+    let first = a.tags.first().cloned().unwrap_or_default();
+    let b = build_all(&a.config, &first, &a.flags, &std::env::temp_dir())?;
+    // apko keeps SBOMs only when --sbom-path is set; pallet also attaches them as referrers.
+    write_sboms(&b, a.flags.sbom_path.as_deref())?;
+    let mut refs = vec![];
+    for t in &a.tags {
+        let r = pallet_registry::Reference::parse(t)?;
+        let mut client = pallet_registry::Client::new(r.clone(), &a.insecure_registry);
+        let pushed = pallet_image::publish::push(&mut client, &b.images, &b.index, &b.sboms)
+            .with_context(|| format!("publishing to {t}"))?;
+        let base = format!("{}/{}", r.registry, r.repository);
+        for (arch, digest) in &pushed.images {
+            refs.push((format!("{base}@{digest}"), Some(arch.clone())));
+        }
+        println!("{t}@{}", b.index.digest);
+        refs.push((format!("{t}@{}", b.index.digest), None));
+        let s = &client.stats;
+        eprintln!(
+            "pushed {t}: {} blobs uploaded, {} already there, {} mounted, {} manifests; SBOMs as {}",
+            s.blobs_uploaded,
+            s.blobs_skipped,
+            s.blobs_mounted,
+            s.manifests_pushed,
+            if s.referrers_api == Some(true) {
+                "referrers"
+            } else {
+                "sha256-<digest> referrer tags"
+            }
+        );
+    }
+    if let Some(p) = &a.image_refs {
+        let mut text = String::new();
+        for (r, _) in &refs {
+            text.push_str(r);
+            text.push('\n');
+        }
+        pallet_keys::write_atomic(p, text.as_bytes(), 0o644)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -536,5 +654,44 @@ fn show_packages(a: ShowPackagesArgs) -> anyhow::Result<ExitCode> {
     for l in rows.values() {
         println!("{l}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  pallet login registry.example -u alice --password-stdin < token.txt"
+)]
+pub struct LoginArgs {
+    registry: String,
+    #[arg(short = 'u', long)]
+    username: String,
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+pub fn login_cmd(a: LoginArgs) -> anyhow::Result<ExitCode> {
+    let password = match (&a.password, a.password_stdin) {
+        (Some(p), false) => p.clone(),
+        (None, true) => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        _ => bail!("give exactly one of --password or --password-stdin"),
+    };
+    let path = pallet_registry::login(
+        &a.registry,
+        &pallet_registry::Credentials {
+            username: a.username.clone(),
+            password,
+        },
+    )?;
+    eprintln!(
+        "logged in to {} (credentials in {})",
+        a.registry,
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -31,6 +31,8 @@ enum Command {
     /// Build OCI images from apko YAML files.
     #[command(subcommand)]
     Image(Box<image_cmds::ImageCommand>),
+    /// Store registry credentials in docker's config.json.
+    Login(image_cmds::LoginArgs),
     /// Compare or check APK versions (`-t A B` prints <, = or >).
     Version(apk_cmds::VersionArgs),
     /// Verify packages and indexes against a keyring.
@@ -99,6 +101,7 @@ where
     match cli.command {
         Command::Pkg(cmd) => pkg_cmds::run(cmd),
         Command::Image(cmd) => image_cmds::run(*cmd),
+        Command::Login(a) => image_cmds::login_cmd(a),
         Command::Version(a) => apk_cmds::version_cmd(a),
         Command::Verify(a) => apk_cmds::verify_cmd(a),
         Command::Info(a) => apk_cmds::info_cmd(a),

@@ -1,0 +1,145 @@
+//! Publishing a built image: every blob, each architecture's manifest by digest, SBOMs as
+//! referrers of the image they describe, and only then the index under the tag, so a push that
+//! fails part-way never leaves a tag pointing at missing content.
+
+use pallet_registry::{BlobSource, Client, RegistryError};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::oci::{self, ArchImage, Blob};
+
+/// What was pushed: each architecture's manifest digest.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    pub images: Vec<(String, String)>,
+}
+
+fn source(b: &Blob, media_type: &str) -> BlobSource {
+    BlobSource {
+        digest: b.digest.clone(),
+        size: b.size,
+        path: Some(b.path.clone()),
+        bytes: None,
+        media_type: media_type.to_string(),
+    }
+}
+
+fn bytes_source(bytes: Vec<u8>, media_type: &str) -> BlobSource {
+    let digest = format!(
+        "sha256:{}",
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    BlobSource {
+        digest,
+        size: bytes.len() as u64,
+        path: None,
+        bytes: Some(bytes),
+        media_type: media_type.to_string(),
+    }
+}
+
+const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+const SPDX: &str = "application/spdx+json";
+
+/// Push `images` and their `index` to the client's repository and tag (`sboms` are
+/// `(file name, document)` pairs named `sbom-<arch>.spdx.json`, plus the index's).
+pub fn push(
+    client: &mut Client,
+    images: &[ArchImage],
+    index: &Blob,
+    sboms: &[(String, Value)],
+) -> Result<Pushed, RegistryError> {
+    let mut pushed = Pushed::default();
+    for img in images {
+        for l in &img.layers {
+            client.push_blob(&source(l, oci::MT_LAYER_GZ), None)?;
+        }
+        client.push_blob(&source(&img.config, oci::MT_CONFIG), None)?;
+        let manifest = std::fs::read(&img.manifest.path).map_err(|e| RegistryError::Io {
+            what: "reading the manifest".into(),
+            source: e,
+        })?;
+        client.put_manifest(&img.manifest.digest, oci::MT_MANIFEST, &manifest)?;
+        pushed
+            .images
+            .push((img.arch.apk().to_string(), img.manifest.digest.clone()));
+    }
+    for img in images {
+        let name = format!("sbom-{}.spdx.json", img.arch.apk());
+        if let Some((_, doc)) = sboms.iter().find(|(n, _)| *n == name) {
+            attach(client, &img.manifest, oci::MT_MANIFEST, &name, doc)?;
+        }
+    }
+    let index_bytes = std::fs::read(&index.path).map_err(|e| RegistryError::Io {
+        what: "reading the index".into(),
+        source: e,
+    })?;
+    client.put_manifest(&index.digest, oci::MT_INDEX, &index_bytes)?;
+    if let Some((_, doc)) = sboms.iter().find(|(n, _)| n == "sbom-index.spdx.json") {
+        attach(client, index, oci::MT_INDEX, "sbom-index.spdx.json", doc)?;
+    }
+    if let Some(tag) = client.r.tag.clone() {
+        client.put_manifest(&tag, oci::MT_INDEX, &index_bytes)?;
+    }
+    Ok(pushed)
+}
+
+/// Attach an SBOM to `subject` as an OCI referrer (an artifact manifest with a subject). When
+/// the registry does not answer with `OCI-Subject` it has no referrers API, and the artifact is
+/// listed in the `sha256-<hex>` tag the distribution spec names as the fallback.
+fn attach(
+    client: &mut Client,
+    subject: &Blob,
+    subject_type: &str,
+    name: &str,
+    doc: &Value,
+) -> Result<(), RegistryError> {
+    let sbom = bytes_source(serde_json::to_vec_pretty(doc).expect("JSON"), SPDX);
+    let empty = bytes_source(b"{}".to_vec(), EMPTY_CONFIG);
+    client.push_blob(&empty, None)?;
+    client.push_blob(&sbom, None)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": oci::MT_MANIFEST,
+        "artifactType": SPDX,
+        "config": {"mediaType": EMPTY_CONFIG, "digest": empty.digest, "size": empty.size},
+        "layers": [{"mediaType": SPDX, "digest": sbom.digest, "size": sbom.size, "annotations": {"org.opencontainers.image.title": name}}],
+        "subject": {"mediaType": subject_type, "digest": subject.digest, "size": subject.size},
+    });
+    let bytes = serde_json::to_vec(&manifest).expect("JSON");
+    let digest = format!(
+        "sha256:{}",
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let echoed = client.put_manifest(&digest, oci::MT_MANIFEST, &bytes)?;
+    if echoed.is_some() {
+        client.stats.referrers_api = Some(true);
+        return Ok(());
+    }
+    client.stats.referrers_api = Some(false);
+    let tag = subject.digest.replace(':', "-");
+    let existing = client.get_manifest(&tag, oci::MT_INDEX)?;
+    let mut idx: Value = existing
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(
+            || json!({"schemaVersion": 2, "mediaType": oci::MT_INDEX, "manifests": []}),
+        );
+    let list = idx["manifests"]
+        .as_array_mut()
+        .expect("an index has manifests");
+    if !list.iter().any(|m| m["digest"] == digest) {
+        list.push(json!({"mediaType": oci::MT_MANIFEST, "digest": digest, "size": bytes.len(), "artifactType": SPDX}));
+    }
+    client.put_manifest(
+        &tag,
+        oci::MT_INDEX,
+        &serde_json::to_vec(&idx).expect("JSON"),
+    )?;
+    Ok(())
+}
