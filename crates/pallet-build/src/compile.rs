@@ -1,0 +1,1338 @@
+//! melange's configuration format, compiled exactly: the strict schema (unknown keys are
+//! errors with line and column), `${{…}}` substitution, `if:` conditions, `range` subpackages,
+//! `var-transforms`, build options, pipeline inputs with defaults and required checks, the
+//! built-in pipelines (embedded; `--pipeline-dir` is searched first), and `needs.packages`
+//! merged into the environment. Compiling never resolves packages or touches the network.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pallet_image::config::{Arch, ImageConfiguration};
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------------------------------------
+// Schema
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Configuration {
+    pub package: Package,
+    #[serde(default)]
+    pub environment: ImageConfiguration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    #[serde(default)]
+    pub pipeline: Vec<Pipeline>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subpackages: Vec<Subpackage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<Data>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub var_transforms: Vec<VarTransform>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, BuildOption>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Test>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_architecture: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copyright: Vec<Copyright>,
+    #[serde(default)]
+    pub dependencies: Dependencies,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<PackageOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scriptlets: Option<Scriptlets>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpe: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setcap: Vec<Setcap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_resources: Option<Resources>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Copyright {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub attestation: String,
+    #[serde(default)]
+    pub license: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub license_path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detection_override: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Dependencies {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provides: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_priority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces_priority: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PackageOptions {
+    #[serde(default)]
+    pub no_provides: bool,
+    #[serde(default)]
+    pub no_depends: bool,
+    #[serde(default)]
+    pub no_commands: bool,
+    #[serde(default)]
+    pub no_versioned_shlib_deps: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Scriptlets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_install: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_install: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_deinstall: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_deinstall: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_upgrade: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_upgrade: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    #[serde(default)]
+    pub script: String,
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enabled: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Setcap {
+    pub path: String,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpumodel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Pipeline {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub with: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipeline: Vec<Pipeline>,
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub if_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Needs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertions: Option<Assertions>,
+    /// Only in pipeline definition files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, Input>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Needs {
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Assertions {
+    #[serde(default)]
+    pub required_steps: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Subpackage {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipeline: Vec<Pipeline>,
+    #[serde(default)]
+    pub dependencies: Dependencies,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<PackageOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scriptlets: Option<Scriptlets>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Test>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setcap: Vec<Setcap>,
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub if_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    pub name: String,
+    #[serde(default)]
+    pub items: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Test {
+    #[serde(default)]
+    pub environment: ImageConfiguration,
+    #[serde(default)]
+    pub pipeline: Vec<Pipeline>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VarTransform {
+    pub from: String,
+    #[serde(rename = "match")]
+    pub match_: String,
+    pub replace: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildOption {
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    #[serde(default)]
+    pub environment: Option<OptionEnvironment>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionEnvironment {
+    #[serde(default)]
+    pub contents: Option<OptionContents>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionContents {
+    #[serde(default)]
+    pub packages: Option<AddRemove>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddRemove {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Update {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_sequential: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_separator: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_regex_patterns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_prerelease_tags: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub version_transform: Vec<VersionTransform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_monitor: Option<Monitor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<Monitor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<Monitor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<Monitor>,
+    #[serde(
+        default,
+        rename = "version_data",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub version_data: Option<VersionData>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub period: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionTransform {
+    #[serde(rename = "match")]
+    pub match_: String,
+    pub replace: String,
+}
+
+/// The update monitors share their fields; each kind uses a subset.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Monitor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_filter_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_filter_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_filter_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_filter_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_tag: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionData {
+    #[serde(default)]
+    pub version_format: String,
+    #[serde(default)]
+    pub sources: Vec<VersionSource>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSource {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub stream: String,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    #[serde(default)]
+    pub commit_source: String,
+    #[serde(default)]
+    pub use_release: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: step '{step}': {message}")]
+    Step {
+        path: PathBuf,
+        step: String,
+        message: String,
+    },
+    /// The package does not build for this architecture (`target-architecture`).
+    #[error("{name} does not build for {arch} (target-architecture)")]
+    SkipArch { name: String, arch: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Built-in pipelines
+
+/// The built-in pipelines, embedded in the binary.
+pub static BUILTIN_PIPELINES: &[(&str, &str)] =
+    &include!(concat!(env!("OUT_DIR"), "/builtin_pipelines.rs"));
+
+/// Find a pipeline definition: `--pipeline-dir`s first, then the built-ins.
+fn find_pipeline(name: &str, dirs: &[PathBuf]) -> Option<(String, String)> {
+    for d in dirs {
+        let p = d.join(format!("{name}.yaml"));
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            return Some((p.display().to_string(), text));
+        }
+    }
+    BUILTIN_PIPELINES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, t)| (format!("(built-in) {n}"), t.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Substitution and conditions
+
+/// Replace `${{ name }}` references. `quote` renders each value as a quoted string (for `if:`).
+fn substitute(text: &str, vars: &BTreeMap<String, String>, quote: bool) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let end = after.find("}}").ok_or_else(|| {
+            format!(
+                "unterminated ${{{{ in '{}'",
+                text.lines().next().unwrap_or("")
+            )
+        })?;
+        let key = after[..end].trim();
+        let val = vars
+            .get(key)
+            .ok_or_else(|| format!("variable ${{{{{key}}}}} is not defined"))?;
+        if quote {
+            out.push('"');
+            for c in val.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        } else {
+            out.push_str(val);
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[derive(Debug, PartialEq)]
+enum Tok {
+    Str(String),
+    Eq,
+    Ne,
+    And,
+    Or,
+    Open,
+    Close,
+}
+
+fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
+    let mut out = vec![];
+    let cs: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < cs.len() {
+        let c = cs[i];
+        match c {
+            ' ' | '\t' | '\n' => i += 1,
+            '(' => {
+                out.push(Tok::Open);
+                i += 1;
+            }
+            ')' => {
+                out.push(Tok::Close);
+                i += 1;
+            }
+            '=' | '!' | '&' | '|' => {
+                let two: String = cs[i..(i + 2).min(cs.len())].iter().collect();
+                out.push(match two.as_str() {
+                    "==" => Tok::Eq,
+                    "!=" => Tok::Ne,
+                    "&&" => Tok::And,
+                    "||" => Tok::Or,
+                    _ => return Err(format!("unexpected '{two}'")),
+                });
+                i += 2;
+            }
+            '\'' | '"' => {
+                let q = c;
+                let mut v = String::new();
+                i += 1;
+                loop {
+                    let Some(&ch) = cs.get(i) else {
+                        return Err("unterminated string".into());
+                    };
+                    i += 1;
+                    if ch == q {
+                        break;
+                    }
+                    if ch == '\\' {
+                        let n = *cs.get(i).ok_or("unterminated escape")?;
+                        i += 1;
+                        v.push(match n {
+                            'n' => '\n',
+                            't' => '\t',
+                            other => other,
+                        });
+                    } else {
+                        v.push(ch);
+                    }
+                }
+                out.push(Tok::Str(v));
+            }
+            _ => {
+                return Err(format!(
+                    "unexpected '{c}' (values must be quoted strings or ${{{{variables}}}})"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `expr := atom (('&&'|'||') atom)*`, equal precedence, left to right, as melange evaluates.
+fn eval_expr(t: &[Tok], i: &mut usize) -> Result<bool, String> {
+    let mut acc = eval_atom(t, i)?;
+    while let Some(op) = t.get(*i) {
+        match op {
+            Tok::And => {
+                *i += 1;
+                let r = eval_atom(t, i)?;
+                acc = acc && r;
+            }
+            Tok::Or => {
+                *i += 1;
+                let r = eval_atom(t, i)?;
+                acc = acc || r;
+            }
+            _ => break,
+        }
+    }
+    Ok(acc)
+}
+
+fn eval_atom(t: &[Tok], i: &mut usize) -> Result<bool, String> {
+    match t.get(*i) {
+        Some(Tok::Open) => {
+            *i += 1;
+            let v = eval_expr(t, i)?;
+            if t.get(*i) != Some(&Tok::Close) {
+                return Err("missing ')'".into());
+            }
+            *i += 1;
+            Ok(v)
+        }
+        Some(Tok::Str(a)) => {
+            let a = a.clone();
+            *i += 1;
+            let op = t.get(*i).ok_or("expected == or != after a value")?;
+            let eq = match op {
+                Tok::Eq => true,
+                Tok::Ne => false,
+                _ => return Err("expected == or !=".into()),
+            };
+            *i += 1;
+            let Some(Tok::Str(b)) = t.get(*i) else {
+                return Err("expected a value after the comparison".into());
+            };
+            *i += 1;
+            Ok((a == *b) == eq)
+        }
+        _ => Err("expected a value or '('".into()),
+    }
+}
+
+/// Evaluate an `if:` condition against `vars`.
+pub fn evaluate_if(cond: &str, vars: &BTreeMap<String, String>) -> Result<bool, String> {
+    let text = substitute(cond, vars, true)?;
+    let toks = tokenize(&text)?;
+    let mut i = 0;
+    let v = eval_expr(&toks, &mut i)?;
+    if i != toks.len() {
+        return Err(format!("unexpected trailing tokens in '{cond}'"));
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation
+
+/// How to compile.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    pub arch: Option<Arch>,
+    pub pipeline_dirs: Vec<PathBuf>,
+    /// `--vars-file` values, merged over `vars`.
+    pub vars: BTreeMap<String, String>,
+    /// `--build-option` names.
+    pub build_options: Vec<String>,
+}
+
+/// One compiled step: the final shell text, environment and working directory, with its
+/// children (the `uses` pipeline's steps, or its own nested `pipeline`).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CompiledStep {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uses: Option<String>,
+    /// Inputs that differ from the pipeline's defaults.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub with: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<String>,
+    pub working_directory: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pipeline: Vec<CompiledStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CompiledPackage {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub dependencies: Dependencies,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<PackageOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scriptlets: Option<Scriptlets>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    pub pipeline: Vec<CompiledStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<CompiledTest>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CompiledTest {
+    pub environment: ImageConfiguration,
+    pub pipeline: Vec<CompiledStep>,
+}
+
+/// The fully resolved configuration, as `melange compile` prints it.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Compiled {
+    pub package: Package,
+    pub environment: ImageConfiguration,
+    pub pipeline: Vec<CompiledStep>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subpackages: Vec<CompiledPackage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<CompiledTest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    pub arch: String,
+    /// Every variable the compile defined (after var-transforms and options).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+fn triplets(arch: Arch) -> [(&'static str, String); 6] {
+    let (gnu, rust) = match arch {
+        Arch::Amd64 => ("x86_64-pc-linux-gnu", "x86_64-unknown-linux-gnu"),
+        Arch::Arm64 => ("aarch64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"),
+        Arch::X86 => ("i486-pc-linux-gnu", "i686-unknown-linux-gnu"),
+        Arch::Ppc64le => (
+            "powerpc64le-unknown-linux-gnu",
+            "powerpc64le-unknown-linux-gnu",
+        ),
+        Arch::S390x => ("s390x-ibm-linux-gnu", "s390x-unknown-linux-gnu"),
+        Arch::Riscv64 => ("riscv64-unknown-linux-gnu", "riscv64gc-unknown-linux-gnu"),
+        Arch::ArmV7 => (
+            "armv7-unknown-linux-gnueabihf",
+            "armv7-unknown-linux-gnueabihf",
+        ),
+        Arch::ArmV6 => (
+            "armv6-unknown-linux-gnueabihf",
+            "arm-unknown-linux-gnueabihf",
+        ),
+        Arch::Loong64 => (
+            "loongarch64-unknown-linux-gnu",
+            "loongarch64-unknown-linux-gnu",
+        ),
+    };
+    let musl = |s: &str| s.replace("-gnu", "-musl");
+    [
+        ("host.triplet.gnu", gnu.to_string()),
+        ("host.triplet.rust", rust.to_string()),
+        ("cross.triplet.gnu.glibc", gnu.to_string()),
+        ("cross.triplet.gnu.musl", musl(gnu)),
+        ("cross.triplet.rust.glibc", rust.to_string()),
+        ("cross.triplet.rust.musl", musl(rust)),
+    ]
+}
+
+fn is_hex(s: &str, n: usize) -> bool {
+    s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+struct Compiler<'a> {
+    path: &'a Path,
+    dirs: &'a [PathBuf],
+    needs: Vec<String>,
+}
+
+impl Compiler<'_> {
+    fn step_err(&self, step: &str, message: impl Into<String>) -> CompileError {
+        CompileError::Step {
+            path: self.path.to_path_buf(),
+            step: step.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Compile one step in `scope`. Returns `None` when its `if:` is false.
+    fn step(
+        &mut self,
+        p: &Pipeline,
+        scope: &BTreeMap<String, String>,
+        workdir: &str,
+        env: &BTreeMap<String, String>,
+        depth: usize,
+    ) -> Result<Option<CompiledStep>, CompileError> {
+        let label = p
+            .name
+            .clone()
+            .or_else(|| p.uses.clone())
+            .unwrap_or_else(|| {
+                p.runs
+                    .as_deref()
+                    .and_then(|r| r.lines().next())
+                    .unwrap_or("step")
+                    .chars()
+                    .take(40)
+                    .collect()
+            });
+        if depth > 32 {
+            return Err(self.step_err(
+                &label,
+                "pipelines nest deeper than 32 levels (a uses loop?)",
+            ));
+        }
+        let path = self.path;
+        let sub = |t: &str| {
+            substitute(t, scope, false).map_err(|m| CompileError::Step {
+                path: path.to_path_buf(),
+                step: label.clone(),
+                message: m,
+            })
+        };
+        if let Some(cond) = &p.if_ {
+            let ok =
+                evaluate_if(cond, scope).map_err(|m| self.step_err(&label, format!("if: {m}")))?;
+            if !ok {
+                return Ok(None);
+            }
+        }
+        if p.uses.is_some() && p.runs.is_some() {
+            return Err(self.step_err(&label, "uses and runs cannot be combined"));
+        }
+        if !p.with.is_empty() && p.uses.is_none() {
+            return Err(self.step_err(&label, "with is given without uses"));
+        }
+        let workdir = match &p.working_directory {
+            Some(w) => {
+                let w = sub(w)?;
+                if w.starts_with('/') {
+                    w
+                } else {
+                    format!("/home/build/{w}")
+                }
+            }
+            None => workdir.to_string(),
+        };
+        let mut env = env.clone();
+        for (k, v) in &p.environment {
+            env.insert(k.clone(), sub(v)?);
+        }
+        if let Some(n) = &p.needs {
+            for pkg in &n.packages {
+                let pkg = sub(pkg)?;
+                if !pkg.is_empty() && !self.needs.contains(&pkg) {
+                    self.needs.push(pkg);
+                }
+            }
+        }
+        let mut out = CompiledStep {
+            name: p.name.as_ref().map(|n| sub(n)).transpose()?,
+            uses: p.uses.clone(),
+            runs: p.runs.as_ref().map(|r| sub(r)).transpose()?,
+            working_directory: workdir.clone(),
+            environment: env.clone(),
+            label: p.label.clone(),
+            ..Default::default()
+        };
+        if let Some(uses) = &p.uses {
+            if uses.starts_with('/') || uses.split('/').any(|c| c == "..") {
+                return Err(self.step_err(
+                    &label,
+                    format!("uses: '{uses}' must be a relative pipeline name"),
+                ));
+            }
+            let (source, text) = find_pipeline(uses, self.dirs).ok_or_else(|| {
+                self.step_err(
+                    &label,
+                    format!("unknown pipeline '{uses}' (not built in, and not in --pipeline-dir)"),
+                )
+            })?;
+            let def: Pipeline = serde_saphyr::from_str(&text).map_err(|e| CompileError::Parse {
+                path: PathBuf::from(&source),
+                message: e.to_string(),
+            })?;
+            for k in p.with.keys() {
+                if !def.inputs.contains_key(k) {
+                    return Err(self.step_err(
+                        &label,
+                        format!("input '{k}' is not declared by pipeline '{uses}'"),
+                    ));
+                }
+            }
+            let mut inner = scope.clone();
+            // Inputs of an outer pipeline do not leak into this one; its own are set below.
+            inner.retain(|k, _| !k.starts_with("inputs."));
+            for (k, input) in &def.inputs {
+                let given = p
+                    .with
+                    .get(k)
+                    .map(|v| sub(v))
+                    .transpose()?
+                    .filter(|v| !v.is_empty());
+                let default = input.default.as_ref().map(|d| sub(d)).transpose()?;
+                let value = match (given, default) {
+                    (Some(v), _) => v,
+                    (None, Some(d)) => d,
+                    (None, None) => String::new(),
+                };
+                if value.is_empty() && input.required {
+                    return Err(
+                        self.step_err(&label, format!("pipeline '{uses}' requires input '{k}'"))
+                    );
+                }
+                let check = match k.as_str() {
+                    "expected-sha256" => Some(64),
+                    "expected-sha512" => Some(128),
+                    "expected-commit" => Some(40),
+                    _ => None,
+                };
+                if let Some(n) = check {
+                    if !value.is_empty() && !is_hex(&value, n) {
+                        return Err(self.step_err(
+                            &label,
+                            format!("input '{k}' must be {n} hex digits, got '{value}'"),
+                        ));
+                    }
+                }
+                if input
+                    .default
+                    .as_deref()
+                    .map(|d| substitute(d, scope, false).unwrap_or_default())
+                    != Some(value.clone())
+                {
+                    out.with.insert(k.clone(), value.clone());
+                }
+                inner.insert(format!("inputs.{k}"), value);
+            }
+            if let Some(n) = &def.needs {
+                for pkg in &n.packages {
+                    let pkg =
+                        substitute(pkg, &inner, false).map_err(|m| self.step_err(&label, m))?;
+                    if !pkg.is_empty() && !self.needs.contains(&pkg) {
+                        self.needs.push(pkg);
+                    }
+                }
+            }
+            if def.runs.is_some() {
+                out.runs = def
+                    .runs
+                    .as_ref()
+                    .map(|r| substitute(r, &inner, false).map_err(|m| self.step_err(&label, m)))
+                    .transpose()?;
+            }
+            for child in &def.pipeline {
+                if let Some(c) = self.step(child, &inner, &workdir, &env, depth + 1)? {
+                    out.pipeline.push(c);
+                }
+            }
+        }
+        let mut ran = 0u32;
+        for child in &p.pipeline {
+            if let Some(c) = self.step(child, scope, &workdir, &env, depth + 1)? {
+                out.pipeline.push(c);
+                ran += 1;
+            }
+        }
+        if let Some(a) = &p.assertions {
+            if a.required_steps > 0 && ran != a.required_steps {
+                return Err(self.step_err(
+                    &label,
+                    format!(
+                        "assertions: {} step(s) must run, {ran} did",
+                        a.required_steps
+                    ),
+                ));
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn steps(
+        &mut self,
+        list: &[Pipeline],
+        scope: &BTreeMap<String, String>,
+    ) -> Result<Vec<CompiledStep>, CompileError> {
+        let mut out = vec![];
+        for p in list {
+            if let Some(s) = self.step(p, scope, "/home/build", &BTreeMap::new(), 0)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn sub_list(
+    list: &[String],
+    scope: &BTreeMap<String, String>,
+    path: &Path,
+    what: &str,
+) -> Result<Vec<String>, CompileError> {
+    list.iter()
+        .map(|s| {
+            substitute(s, scope, false).map_err(|m| CompileError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("{what}: {m}"),
+            })
+        })
+        .collect()
+}
+
+fn sub_deps(
+    d: &Dependencies,
+    scope: &BTreeMap<String, String>,
+    path: &Path,
+) -> Result<Dependencies, CompileError> {
+    Ok(Dependencies {
+        runtime: sub_list(&d.runtime, scope, path, "dependencies.runtime")?,
+        provides: sub_list(&d.provides, scope, path, "dependencies.provides")?,
+        replaces: sub_list(&d.replaces, scope, path, "dependencies.replaces")?,
+        provider_priority: d.provider_priority.clone(),
+        replaces_priority: d.replaces_priority.clone(),
+    })
+}
+
+/// Parse a melange YAML file strictly.
+pub fn parse(path: &Path) -> Result<(Configuration, String), CompileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CompileError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let cfg: Configuration = serde_saphyr::from_str(&text).map_err(|e| CompileError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok((cfg, text))
+}
+
+const NAME_RE: &str = r"^[a-zA-Z\d][a-zA-Z\d+_.-]*$";
+
+/// Compile a parsed configuration for one architecture.
+pub fn compile(
+    cfg: &Configuration,
+    path: &Path,
+    opts: &CompileOptions,
+) -> Result<Compiled, CompileError> {
+    let invalid = |message: String| CompileError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let arch = opts.arch.unwrap_or_else(Arch::host);
+    let p = &cfg.package;
+    let name_re = regex::Regex::new(NAME_RE).expect("valid regex");
+    if !name_re.is_match(&p.name) {
+        return Err(invalid(format!(
+            "package.name '{}' must match {NAME_RE}",
+            p.name
+        )));
+    }
+    if p.version.is_empty() {
+        return Err(invalid("package.version is required".into()));
+    }
+    if !p.target_architecture.is_empty()
+        && !p
+            .target_architecture
+            .iter()
+            .any(|a| a == "all" || Arch::parse(a) == Some(arch))
+    {
+        return Err(CompileError::SkipArch {
+            name: p.name.clone(),
+            arch: arch.apk().into(),
+        });
+    }
+    let full = format!("{}-r{}", p.version, p.epoch);
+    let mut vars: BTreeMap<String, String> = BTreeMap::from([
+        ("package.name".into(), p.name.clone()),
+        ("package.version".into(), p.version.clone()),
+        ("package.epoch".into(), p.epoch.to_string()),
+        ("package.full-version".into(), full),
+        ("package.description".into(), p.description.clone()),
+        ("package.srcdir".into(), "/home/build".into()),
+        ("targets.outdir".into(), "/home/build/melange-out".into()),
+        (
+            "targets.destdir".into(),
+            format!("/home/build/melange-out/{}", p.name),
+        ),
+        (
+            format!("targets.package.{}", p.name),
+            format!("/home/build/melange-out/{}", p.name),
+        ),
+        ("build.arch".into(), arch.apk().into()),
+        ("build.goarch".into(), arch.oci().0.into()),
+    ]);
+    for (k, v) in triplets(arch) {
+        vars.insert(k.into(), v);
+    }
+    // User vars, then option vars for enabled options, then --vars-file.
+    for (k, v) in &cfg.vars {
+        let v = substitute(v, &vars, false).unwrap_or_else(|_| v.clone());
+        vars.insert(format!("vars.{k}"), v);
+    }
+    for o in &opts.build_options {
+        if !cfg.options.contains_key(o) {
+            return Err(invalid(format!(
+                "--build-option {o}: no such option in options:"
+            )));
+        }
+    }
+    for (name, o) in &cfg.options {
+        let on = opts.build_options.contains(name);
+        vars.insert(format!("options.{name}.enabled"), on.to_string());
+        if on {
+            for (k, v) in &o.vars {
+                vars.insert(format!("vars.{k}"), v.clone());
+            }
+        }
+    }
+    for (k, v) in &opts.vars {
+        vars.insert(format!("vars.{k}"), v.clone());
+    }
+    for t in &cfg.var_transforms {
+        let from = substitute(&t.from, &vars, false)
+            .map_err(|m| invalid(format!("var-transforms {}: {m}", t.to)))?;
+        let re = regex::Regex::new(&t.match_)
+            .map_err(|e| invalid(format!("var-transforms {}: bad regex: {e}", t.to)))?;
+        vars.insert(
+            format!("vars.{}", t.to),
+            re.replace_all(&from, t.replace.as_str()).into_owned(),
+        );
+    }
+    // Subpackage output folders are known to every step.
+    let data: BTreeMap<&str, &BTreeMap<String, String>> = cfg
+        .data
+        .iter()
+        .map(|d| (d.name.as_str(), &d.items))
+        .collect();
+    let mut expanded: Vec<(Subpackage, BTreeMap<String, String>)> = vec![];
+    for sp in &cfg.subpackages {
+        match &sp.range {
+            Some(r) => {
+                let items = data.get(r.as_str()).ok_or_else(|| {
+                    invalid(format!(
+                        "subpackage {}: range '{r}' is not in data:",
+                        sp.name
+                    ))
+                })?;
+                for (k, v) in items.iter() {
+                    let mut scope = BTreeMap::new();
+                    scope.insert("range.key".to_string(), k.clone());
+                    scope.insert("range.value".to_string(), v.clone());
+                    expanded.push((sp.clone(), scope));
+                }
+            }
+            None => expanded.push((sp.clone(), BTreeMap::new())),
+        }
+    }
+    let mut subs: Vec<(String, Subpackage, BTreeMap<String, String>)> = vec![];
+    for (sp, extra) in expanded {
+        let mut scope = vars.clone();
+        scope.extend(extra);
+        let name = substitute(&sp.name, &scope, false)
+            .map_err(|m| invalid(format!("subpackage {}: {m}", sp.name)))?;
+        if !name_re.is_match(&name) {
+            return Err(invalid(format!(
+                "subpackage name '{name}' must match {NAME_RE}"
+            )));
+        }
+        if name == p.name || subs.iter().any(|(n, _, _)| *n == name) {
+            return Err(invalid(format!("subpackage name '{name}' is used twice")));
+        }
+        vars.insert(
+            format!("targets.package.{name}"),
+            format!("/home/build/melange-out/{name}"),
+        );
+        subs.push((name, sp, scope));
+    }
+    let mut c = Compiler {
+        path,
+        dirs: &opts.pipeline_dirs,
+        needs: vec![],
+    };
+    let mut main_scope = vars.clone();
+    main_scope.insert(
+        "targets.contextdir".into(),
+        format!("/home/build/melange-out/{}", p.name),
+    );
+    main_scope.insert("context.name".into(), p.name.clone());
+    let pipeline = c.steps(&cfg.pipeline, &main_scope)?;
+    let mut subpackages = vec![];
+    for (name, sp, scope) in subs {
+        let mut scope = scope;
+        scope.extend(
+            vars.iter()
+                .filter(|(k, _)| k.starts_with("targets.package."))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        scope.insert(
+            "targets.contextdir".into(),
+            format!("/home/build/melange-out/{name}"),
+        );
+        scope.insert(
+            "targets.subpkgdir".into(),
+            format!("/home/build/melange-out/{name}"),
+        );
+        scope.insert("subpkg.name".into(), name.clone());
+        scope.insert("context.name".into(), name.clone());
+        if let Some(cond) = &sp.if_ {
+            if !evaluate_if(cond, &scope)
+                .map_err(|m| invalid(format!("subpackage {name}: if: {m}")))?
+            {
+                continue;
+            }
+        }
+        let steps = c.steps(&sp.pipeline, &scope)?;
+        let test = match &sp.test {
+            Some(t) => Some(compile_test(t, &scope, path, &opts.pipeline_dirs, &name)?),
+            None => None,
+        };
+        subpackages.push(CompiledPackage {
+            name: name.clone(),
+            description: substitute(&sp.description, &scope, false)
+                .map_err(|m| invalid(format!("subpackage {name}: {m}")))?,
+            dependencies: sub_deps(&sp.dependencies, &scope, path)?,
+            options: sp.options.clone(),
+            scriptlets: sp.scriptlets.clone(),
+            url: sp.url.clone(),
+            pipeline: steps,
+            test,
+        });
+    }
+    let mut environment = cfg.environment.clone();
+    environment.contents.packages = sub_list(
+        &environment.contents.packages,
+        &vars,
+        path,
+        "environment.contents.packages",
+    )?;
+    for (name, o) in &cfg.options {
+        if !opts.build_options.contains(name) {
+            continue;
+        }
+        if let Some(ar) = o
+            .environment
+            .as_ref()
+            .and_then(|e| e.contents.as_ref())
+            .and_then(|c| c.packages.as_ref())
+        {
+            environment
+                .contents
+                .packages
+                .retain(|pk| !ar.remove.contains(pk));
+            for a in &ar.add {
+                if !environment.contents.packages.contains(a) {
+                    environment.contents.packages.push(a.clone());
+                }
+            }
+        }
+    }
+    for n in c.needs {
+        if !environment.contents.packages.contains(&n) {
+            environment.contents.packages.push(n);
+        }
+    }
+    let test = match &cfg.test {
+        Some(t) => Some(compile_test(
+            t,
+            &main_scope,
+            path,
+            &opts.pipeline_dirs,
+            &p.name,
+        )?),
+        None => None,
+    };
+    let mut package = p.clone();
+    package.dependencies = sub_deps(&p.dependencies, &main_scope, path)?;
+    Ok(Compiled {
+        package,
+        environment,
+        pipeline,
+        subpackages,
+        test,
+        update: cfg.update.clone(),
+        capabilities: cfg.capabilities.clone(),
+        arch: arch.apk().into(),
+        vars: vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("vars.") || k.starts_with("options."))
+            .collect(),
+    })
+}
+
+fn compile_test(
+    t: &Test,
+    scope: &BTreeMap<String, String>,
+    path: &Path,
+    dirs: &[PathBuf],
+    pkg: &str,
+) -> Result<CompiledTest, CompileError> {
+    let mut c = Compiler {
+        path,
+        dirs,
+        needs: vec![],
+    };
+    let pipeline = c.steps(&t.pipeline, scope)?;
+    let mut environment = t.environment.clone();
+    // The package under test is installed into its test environment.
+    if !environment.contents.packages.iter().any(|p| p == pkg) {
+        environment.contents.packages.push(pkg.to_string());
+    }
+    for n in c.needs {
+        if !environment.contents.packages.contains(&n) {
+            environment.contents.packages.push(n);
+        }
+    }
+    Ok(CompiledTest {
+        environment,
+        pipeline,
+    })
+}
+
+/// Parse and compile a file.
+pub fn compile_file(
+    path: &Path,
+    opts: &CompileOptions,
+) -> Result<(Compiled, String), CompileError> {
+    let (cfg, text) = parse(path)?;
+    Ok((compile(&cfg, path, opts)?, text))
+}
