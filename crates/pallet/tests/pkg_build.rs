@@ -237,7 +237,7 @@ fn failures_are_clear() {
     let o = run(&["pkg", "build", "--bootstrap", "undef.yaml"], d, &[]);
     assert!(
         !o.status.success()
-            && text(&o).contains("undefined variable")
+            && text(&o).contains("is not defined")
             && text(&o).contains("uses-undefined"),
         "{}",
         text(&o)
