@@ -27,6 +27,8 @@ pub struct PackageSpec {
     /// Install scripts by control name (`.post-install` …).
     pub scripts: Vec<(String, Vec<u8>)>,
     pub sca: ScaOptions,
+    /// Lint rules downgraded from required to warnings (`checks.disabled`).
+    pub checks_disabled: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -708,6 +708,8 @@ pub struct CompiledPackage {
     pub scriptlets: Option<Scriptlets>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
     pub pipeline: Vec<CompiledStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test: Option<CompiledTest>,
@@ -1234,6 +1236,7 @@ pub fn compile(
             options: sp.options.clone(),
             scriptlets: sp.scriptlets.clone(),
             url: sp.url.clone(),
+            checks: sp.checks.clone(),
             pipeline: steps,
             test,
         });

@@ -210,6 +210,25 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         signing_key: key.as_ref(),
         config_yaml: plan.config_yaml.clone(),
     };
+    // melange's lint rules on what the build produced: a failing required rule stops the
+    // build before anything is written; the others are reported.
+    let mut failures = vec![];
+    for p in &all {
+        let dir = workspace.join("melange-out").join(&p.name);
+        let entries = crate::lint::entries_of(&dir).map_err(|e| setup("reading melange-out", e))?;
+        for f in crate::lint::lint_package(&p.name, &entries, &p.checks_disabled, &[]) {
+            match f.severity {
+                crate::lint::Severity::Require => failures.push(format!("{}: {} ({})", f.package, f.rule, f.message)),
+                _ => eprintln!("lint warning: {}: {} ({})", f.package, f.rule, f.message),
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(BuildError::Setup(format!(
+            "required lint rules failed (fix the files, or list the rule under checks.disabled):\n  {}",
+            failures.join("\n  ")
+        )));
+    }
     let mut written = vec![];
     for p in &all {
         let (path, info) = assembly.emit(

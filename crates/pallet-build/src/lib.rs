@@ -3,6 +3,7 @@
 pub mod assemble;
 pub mod compile;
 pub mod driver;
+pub mod lint;
 pub mod recipe;
 pub mod runner;
 pub mod sca;

@@ -101,6 +101,7 @@ fn sca(o: &Option<PackageOptions>) -> ScaOptions {
 
 #[allow(clippy::too_many_arguments)]
 fn spec(
+    checks: &Option<crate::compile::Checks>,
     name: &str,
     description: &str,
     url: &str,
@@ -126,6 +127,7 @@ fn spec(
         triggers,
         scripts,
         sca: sca(options),
+        checks_disabled: checks.as_ref().map(|c| c.disabled.clone()).unwrap_or_default(),
     })
 }
 
@@ -158,6 +160,7 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         .collect::<Vec<_>>()
         .join(" AND ");
     let main = spec(
+        &p.checks,
         &p.name,
         &p.description,
         &p.url,
@@ -181,6 +184,7 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         };
         subpackages.push((
             spec(
+                &sp.checks,
                 &sp.name,
                 &sp.description,
                 &url,
