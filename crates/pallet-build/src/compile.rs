@@ -218,6 +218,9 @@ pub struct Pipeline {
     /// Only in pipeline definition files.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, Input>,
+    /// Only in pipeline definition files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -281,8 +284,9 @@ pub struct Subpackage {
 #[serde(deny_unknown_fields)]
 pub struct Data {
     pub name: String,
+    /// An item may have no value (`3.10:`): its value is then empty.
     #[serde(default)]
-    pub items: BTreeMap<String, String>,
+    pub items: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -520,6 +524,29 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>, quote: bool) -> Resul
     Ok(out)
 }
 
+/// melange's parse-time replacement: known variables are replaced, anything else is left as
+/// written (descriptions may hold text that only looks like a reference).
+fn substitute_lenient(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        match after.find("}}") {
+            Some(end) if vars.contains_key(after[..end].trim()) => {
+                out.push_str(&vars[after[..end].trim()]);
+                rest = &after[end + 2..];
+            }
+            _ => {
+                out.push_str("${{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[derive(Debug, PartialEq)]
 enum Tok {
     Str(String),
@@ -646,9 +673,64 @@ fn eval_atom(t: &[Tok], i: &mut usize) -> Result<bool, String> {
     }
 }
 
+/// Put variables into a condition: outside string literals each becomes a quoted string;
+/// inside a literal (`'"${{range.key}}" == ""'`) its text joins the literal.
+fn substitute_condition(cond: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut quote: Option<char> = None;
+    let mut rest = cond;
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("${{") {
+            let after = &rest[3..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("unterminated ${{{{ in '{cond}'"))?;
+            let key = after[..end].trim();
+            let val = vars
+                .get(key)
+                .ok_or_else(|| format!("variable ${{{{{key}}}}} is not defined"))?;
+            let escaped: String = val
+                .chars()
+                .flat_map(|ch| match ch {
+                    '\\' => vec!['\\', '\\'],
+                    ch if Some(ch) == quote || (quote.is_none() && ch == '"') => vec!['\\', ch],
+                    ch => vec![ch],
+                })
+                .collect();
+            match quote {
+                Some(_) => out.push_str(&escaped),
+                None => {
+                    out.push('"');
+                    out.push_str(&escaped);
+                    out.push('"');
+                }
+            }
+            rest = &after[end + 2..];
+            continue;
+        }
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), ch) if ch == q => quote = None,
+            (Some(_), '\\') => {
+                out.push(c);
+                rest = &rest[1..];
+                if let Some(n) = rest.chars().next() {
+                    out.push(n);
+                    rest = &rest[n.len_utf8()..];
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    Ok(out)
+}
+
 /// Evaluate an `if:` condition against `vars`.
 pub fn evaluate_if(cond: &str, vars: &BTreeMap<String, String>) -> Result<bool, String> {
-    let text = substitute(cond, vars, true)?;
+    let text = substitute_condition(cond, vars)?;
     let toks = tokenize(&text)?;
     let mut i = 0;
     let v = eval_expr(&toks, &mut i)?;
@@ -737,6 +819,9 @@ pub struct Compiled {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
     pub arch: String,
+    /// `target-architecture` excludes this architecture: melange skips the build.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     /// Every variable the compile defined (after var-transforms and options).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
@@ -1072,17 +1157,12 @@ pub fn compile(
     if p.version.is_empty() {
         return Err(invalid("package.version is required".into()));
     }
-    if !p.target_architecture.is_empty()
+    // Compiling still works for an architecture the package skips; building does not.
+    let skipped = !p.target_architecture.is_empty()
         && !p
             .target_architecture
             .iter()
-            .any(|a| a == "all" || Arch::parse(a) == Some(arch))
-    {
-        return Err(CompileError::SkipArch {
-            name: p.name.clone(),
-            arch: arch.apk().into(),
-        });
-    }
+            .any(|a| a == "all" || Arch::parse(a) == Some(arch));
     let full = format!("{}-r{}", p.version, p.epoch);
     let mut vars: BTreeMap<String, String> = BTreeMap::from([
         ("package.name".into(), p.name.clone()),
@@ -1141,7 +1221,8 @@ pub fn compile(
         );
     }
     // Subpackage output folders are known to every step.
-    let data: BTreeMap<&str, &BTreeMap<String, String>> = cfg
+    type Items = BTreeMap<String, Option<String>>;
+    let data: BTreeMap<&str, &Items> = cfg
         .data
         .iter()
         .map(|d| (d.name.as_str(), &d.items))
@@ -1159,7 +1240,7 @@ pub fn compile(
                 for (k, v) in items.iter() {
                     let mut scope = BTreeMap::new();
                     scope.insert("range.key".to_string(), k.clone());
-                    scope.insert("range.value".to_string(), v.clone());
+                    scope.insert("range.value".to_string(), v.clone().unwrap_or_default());
                     expanded.push((sp.clone(), scope));
                 }
             }
@@ -1230,8 +1311,7 @@ pub fn compile(
         };
         subpackages.push(CompiledPackage {
             name: name.clone(),
-            description: substitute(&sp.description, &scope, false)
-                .map_err(|m| invalid(format!("subpackage {name}: {m}")))?,
+            description: substitute_lenient(&sp.description, &scope),
             dependencies: sub_deps(&sp.dependencies, &scope, path)?,
             options: sp.options.clone(),
             scriptlets: sp.scriptlets.clone(),
@@ -1295,6 +1375,7 @@ pub fn compile(
         update: cfg.update.clone(),
         capabilities: cfg.capabilities.clone(),
         arch: arch.apk().into(),
+        skipped,
         vars: vars
             .into_iter()
             .filter(|(k, _)| k.starts_with("vars.") || k.starts_with("options."))

@@ -218,7 +218,9 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         let entries = crate::lint::entries_of(&dir).map_err(|e| setup("reading melange-out", e))?;
         for f in crate::lint::lint_package(&p.name, &entries, &p.checks_disabled, &[]) {
             match f.severity {
-                crate::lint::Severity::Require => failures.push(format!("{}: {} ({})", f.package, f.rule, f.message)),
+                crate::lint::Severity::Require => {
+                    failures.push(format!("{}: {} ({})", f.package, f.rule, f.message))
+                }
                 _ => eprintln!("lint warning: {}: {} ({})", f.package, f.rule, f.message),
             }
         }
@@ -255,4 +257,57 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         eprintln!("kept the build folders in {}", kept.display());
     }
     Ok(written)
+}
+
+/// Run a compiled test (`test:` of a package or subpackage) in a fresh guest built from its
+/// environment, which includes the package under test.
+pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(), BuildError> {
+    let arch = opts.arch.unwrap_or_else(Arch::host);
+    if !crate::runner::bwrap_available() {
+        return Err(crate::runner::RunError::NoBwrap.into());
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("pallet-test-")
+        .tempdir()
+        .map_err(|e| setup("creating a scratch folder", e))?;
+    let workspace = scratch.path().join("workspace");
+    fs::create_dir_all(&workspace).map_err(|e| setup("creating the workspace", e))?;
+    if let Some(src) = &opts.source_dir {
+        copy_sources(src, &workspace)?;
+    }
+    let root = scratch.path().join("guest");
+    fs::create_dir_all(&root).map_err(|e| setup("creating the guest root", e))?;
+    let bopts = pallet_image::build::BuildOptions {
+        cache_dir: opts.apk_cache_dir.clone(),
+        epoch: Some(opts.source_date_epoch),
+        extra_keyring: opts.extra_keyring.clone(),
+        extra_repositories: opts.extra_repositories.clone(),
+        extra_packages: opts.extra_packages.clone(),
+        ignore_signatures: opts.ignore_signatures,
+        level: 1,
+        ..Default::default()
+    };
+    let installed = pallet_image::build::install(&test.environment, "", arch, &bopts)?;
+    let mut tree = installed.tree;
+    tree.mkdir_all("home/build", 0o755, 0);
+    tree.mkdir_all("var/cache/melange", 0o755, 0);
+    tree.materialize(&root)
+        .map_err(|e| setup("writing the guest root", e))?;
+    let mut env = default_env(opts.source_date_epoch);
+    env.extend(test.environment.environment.clone());
+    env.extend(opts.env_file.clone());
+    let sandbox = Sandbox {
+        guest: Guest::Root(root),
+        workspace,
+        cache: opts.cache_dir.clone(),
+        env,
+        debug: opts.debug,
+    };
+    let mut steps = vec![];
+    crate::recipe::flatten_steps(&test.pipeline, &mut steps);
+    for step in &steps {
+        eprintln!("running test step '{}'", step.name);
+        sandbox.run(step)?;
+    }
+    Ok(())
 }

@@ -67,7 +67,12 @@ fn under(path: &str, dir: &str) -> bool {
 
 /// Run the package rules on a package's files. `disabled` (from `checks.disabled`) turns a
 /// required rule into a warning; `enabled` runs ignored rules too.
-pub fn lint_package(pkg: &str, files: &[Entry], disabled: &[String], enabled: &[String]) -> Vec<Finding> {
+pub fn lint_package(
+    pkg: &str,
+    files: &[Entry],
+    disabled: &[String],
+    enabled: &[String],
+) -> Vec<Finding> {
     let mut out = vec![];
     let is = |s: &str| pkg.ends_with(s);
     let compat = is("-compat");
@@ -97,12 +102,16 @@ pub fn lint_package(pkg: &str, files: &[Entry], disabled: &[String], enabled: &[
                     (file && (under(p, "tmp") || under(p, "var/tmp") || under(p, "run")))
                         || under(p, "var/run")
                 }
-                "usrmerge" => ["bin", "sbin", "lib", "lib64", "usr/sbin"].iter().any(|d| under(p, d) || (p == *d && f.is_dir)),
+                "usrmerge" => ["bin", "sbin", "lib", "lib64", "usr/sbin"]
+                    .iter()
+                    .any(|d| under(p, d) || (p == *d && f.is_dir)),
                 "varempty" => file && under(p, "var/empty"),
                 "worldwrite" => regular && f.mode & 0o002 != 0,
                 "dll" => !dev && regular && p.ends_with(".dll"),
                 "dylib" => !dev && regular && p.ends_with(".dylib"),
-                "maninfo" => !is("-doc") && file && (under(p, "usr/share/man") || under(p, "usr/share/info")),
+                "maninfo" => {
+                    !is("-doc") && file && (under(p, "usr/share/man") || under(p, "usr/share/info"))
+                }
                 "object" => regular && p.ends_with(".o"),
                 "opt" => !compat && under(p, "opt"),
                 "sbom" => file && under(p, "var/lib/db/sbom") && !p.ends_with(".spdx.json"),
@@ -111,18 +120,33 @@ pub fn lint_package(pkg: &str, files: &[Entry], disabled: &[String], enabled: &[
                 "usrlocal" => !compat && under(p, "usr/local"),
                 "cudaruntimelib" => {
                     let base = p.rsplit('/').next().unwrap_or(p);
-                    under(p, "usr/lib") && (base.starts_with("libcuda.so") || base.starts_with("libnvidia-ml.so"))
+                    under(p, "usr/lib")
+                        && (base.starts_with("libcuda.so") || base.starts_with("libnvidia-ml.so"))
                 }
                 "nonlinux" => {
                     let l = p.to_ascii_lowercase();
-                    ["darwin", "macos", "osx", "windows", "win32", "win64"].iter().any(|w| l.split(['/', '-', '_', '.']).any(|c| c == *w))
+                    ["darwin", "macos", "osx", "windows", "win32", "win64"]
+                        .iter()
+                        .any(|w| l.split(['/', '-', '_', '.']).any(|c| c == *w))
                 }
-                "python/docs" => p.contains("/site-packages/") && p.split('/').any(|c| c == "doc" || c == "docs") && p.starts_with("usr/lib/python3"),
-                "python/test" => p.contains("/site-packages/") && p.split('/').any(|c| c == "test" || c == "tests") && p.starts_with("usr/lib/python3"),
+                "python/docs" => {
+                    p.contains("/site-packages/")
+                        && p.split('/').any(|c| c == "doc" || c == "docs")
+                        && p.starts_with("usr/lib/python3")
+                }
+                "python/test" => {
+                    p.contains("/site-packages/")
+                        && p.split('/').any(|c| c == "test" || c == "tests")
+                        && p.starts_with("usr/lib/python3")
+                }
                 "documentation" => {
                     !is("-doc") && file && {
                         let b = p.rsplit('/').next().unwrap_or(p).to_ascii_uppercase();
-                        b.starts_with("README") || b.starts_with("TODO") || b.starts_with("CREDITS") || b.ends_with(".MD") || b.ends_with(".RST")
+                        b.starts_with("README")
+                            || b.starts_with("TODO")
+                            || b.starts_with("CREDITS")
+                            || b.ends_with(".MD")
+                            || b.ends_with(".RST")
                     }
                 }
                 _ => false,
@@ -131,7 +155,11 @@ pub fn lint_package(pkg: &str, files: &[Entry], disabled: &[String], enabled: &[
                 hits.push(p);
             }
         }
-        if *rule == "empty" && !files.iter().any(|f| !f.is_dir && !under(&f.path, "var/lib/db/sbom")) {
+        if *rule == "empty"
+            && !files
+                .iter()
+                .any(|f| !f.is_dir && !under(&f.path, "var/lib/db/sbom"))
+        {
             hits.push("(no files)");
         }
         if !hits.is_empty() {
@@ -143,7 +171,11 @@ pub fn lint_package(pkg: &str, files: &[Entry], disabled: &[String], enabled: &[
                 message: format!(
                     "{}{}",
                     shown.join(", "),
-                    if hits.len() > 5 { format!(" and {} more", hits.len() - 5) } else { String::new() }
+                    if hits.len() > 5 {
+                        format!(" and {} more", hits.len() - 5)
+                    } else {
+                        String::new()
+                    }
                 ),
             });
         }
@@ -159,7 +191,12 @@ pub fn entries_of(root: &std::path::Path) -> std::io::Result<Vec<Entry>> {
         let e = e.map_err(std::io::Error::other)?;
         let md = e.path().symlink_metadata()?;
         out.push(Entry {
-            path: e.path().strip_prefix(root).expect("under root").to_string_lossy().into_owned(),
+            path: e
+                .path()
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned(),
             is_dir: md.is_dir(),
             is_symlink: md.file_type().is_symlink(),
             mode: md.permissions().mode() & 0o7777,
@@ -181,29 +218,61 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
             message,
         })
     };
-    if !pallet_apk_types::version::is_valid(&format!("{}-r{}", cfg.package.version, cfg.package.epoch)) {
-        push("valid-version", Severity::Require, format!("'{}' is not a valid APK version", cfg.package.version));
+    if !pallet_apk_types::version::is_valid(&format!(
+        "{}-r{}",
+        cfg.package.version, cfg.package.epoch
+    )) {
+        push(
+            "valid-version",
+            Severity::Require,
+            format!("'{}' is not a valid APK version", cfg.package.version),
+        );
     }
-    if cfg.package.copyright.is_empty() || cfg.package.copyright.iter().any(|c| c.license.trim().is_empty()) {
-        push("valid-copyright", Severity::Warn, "every package needs copyright entries with a license".into());
+    if cfg.package.copyright.is_empty()
+        || cfg
+            .package
+            .copyright
+            .iter()
+            .any(|c| c.license.trim().is_empty())
+    {
+        push(
+            "valid-copyright",
+            Severity::Warn,
+            "every package needs copyright entries with a license".into(),
+        );
     }
     if cfg.package.description.trim().is_empty() {
-        push("package-description", Severity::Warn, "package.description is empty".into());
+        push(
+            "package-description",
+            Severity::Warn,
+            "package.description is empty".into(),
+        );
     }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for p in &cfg.environment.contents.packages {
         *seen.entry(p.as_str()).or_default() += 1;
     }
     for (p, n) in seen.iter().filter(|(_, n)| **n > 1) {
-        push("duplicated-package-in-environment", Severity::Warn, format!("{p} is listed {n} times"));
+        push(
+            "duplicated-package-in-environment",
+            Severity::Warn,
+            format!("{p} is listed {n} times"),
+        );
     }
-    for (name, list) in [("runtime", &cfg.package.dependencies.runtime), ("provides", &cfg.package.dependencies.provides)] {
+    for (name, list) in [
+        ("runtime", &cfg.package.dependencies.runtime),
+        ("provides", &cfg.package.dependencies.provides),
+    ] {
         let mut s = list.clone();
         s.sort();
         let before = s.len();
         s.dedup();
         if s.len() != before {
-            push("no-repeated-deps", Severity::Warn, format!("dependencies.{name} repeats an entry"));
+            push(
+                "no-repeated-deps",
+                Severity::Warn,
+                format!("dependencies.{name} repeats an entry"),
+            );
         }
     }
     let visit = |steps: &[crate::compile::Pipeline], out: &mut Vec<(String, String)>| {
@@ -214,15 +283,26 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
                         "fetch" => {
                             let uri = s.with.get("uri").cloned().unwrap_or_default();
                             if !uri.starts_with("https://") && !uri.contains("${{") {
-                                out.push(("valid-pipeline-fetch-uri".into(), format!("fetch uri '{uri}' is not https")));
+                                out.push((
+                                    "valid-pipeline-fetch-uri".into(),
+                                    format!("fetch uri '{uri}' is not https"),
+                                ));
                             }
-                            if s.with.get("expected-sha256").is_none() && s.with.get("expected-sha512").is_none() {
-                                out.push(("valid-pipeline-fetch-digest".into(), "fetch without expected-sha256 or expected-sha512".into()));
+                            if s.with.get("expected-sha256").is_none()
+                                && s.with.get("expected-sha512").is_none()
+                            {
+                                out.push((
+                                    "valid-pipeline-fetch-digest".into(),
+                                    "fetch without expected-sha256 or expected-sha512".into(),
+                                ));
                             }
                         }
                         "git-checkout" => {
                             if s.with.get("expected-commit").is_none() {
-                                out.push(("valid-pipeline-git-checkout-commit".into(), "git-checkout without expected-commit".into()));
+                                out.push((
+                                    "valid-pipeline-git-checkout-commit".into(),
+                                    "git-checkout without expected-commit".into(),
+                                ));
                             }
                         }
                         _ => {}
@@ -248,7 +328,11 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
     }
     if let Some(u) = &cfg.update {
         if !u.enabled && u.exclude_reason.as_deref().is_none_or(str::is_empty) {
-            push("update-disabled-reason", Severity::Warn, "update is disabled without an exclude-reason".into());
+            push(
+                "update-disabled-reason",
+                Severity::Warn,
+                "update is disabled without an exclude-reason".into(),
+            );
         }
     }
     out
@@ -270,7 +354,13 @@ mod tests {
 
     #[test]
     fn required_and_warn_rules() {
-        let files = vec![e("usr/lib/libx.la", 0o644), e("usr/bin/su", 0o4755), e("tmp/x", 0o644), e("usr/lib/x.a", 0o644), e("usr/share/man/man1/x.1", 0o644)];
+        let files = vec![
+            e("usr/lib/libx.la", 0o644),
+            e("usr/bin/su", 0o4755),
+            e("tmp/x", 0o644),
+            e("usr/lib/x.a", 0o644),
+            e("usr/share/man/man1/x.1", 0o644),
+        ];
         let f = lint_package("x", &files, &[], &[]);
         let rules: Vec<(&str, Severity)> = f.iter().map(|x| (x.rule, x.severity)).collect();
         assert!(rules.contains(&("libtool/la-files", Severity::Require)));
@@ -279,7 +369,10 @@ mod tests {
         assert!(rules.contains(&("staticarchive", Severity::Warn)));
         assert!(rules.contains(&("maninfo", Severity::Warn)));
         let f = lint_package("x", &files, &["setuidgid".into()], &[]);
-        assert!(f.iter().any(|x| x.rule == "setuidgid" && x.severity == Severity::Warn));
+        assert!(
+            f.iter()
+                .any(|x| x.rule == "setuidgid" && x.severity == Severity::Warn)
+        );
         assert!(lint_package("x-dev", &[e("usr/lib/x.a", 0o644)], &[], &[]).is_empty());
     }
 }

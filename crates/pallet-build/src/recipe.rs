@@ -18,7 +18,7 @@ use crate::sca::ScaOptions;
 
 pub use compile::CompileError as RecipeError;
 
-fn flatten(steps: &[CompiledStep], out: &mut Vec<Step>) {
+pub fn flatten_steps(steps: &[CompiledStep], out: &mut Vec<Step>) {
     for s in steps {
         // melange runs every step's shell, even an empty one; an empty script is skipped here
         // since it cannot change anything.
@@ -41,7 +41,7 @@ fn flatten(steps: &[CompiledStep], out: &mut Vec<Step>) {
                 env: s.environment.clone(),
             });
         }
-        flatten(&s.pipeline, out);
+        flatten_steps(&s.pipeline, out);
     }
 }
 
@@ -127,7 +127,10 @@ fn spec(
         triggers,
         scripts,
         sca: sca(options),
-        checks_disabled: checks.as_ref().map(|c| c.disabled.clone()).unwrap_or_default(),
+        checks_disabled: checks
+            .as_ref()
+            .map(|c| c.disabled.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -152,6 +155,12 @@ pub fn load(
 pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileError> {
     let (c, text) = compile::compile_file(path, opts)?;
     let p = &c.package;
+    if c.skipped {
+        return Err(CompileError::SkipArch {
+            name: p.name.clone(),
+            arch: c.arch.clone(),
+        });
+    }
     let license = p
         .copyright
         .iter()
@@ -172,11 +181,11 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         path,
     )?;
     let mut steps = vec![];
-    flatten(&c.pipeline, &mut steps);
+    flatten_steps(&c.pipeline, &mut steps);
     let mut subpackages = vec![];
     for sp in &c.subpackages {
         let mut s = vec![];
-        flatten(&sp.pipeline, &mut s);
+        flatten_steps(&sp.pipeline, &mut s);
         let url = if sp.url.is_empty() {
             p.url.clone()
         } else {

@@ -86,16 +86,35 @@ where
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
     // `pallet pkg build` is answered by the package builder; the other `pkg` commands by the
     // melange compiler's module.
-    if argv.get(1).is_some_and(|a| a == "pkg") && argv.get(2).is_some_and(|a| a == "build") {
-        #[derive(Parser)]
-        #[command(name = "pallet pkg build")]
-        struct PkgBuild {
-            #[command(flatten)]
-            args: melange_build::BuildArgs,
+    if argv.get(1).is_some_and(|a| a == "pkg") {
+        let sub = argv.get(2).and_then(|a| a.to_str()).unwrap_or("");
+        if matches!(sub, "build" | "compile" | "lint" | "test") {
+            #[derive(Parser)]
+            #[command(name = "pallet pkg")]
+            struct Pkg {
+                #[command(subcommand)]
+                cmd: PkgCmd,
+            }
+            #[derive(Subcommand)]
+            enum PkgCmd {
+                /// Build packages from a melange YAML file in a bubblewrap sandbox.
+                Build(Box<melange_build::BuildArgs>),
+                /// Print the compiled configuration (every step's final shell text) as JSON.
+                Compile(melange_build::CompileArgs),
+                /// Apply melange's lint rules to YAML files or built packages.
+                Lint(melange_build::LintArgs),
+                /// Run a package's test: pipelines in a fresh guest.
+                Test(Box<melange_build::TestArgs>),
+            }
+            let rest = std::iter::once(std::ffi::OsString::from("pallet pkg"))
+                .chain(argv[2..].iter().cloned());
+            return match Pkg::parse_from(rest).cmd {
+                PkgCmd::Build(a) => melange_build::build_cmd(*a),
+                PkgCmd::Compile(a) => melange_build::compile_cmd(a),
+                PkgCmd::Lint(a) => melange_build::lint_cmd(a),
+                PkgCmd::Test(a) => melange_build::test_cmd(*a),
+            };
         }
-        let rest = std::iter::once(std::ffi::OsString::from("pallet pkg build"))
-            .chain(argv[3..].iter().cloned());
-        return melange_build::build_cmd(PkgBuild::parse_from(rest).args);
     }
     let cli = Cli::parse_from(argv);
     match cli.command {

@@ -230,6 +230,12 @@ struct MelangeCli {
 enum MelangeCommand {
     /// Build packages from a melange YAML file.
     Build(Box<BuildArgs>),
+    /// Print the compiled configuration as JSON.
+    Compile(CompileArgs),
+    /// Apply the lint rules to configurations or packages.
+    Lint(LintArgs),
+    /// Run the test: pipelines of built packages.
+    Test(Box<TestArgs>),
     /// Generate a signing key pair (default melange.rsa and melange.rsa.pub).
     Keygen(KeygenArgs),
     /// Write an APKINDEX.tar.gz for packages.
@@ -273,11 +279,17 @@ struct SignIndexArgs {
 /// The melange subcommands handled here; `None` when argv names another one.
 pub fn melange_face(args: &[std::ffi::OsString]) -> Option<anyhow::Result<ExitCode>> {
     let sub = args.get(1)?.to_str()?;
-    if !matches!(sub, "build" | "keygen" | "index" | "sign-index") {
+    if !matches!(
+        sub,
+        "build" | "compile" | "lint" | "test" | "keygen" | "index" | "sign-index"
+    ) {
         return None;
     }
     Some(match MelangeCli::parse_from(args).command {
         MelangeCommand::Build(a) => build_cmd(*a),
+        MelangeCommand::Compile(a) => compile_cmd(a),
+        MelangeCommand::Lint(a) => lint_cmd(a),
+        MelangeCommand::Test(a) => test_cmd(*a),
         MelangeCommand::Keygen(k) => pallet_keys::generate(&k.key, k.key_size)
             .map(|_| {
                 eprintln!("wrote {} and {}.pub", k.key.display(), k.key.display());
@@ -327,4 +339,222 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> Option<anyhow::Result<ExitCo
             ])
         }
     })
+}
+
+#[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  pallet pkg compile hello.yaml --arch aarch64\n  pallet pkg compile openssl.yaml --pipeline-dir ./pipelines --yaml"
+)]
+pub struct CompileArgs {
+    config: Option<PathBuf>,
+    /// Architecture to compile for (default: the host's).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Folders searched for `uses:` pipelines before the built-ins.
+    #[arg(long, alias = "pipeline-dirs")]
+    pipeline_dir: Vec<PathBuf>,
+    /// YAML map merged over `vars`.
+    #[arg(long)]
+    vars_file: Option<PathBuf>,
+    /// Build options to enable.
+    #[arg(long)]
+    build_option: Vec<String>,
+    /// Print YAML instead of JSON.
+    #[arg(long)]
+    yaml: bool,
+    /// Accepted for melange compatibility.
+    #[arg(long, hide = true)]
+    rm: Option<bool>,
+}
+
+pub fn compile_cmd(a: CompileArgs) -> anyhow::Result<ExitCode> {
+    let config = find_config(&a.config)?;
+    let arch = match &a.arch {
+        Some(x) => Arch::parse(x).with_context(|| format!("unknown architecture '{x}'"))?,
+        None => Arch::host(),
+    };
+    let opts = pallet_build::compile::CompileOptions {
+        arch: Some(arch),
+        pipeline_dirs: a.pipeline_dir.clone(),
+        vars: read_vars(&a.vars_file)?,
+        build_options: a.build_option.clone(),
+    };
+    let (compiled, _) = pallet_build::compile::compile_file(&config, &opts)?;
+    if compiled.skipped {
+        eprintln!(
+            "note: {} does not build for {} (target-architecture); a build would skip it",
+            compiled.package.name, compiled.arch
+        );
+    }
+    if a.yaml {
+        print!(
+            "{}",
+            serde_saphyr::to_string(&compiled).context("rendering YAML")?
+        );
+    } else {
+        println!("{}", serde_json::to_string_pretty(&compiled)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  pallet pkg lint hello.yaml\n  pallet pkg lint packages/x86_64/*.apk --json"
+)]
+pub struct LintArgs {
+    /// melange YAML files (configuration rules) and .apk files (package rules).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print findings as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn lint_cmd(a: LintArgs) -> anyhow::Result<ExitCode> {
+    use pallet_build::lint::{self, Severity};
+    let mut all = vec![];
+    for f in &a.files {
+        let name = f.display().to_string();
+        if name.ends_with(".apk") {
+            let file = std::fs::File::open(f).with_context(|| format!("opening {name}"))?;
+            let mut entries = vec![];
+            let meta = pallet_apk_stream::read_apk(
+                file,
+                &pallet_apk_stream::ReadOptions::default(),
+                |e, _| {
+                    entries.push(lint::Entry {
+                        path: e.path.clone(),
+                        is_dir: e.kind == pallet_apk_stream::tarw::Kind::Dir,
+                        is_symlink: e.kind == pallet_apk_stream::tarw::Kind::Symlink,
+                        mode: e.mode,
+                        size: e.size,
+                    });
+                    Ok(())
+                },
+            )
+            .with_context(|| name.clone())?;
+            let every: Vec<String> = lint::PACKAGE_RULES
+                .iter()
+                .map(|(r, _)| r.to_string())
+                .collect();
+            all.extend(lint::lint_package(&meta.info.name, &entries, &[], &every));
+        } else {
+            let (cfg, _) = pallet_build::compile::parse(f)?;
+            all.extend(lint::lint_config(&cfg));
+        }
+    }
+    let failed = all.iter().any(|f| f.severity == Severity::Require);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for f in &all {
+            let level = if f.severity == Severity::Require {
+                "error"
+            } else {
+                "warning"
+            };
+            println!("{level}: {}: [{}] {}", f.package, f.rule, f.message);
+        }
+        eprintln!(
+            "{} finding(s), {} required",
+            all.len(),
+            all.iter()
+                .filter(|f| f.severity == Severity::Require)
+                .count()
+        );
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  pallet pkg test hello.yaml -r ./packages -k melange.rsa.pub\n  melange test hello.yaml hello-doc --repository-append ./packages --keyring-append melange.rsa.pub"
+)]
+pub struct TestArgs {
+    config: PathBuf,
+    /// Test only this package or subpackage.
+    package: Option<String>,
+    #[arg(long)]
+    arch: Option<String>,
+    #[arg(long, alias = "pipeline-dirs")]
+    pipeline_dir: Vec<PathBuf>,
+    #[arg(long)]
+    source_dir: Option<PathBuf>,
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    apk_cache_dir: Option<PathBuf>,
+    #[arg(short = 'k', long)]
+    keyring_append: Vec<String>,
+    #[arg(short = 'r', long)]
+    repository_append: Vec<String>,
+    #[arg(long)]
+    test_package_append: Vec<String>,
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    #[arg(long)]
+    debug: bool,
+    #[arg(long)]
+    ignore_signatures: bool,
+    #[arg(long, default_value = "bubblewrap")]
+    runner: String,
+}
+
+pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
+    let arch = match &a.arch {
+        Some(x) => Arch::parse(x).with_context(|| format!("unknown architecture '{x}'"))?,
+        None => Arch::host(),
+    };
+    let opts = pallet_build::compile::CompileOptions {
+        arch: Some(arch),
+        pipeline_dirs: a.pipeline_dir.clone(),
+        ..Default::default()
+    };
+    let (compiled, _) = pallet_build::compile::compile_file(&a.config, &opts)?;
+    let mut tests = vec![];
+    if let Some(t) = &compiled.test {
+        tests.push((compiled.package.name.clone(), t.clone()));
+    }
+    for sp in &compiled.subpackages {
+        if let Some(t) = &sp.test {
+            tests.push((sp.name.clone(), t.clone()));
+        }
+    }
+    if let Some(only) = &a.package {
+        tests.retain(|(n, _)| n == only);
+    }
+    if tests.is_empty() {
+        bail!(
+            "{} has no test: pipelines{}",
+            a.config.display(),
+            a.package
+                .as_ref()
+                .map(|p| format!(" for {p}"))
+                .unwrap_or_default()
+        );
+    }
+    let bopts = Options {
+        arch: Some(arch),
+        cache_dir: a.cache_dir.clone(),
+        apk_cache_dir: a.apk_cache_dir.clone().unwrap_or_else(default_apk_cache),
+        source_dir: a.source_dir.clone(),
+        source_date_epoch: epoch(&None)?,
+        debug: a.debug,
+        extra_repositories: a.repository_append.clone(),
+        extra_keyring: a.keyring_append.clone(),
+        extra_packages: a.test_package_append.clone(),
+        ignore_signatures: a.ignore_signatures,
+        env_file: read_env_file(&a.env_file)?,
+        ..Default::default()
+    };
+    for (name, t) in &tests {
+        eprintln!("testing {name}");
+        driver::run_test(t, &bopts).with_context(|| format!("testing {name}"))?;
+        eprintln!("PASS {name}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
