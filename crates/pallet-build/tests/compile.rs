@@ -418,3 +418,43 @@ fn conditions_evaluate_left_to_right() {
     assert!(pallet_build::compile::evaluate_if("${{nope}} == ''", &vars).is_err());
     assert!(pallet_build::compile::evaluate_if("bare == 'x'", &vars).is_err());
 }
+
+/// Snapshots of real corpus files: a var-transform (libmspack), subpackage ranges and an
+/// `if:` per architecture (openblas), nested pipelines with inputs (git-lfs). Regenerate with
+/// `UPDATE_SNAPSHOTS=1 cargo test -p pallet-build --test compile snapshots`.
+#[test]
+fn snapshots() {
+    let Some(s) = shared() else { return };
+    let dir = s.join("corpus/melange");
+    let pipes = vec![dir.join("pipelines")];
+    let snaps = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    for (file, arch) in [
+        ("libmspack.yaml", Arch::Amd64),
+        ("openblas.yaml", Arch::Arm64),
+        ("git-lfs.yaml", Arch::Amd64),
+    ] {
+        let (c, _) = compile_file(&dir.join(file), &opts(arch, &pipes)).unwrap();
+        let got = serde_json::to_string_pretty(&c).unwrap() + "\n";
+        let path = snaps.join(format!(
+            "{}.{}.json",
+            file.trim_end_matches(".yaml"),
+            arch.apk()
+        ));
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::create_dir_all(&snaps).unwrap();
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!(
+                "missing snapshot {} (run with UPDATE_SNAPSHOTS=1)",
+                path.display()
+            )
+        });
+        assert!(
+            got == want,
+            "{} changed; diff it against a fresh UPDATE_SNAPSHOTS=1 run",
+            path.display()
+        );
+    }
+}
