@@ -1014,13 +1014,14 @@ impl Compiler<'_> {
                     "expected-commit" => Some(40),
                     _ => None,
                 };
-                if let Some(n) = check {
-                    if !value.is_empty() && !is_hex(&value, n) {
-                        return Err(self.step_err(
-                            &label,
-                            format!("input '{k}' must be {n} hex digits, got '{value}'"),
-                        ));
-                    }
+                if let Some(n) = check
+                    && !value.is_empty()
+                    && !is_hex(&value, n)
+                {
+                    return Err(self.step_err(
+                        &label,
+                        format!("input '{k}' must be {n} hex digits, got '{value}'"),
+                    ));
                 }
                 if input
                     .default
@@ -1061,16 +1062,17 @@ impl Compiler<'_> {
                 ran += 1;
             }
         }
-        if let Some(a) = &p.assertions {
-            if a.required_steps > 0 && ran != a.required_steps {
-                return Err(self.step_err(
-                    &label,
-                    format!(
-                        "assertions: {} step(s) must run, {ran} did",
-                        a.required_steps
-                    ),
-                ));
-            }
+        if let Some(a) = &p.assertions
+            && a.required_steps > 0
+            && ran != a.required_steps
+        {
+            return Err(self.step_err(
+                &label,
+                format!(
+                    "assertions: {} step(s) must run, {ran} did",
+                    a.required_steps
+                ),
+            ));
         }
         Ok(Some(out))
     }
@@ -1297,12 +1299,11 @@ pub fn compile(
         );
         scope.insert("subpkg.name".into(), name.clone());
         scope.insert("context.name".into(), name.clone());
-        if let Some(cond) = &sp.if_ {
-            if !evaluate_if(cond, &scope)
+        if let Some(cond) = &sp.if_
+            && !evaluate_if(cond, &scope)
                 .map_err(|m| invalid(format!("subpackage {name}: if: {m}")))?
-            {
-                continue;
-            }
+        {
+            continue;
         }
         let steps = c.steps(&sp.pipeline, &scope)?;
         let test = match &sp.test {

@@ -78,9 +78,10 @@ pub fn lint_package(
     let compat = is("-compat");
     let dev = is("-dev");
     for (rule, default) in PACKAGE_RULES {
-        let severity = if disabled.iter().any(|d| d == rule) && *default == Severity::Require {
-            Severity::Warn
-        } else if *default == Severity::Ignore && enabled.iter().any(|e| e == rule) {
+        // A disabled required rule, or an ignored rule asked for by name, reports as a warning.
+        let downgraded = *default == Severity::Require && disabled.iter().any(|d| d == rule);
+        let asked_for = *default == Severity::Ignore && enabled.iter().any(|e| e == rule);
+        let severity = if downgraded || asked_for {
             Severity::Warn
         } else {
             *default
@@ -297,13 +298,11 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
                                 ));
                             }
                         }
-                        "git-checkout" => {
-                            if s.with.get("expected-commit").is_none() {
-                                out.push((
-                                    "valid-pipeline-git-checkout-commit".into(),
-                                    "git-checkout without expected-commit".into(),
-                                ));
-                            }
+                        "git-checkout" if s.with.get("expected-commit").is_none() => {
+                            out.push((
+                                "valid-pipeline-git-checkout-commit".into(),
+                                "git-checkout without expected-commit".into(),
+                            ));
                         }
                         _ => {}
                     }
@@ -326,14 +325,15 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
         };
         push(rule, Severity::Warn, msg);
     }
-    if let Some(u) = &cfg.update {
-        if !u.enabled && u.exclude_reason.as_deref().is_none_or(str::is_empty) {
-            push(
-                "update-disabled-reason",
-                Severity::Warn,
-                "update is disabled without an exclude-reason".into(),
-            );
-        }
+    if let Some(u) = &cfg.update
+        && !u.enabled
+        && u.exclude_reason.as_deref().is_none_or(str::is_empty)
+    {
+        push(
+            "update-disabled-reason",
+            Severity::Warn,
+            "update is disabled without an exclude-reason".into(),
+        );
     }
     out
 }

@@ -19,29 +19,36 @@ use crate::sca::ScaOptions;
 pub use compile::CompileError as RecipeError;
 
 pub fn flatten_steps(steps: &[CompiledStep], out: &mut Vec<Step>) {
+    flatten_labeled(steps, None, out);
+}
+
+/// Unnamed steps inside a `uses` pipeline take the pipeline's name (`fetch`), so a failure
+/// names what the user wrote.
+fn flatten_labeled(steps: &[CompiledStep], parent: Option<&str>, out: &mut Vec<Step>) {
     for s in steps {
+        let label = s
+            .name
+            .clone()
+            .or_else(|| s.uses.clone())
+            .or_else(|| parent.map(str::to_string));
         // melange runs every step's shell, even an empty one; an empty script is skipped here
         // since it cannot change anything.
         if let Some(runs) = s.runs.as_ref().filter(|r| !r.trim().is_empty()) {
             out.push(Step {
-                name: s
-                    .name
-                    .clone()
-                    .or_else(|| s.uses.clone())
-                    .unwrap_or_else(|| {
-                        runs.lines()
-                            .next()
-                            .unwrap_or("step")
-                            .chars()
-                            .take(40)
-                            .collect()
-                    }),
+                name: label.clone().unwrap_or_else(|| {
+                    runs.lines()
+                        .next()
+                        .unwrap_or("step")
+                        .chars()
+                        .take(40)
+                        .collect()
+                }),
                 runs: runs.clone(),
                 workdir: s.working_directory.clone(),
                 env: s.environment.clone(),
             });
         }
-        flatten_steps(&s.pipeline, out);
+        flatten_labeled(&s.pipeline, label.as_deref(), out);
     }
 }
 
