@@ -289,8 +289,8 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
                                     format!("fetch uri '{uri}' is not https"),
                                 ));
                             }
-                            if s.with.get("expected-sha256").is_none()
-                                && s.with.get("expected-sha512").is_none()
+                            if !s.with.contains_key("expected-sha256")
+                                && !s.with.contains_key("expected-sha512")
                             {
                                 out.push((
                                     "valid-pipeline-fetch-digest".into(),
@@ -298,7 +298,7 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
                                 ));
                             }
                         }
-                        "git-checkout" if s.with.get("expected-commit").is_none() => {
+                        "git-checkout" if !s.with.contains_key("expected-commit") => {
                             out.push((
                                 "valid-pipeline-git-checkout-commit".into(),
                                 "git-checkout without expected-commit".into(),
