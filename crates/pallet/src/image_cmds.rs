@@ -98,7 +98,7 @@ pub struct BuildFlags {
     /// Folder for SBOM files (created when missing; default: the working folder).
     #[arg(long)]
     sbom_path: Option<PathBuf>,
-    /// SBOM formats: spdx.
+    /// SBOM formats: spdx, cyclonedx (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "spdx")]
     sbom_formats: Vec<String>,
     /// Annotations KEY:VALUE for the manifests, index and config labels.
@@ -495,24 +495,27 @@ fn build_all(
     let mut sboms = vec![];
     if f.sbom {
         for fmt in &f.sbom_formats {
-            if fmt != "spdx" {
-                eprintln!("warning: SBOM format '{fmt}' is not supported yet; writing spdx only");
+            if fmt != "spdx" && fmt != "cyclonedx" {
+                bail!("--sbom-formats: unknown format '{fmt}' (spdx, cyclonedx)");
             }
         }
+        let spdx = f.sbom_formats.iter().any(|x| x == "spdx");
+        let cdx = f.sbom_formats.iter().any(|x| x == "cyclonedx");
         let date = build::rfc3339(created);
         for r in &results {
             let pkgs: Vec<_> = r.packages.iter().map(|(p, _)| p.clone()).collect();
             let os_id = r.os_release.get("ID").cloned().unwrap_or_default();
             let os_ver = r.os_release.get("VERSION_ID").cloned().unwrap_or_default();
-            let doc = sbom::image_spdx(
-                &r.image.manifest.digest,
-                r.image.arch.apk(),
-                &date,
-                &os_id,
-                &os_ver,
-                &pkgs,
-            );
-            sboms.push((format!("sbom-{}.spdx.json", r.image.arch.apk()), doc));
+            let digest = &r.image.manifest.digest;
+            let arch = r.image.arch.apk();
+            if spdx {
+                let doc = sbom::image_spdx(digest, arch, &date, &os_id, &os_ver, &pkgs);
+                sboms.push((format!("sbom-{arch}.spdx.json"), doc));
+            }
+            if cdx {
+                let doc = sbom::image_cyclonedx(digest, arch, &date, &os_id, &pkgs);
+                sboms.push((format!("sbom-{arch}.cdx.json"), doc));
+            }
         }
         let imgs: Vec<(String, String, Vec<_>)> = results
             .iter()
@@ -529,10 +532,12 @@ fn build_all(
             .first()
             .and_then(|r| r.os_release.get("ID").cloned())
             .unwrap_or_else(|| "unknown".into());
-        sboms.push((
-            "sbom-index.spdx.json".into(),
-            sbom::index_spdx(&index.digest, &date, &imgs, &distro),
-        ));
+        if spdx {
+            sboms.push((
+                "sbom-index.spdx.json".into(),
+                sbom::index_spdx(&index.digest, &date, &imgs, &distro),
+            ));
+        }
     }
     Ok(Built {
         _work: work,
