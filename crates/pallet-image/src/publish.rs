@@ -46,18 +46,21 @@ const SPDX: &str = "application/spdx+json";
 
 /// Push `images` and their `index` to the client's repository and tag (`sboms` are
 /// `(file name, document)` pairs named `sbom-<arch>.spdx.json`, plus the index's).
+/// `mount_from` names another repository of the same registry that already holds the blobs
+/// (an earlier tag of the same publish), so they are mounted rather than uploaded again.
 pub fn push(
     client: &mut Client,
     images: &[ArchImage],
     index: &Blob,
     sboms: &[(String, Value)],
+    mount_from: Option<&str>,
 ) -> Result<Pushed, RegistryError> {
     let mut pushed = Pushed::default();
     for img in images {
         for l in &img.layers {
-            client.push_blob(&source(l, oci::MT_LAYER_GZ), None)?;
+            client.push_blob(&source(l, oci::MT_LAYER_GZ), mount_from)?;
         }
-        client.push_blob(&source(&img.config, oci::MT_CONFIG), None)?;
+        client.push_blob(&source(&img.config, oci::MT_CONFIG), mount_from)?;
         let manifest = std::fs::read(&img.manifest.path).map_err(|e| RegistryError::Io {
             what: "reading the manifest".into(),
             source: e,
@@ -70,7 +73,14 @@ pub fn push(
     for img in images {
         let name = format!("sbom-{}.spdx.json", img.arch.apk());
         if let Some((_, doc)) = sboms.iter().find(|(n, _)| *n == name) {
-            attach(client, &img.manifest, oci::MT_MANIFEST, &name, doc)?;
+            attach(
+                client,
+                &img.manifest,
+                oci::MT_MANIFEST,
+                &name,
+                doc,
+                mount_from,
+            )?;
         }
     }
     let index_bytes = std::fs::read(&index.path).map_err(|e| RegistryError::Io {
@@ -79,7 +89,14 @@ pub fn push(
     })?;
     client.put_manifest(&index.digest, oci::MT_INDEX, &index_bytes)?;
     if let Some((_, doc)) = sboms.iter().find(|(n, _)| n == "sbom-index.spdx.json") {
-        attach(client, index, oci::MT_INDEX, "sbom-index.spdx.json", doc)?;
+        attach(
+            client,
+            index,
+            oci::MT_INDEX,
+            "sbom-index.spdx.json",
+            doc,
+            mount_from,
+        )?;
     }
     if let Some(tag) = client.r.tag.clone() {
         client.put_manifest(&tag, oci::MT_INDEX, &index_bytes)?;
@@ -96,11 +113,12 @@ fn attach(
     subject_type: &str,
     name: &str,
     doc: &Value,
+    mount_from: Option<&str>,
 ) -> Result<(), RegistryError> {
     let sbom = bytes_source(serde_json::to_vec_pretty(doc).expect("JSON"), SPDX);
     let empty = bytes_source(b"{}".to_vec(), EMPTY_CONFIG);
-    client.push_blob(&empty, None)?;
-    client.push_blob(&sbom, None)?;
+    client.push_blob(&empty, mount_from)?;
+    client.push_blob(&sbom, mount_from)?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": oci::MT_MANIFEST,

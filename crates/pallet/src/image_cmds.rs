@@ -592,11 +592,23 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
     // apko keeps SBOMs only when --sbom-path is set; pallet also attaches them as referrers.
     write_sboms(&b, a.flags.sbom_path.as_deref())?;
     let mut refs = vec![];
+    // The first repository pushed to on each registry: later repositories mount from it.
+    let mut first_repo: std::collections::BTreeMap<String, String> = Default::default();
     for t in &a.tags {
         let r = pallet_registry::Reference::parse(t)?;
         let mut client = pallet_registry::Client::new(r.clone(), &a.insecure_registry);
-        let pushed = pallet_image::publish::push(&mut client, &b.images, &b.index, &b.sboms)
-            .with_context(|| format!("publishing to {t}"))?;
+        let mount = first_repo.get(&r.registry).cloned();
+        let pushed = pallet_image::publish::push(
+            &mut client,
+            &b.images,
+            &b.index,
+            &b.sboms,
+            mount.as_deref(),
+        )
+        .with_context(|| format!("publishing to {t}"))?;
+        first_repo
+            .entry(r.registry.clone())
+            .or_insert_with(|| r.repository.clone());
         let base = format!("{}/{}", r.registry, r.repository);
         for (arch, digest) in &pushed.images {
             refs.push((format!("{base}@{digest}"), Some(arch.clone())));

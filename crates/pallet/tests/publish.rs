@@ -254,6 +254,32 @@ fn publish_pull_run_and_push_nothing_twice() {
         let out = run_bundle(&format!("{}:p", d.join("pulled").display()), d, "pub");
         assert_eq!(out.trim(), "published-and-pulled x86_64");
     }
+    // Another repository on the same registry mounts the blobs instead of uploading them.
+    let other = format!("127.0.0.1:{}/team/copy:1", reg.port);
+    let o = run(
+        &[
+            "image",
+            "publish",
+            cfg.to_str().unwrap(),
+            &r,
+            &other,
+            "--cache-dir",
+            "c",
+        ],
+        d,
+        &EPOCH,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let copy_line = text(&o)
+        .lines()
+        .find(|l| l.starts_with(&format!("pushed {other}")))
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        copy_line.contains(" 0 blobs uploaded") && !copy_line.contains(" 0 mounted"),
+        "{}",
+        text(&o)
+    );
     // A second publish uploads no blob.
     let o = run(
         &[
