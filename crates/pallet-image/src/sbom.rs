@@ -238,21 +238,6 @@ fn document(
     doc
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn licences() {
-        assert_eq!(license("MIT").0, "MIT");
-        assert_eq!(license("GPL-2.0-only and MIT").0, "GPL-2.0-only AND MIT");
-        let (id, extra) = license("custom:weird");
-        assert!(id.starts_with("LicenseRef-custom-weird"));
-        assert!(extra.is_some());
-        assert_eq!(spdx_id("py3.11+x_y"), "py3.11-x-y");
-    }
-}
-
 /// A CycloneDX 1.5 JSON document for one architecture's image (apko dropped CycloneDX; users
 /// asked for it). The serial number is derived from the content, so it is reproducible.
 pub fn image_cyclonedx(
@@ -316,4 +301,19 @@ pub fn image_cyclonedx(
         &hex[20..32]
     ));
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn licences() {
+        assert_eq!(license("MIT").0, "MIT");
+        assert_eq!(license("GPL-2.0-only and MIT").0, "GPL-2.0-only AND MIT");
+        let (id, extra) = license("custom:weird");
+        assert!(id.starts_with("LicenseRef-custom-weird"));
+        assert!(extra.is_some());
+        assert_eq!(spdx_id("py3.11+x_y"), "py3.11-x-y");
+    }
 }
