@@ -179,6 +179,11 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     let mut env = default_env(opts.source_date_epoch);
     env.extend(plan.environment.environment.clone());
     env.extend(opts.env_file.clone());
+    // The fetch cache (`sha256:<hex>` files) lives in --cache-dir; creating it means a second
+    // build of the same sources works offline.
+    if let Some(c) = &opts.cache_dir {
+        let _ = fs::create_dir_all(c);
+    }
     let sandbox = Sandbox {
         guest,
         workspace: workspace.clone(),

@@ -221,6 +221,8 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         steps,
         subpackages,
         environment: c.environment.clone(),
-        config_yaml: text,
+        // melange embeds the compiled configuration, so `.melange.yaml` records every step's
+        // final text; the file as written is kept if rendering fails.
+        config_yaml: serde_saphyr::to_string(&c).unwrap_or(text),
     })
 }
