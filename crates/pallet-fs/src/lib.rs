@@ -409,11 +409,42 @@ impl Tree {
     /// `/`, directories without a trailing `/`), ending with the end-of-archive blocks.
     /// Returns the number of entries.
     pub fn write_tar<W: Write + ?Sized>(&self, w: &mut W, names: &OwnerNames) -> io::Result<usize> {
+        self.write_tar_filtered(w, names, |_, _| true)
+    }
+
+    /// The paths a layer holding `keep` needs: those nodes plus every directory above them.
+    pub fn with_parents(
+        &self,
+        keep: impl Fn(&str, &Node) -> bool,
+    ) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (path, n) in &self.nodes {
+            if keep(path, n) {
+                let mut p = path.as_str();
+                out.insert(p.to_string());
+                while let Some((parent, _)) = p.rsplit_once('/') {
+                    if !out.insert(parent.to_string()) {
+                        break;
+                    }
+                    p = parent;
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Tree::write_tar`] for the nodes `keep` accepts (one layer of a multi-layer image).
+    pub fn write_tar_filtered<W: Write + ?Sized>(
+        &self,
+        w: &mut W,
+        names: &OwnerNames,
+        keep: impl Fn(&str, &Node) -> bool,
+    ) -> io::Result<usize> {
         let mut open: Option<(Arc<PathBuf>, File)> = None;
         let mut count = 0;
         // BTreeMap order is byte order of the full path; tar consumers need parents first,
         // which byte order guarantees ("a" < "a/b"), so no separate walk is needed.
-        for (path, n) in &self.nodes {
+        for (path, n) in self.nodes.iter().filter(|(p, n)| keep(p, n)) {
             let pax: Vec<(String, Vec<u8>)> = n
                 .xattrs
                 .iter()

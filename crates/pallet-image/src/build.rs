@@ -416,6 +416,70 @@ pub fn install(
     })
 }
 
+/// Which paths go into which layer. Without `layering`, one layer holds everything. With
+/// `strategy: origin` and a `budget`, packages are grouped by origin, the `budget - 1` largest
+/// groups (by installed size, ties by name) each get a layer, the rest share one, and a top
+/// layer holds what no package owns (directories, the apk database, accounts, generated
+/// files). Each package layer carries the directories above its files.
+fn layer_plan(
+    cfg: &ImageConfiguration,
+    tree: &Tree,
+) -> Result<Vec<std::collections::BTreeSet<String>>, BuildError> {
+    let all = || {
+        tree.nodes
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let Some(l) = cfg.layering.as_ref().filter(|l| l.budget > 0) else {
+        return Ok(vec![all()]);
+    };
+    if !l.strategy.is_empty() && l.strategy != "origin" {
+        return Err(BuildError::Config(format!(
+            "layering: unknown strategy '{}' (only 'origin')",
+            l.strategy
+        )));
+    }
+    let mut groups: BTreeMap<String, (u64, Vec<usize>)> = BTreeMap::new();
+    for (i, p) in tree.packages.iter().enumerate() {
+        let origin = p.info.origin.clone().unwrap_or_else(|| p.info.name.clone());
+        let g = groups.entry(origin).or_default();
+        g.0 += p.info.installed_size;
+        g.1.push(i);
+    }
+    let mut ordered: Vec<(String, (u64, Vec<usize>))> = groups.into_iter().collect();
+    ordered.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| b.0.cmp(&a.0)));
+    let keep = (l.budget as usize).saturating_sub(1);
+    let mut package_layers: Vec<Vec<usize>> = ordered
+        .iter()
+        .take(keep)
+        .map(|(_, (_, v))| v.clone())
+        .collect();
+    let overflow: Vec<usize> = ordered
+        .iter()
+        .skip(keep)
+        .flat_map(|(_, (_, v))| v.clone())
+        .collect();
+    if !overflow.is_empty() {
+        package_layers.push(overflow);
+    }
+    let mut out = vec![];
+    let mut owned = std::collections::BTreeSet::new();
+    for members in package_layers {
+        let set = tree.with_parents(|_, n| {
+            n.kind != Kind::Dir && n.owner.is_some_and(|o| members.contains(&o))
+        });
+        owned.extend(
+            set.iter()
+                .filter(|p| tree.get(p).is_some_and(|n| n.kind != Kind::Dir))
+                .cloned(),
+        );
+        out.push(set);
+    }
+    out.push(all().into_iter().filter(|p| !owned.contains(p)).collect());
+    Ok(out)
+}
+
 /// Build one architecture's image into `blobs`.
 pub fn build_arch(
     cfg: &ImageConfiguration,
@@ -433,18 +497,25 @@ pub fn build_arch(
         &String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default()),
         &String::from_utf8_lossy(&tree.read("etc/group").ok().flatten().unwrap_or_default()),
     );
-    let (layer, diff_id) = oci::cached_layer(&opts.cache_dir, blobs, opts.level, |w| {
-        tree.write_tar(w, &names).map(|_| ())
-    })
-    .map_err(io_ctx("writing the layer"))?;
+    let mut layers = vec![];
+    let mut diff_ids = vec![];
+    for filter in layer_plan(cfg, &tree)? {
+        let (layer, diff_id) = oci::cached_layer(&opts.cache_dir, blobs, opts.level, |w| {
+            tree.write_tar_filtered(w, &names, |p, _| filter.contains(p))
+                .map(|_| ())
+        })
+        .map_err(io_ctx("writing a layer"))?;
+        layers.push(layer);
+        diff_ids.push(diff_id);
+    }
     let os_release = parse_os_release(&tree);
-    let config = image_config(cfg, arch, epoch, &diff_id, &opts.annotations, &tree)?;
+    let config = image_config(cfg, arch, epoch, &diff_ids, &opts.annotations, &tree)?;
     let config_blob = oci::put_blob(blobs, &config).map_err(io_ctx("writing the image config"))?;
     let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": oci::MT_MANIFEST,
         "config": oci::descriptor(oci::MT_CONFIG, &config_blob),
-        "layers": [oci::descriptor(oci::MT_LAYER_GZ, &layer)],
+        "layers": layers.iter().map(|l| oci::descriptor(oci::MT_LAYER_GZ, l)).collect::<Vec<_>>(),
     });
     let ann = annotations(cfg, opts, epoch);
     if !ann.as_object().is_none_or(|o| o.is_empty()) {
@@ -457,7 +528,7 @@ pub fn build_arch(
             arch,
             config: config_blob,
             manifest: manifest_blob,
-            layers: vec![layer],
+            layers,
         },
         packages: resolved,
         created: epoch,
@@ -504,7 +575,7 @@ fn image_config(
     cfg: &ImageConfiguration,
     arch: Arch,
     epoch: u64,
-    diff_id: &str,
+    diff_ids: &[String],
     extra_ann: &BTreeMap<String, String>,
     tree: &Tree,
 ) -> Result<Vec<u8>, BuildError> {
@@ -565,9 +636,14 @@ fn image_config(
         "architecture": a,
         "author": "pallet",
         "created": rfc3339(epoch),
-        "history": [{"author": "pallet", "created": rfc3339(epoch), "created_by": "pallet", "comment": "This is a pallet single-layer image"}],
+        "history": diff_ids.iter().map(|_| json!({
+            "author": "pallet",
+            "created": rfc3339(epoch),
+            "created_by": "pallet",
+            "comment": if diff_ids.len() == 1 { "This is a pallet single-layer image" } else { "" },
+        })).collect::<Vec<_>>(),
         "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "config": c,
     });
     if let Some(v) = variant {

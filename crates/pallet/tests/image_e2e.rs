@@ -755,3 +755,58 @@ fn additional_certificates_join_the_bundle() {
         text(&o)
     );
 }
+
+#[test]
+fn layering_by_origin_gives_budget_plus_one_layers_and_still_runs() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let cfg = alpine_config(
+        t.path(),
+        &a,
+        "alpine-base",
+        "layering:\n  strategy: origin\n  budget: 3\nentrypoint:\n  command: /bin/sh -c \"echo layered; ls /etc/apk/world\"\n",
+    );
+    fs::create_dir(t.path().join("layout")).unwrap();
+    let o = run(
+        &[
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "l:1",
+            "layout",
+            "--cache-dir",
+            "c",
+            "--sbom=false",
+        ],
+        t.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.path().join("layout/index.json")).unwrap()).unwrap();
+    let m = index["manifests"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.path().join("layout/blobs/sha256").join(m)).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["layers"].as_array().unwrap().len(),
+        4,
+        "budget 3: two origin layers, an overflow layer and the top layer"
+    );
+    if have("umoci") && have("runc") {
+        let out = run_bundle(
+            &format!("{}:1", t.path().join("layout").display()),
+            t.path(),
+            "layered",
+        );
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["layered", "/etc/apk/world"]
+        );
+    }
+}
