@@ -405,3 +405,116 @@ fn fetch_patch_split_and_test() {
         text(&o)
     );
 }
+
+/// The rest of the melange face as seed users type it: compile, lint, index, sign-index.
+#[test]
+fn melange_face_compile_lint_index_sign_index() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let cfg = examples().join("hello-c/melange.yaml");
+    let o = run_melange(
+        d,
+        &["compile", cfg.to_str().unwrap(), "--arch", "aarch64"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["arch"], "aarch64");
+    assert!(
+        v["pipeline"][0]["runs"]
+            .as_str()
+            .unwrap()
+            .contains("gcc -static -O2 -o /home/build/melange-out/hello-c/usr/bin/hello hello.c")
+    );
+    let o = run(&["pkg", "compile", cfg.to_str().unwrap(), "--yaml"], d, &[]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("name: hello-c"),
+        "{}",
+        text(&o)
+    );
+    // Configuration lint: a fetch without a checksum over plain http is reported.
+    fs::write(d.join("lint.yaml"), "package:\n  name: l\n  version: 1.0.0\npipeline:\n  - uses: fetch\n    with:\n      uri: http://example.invalid/l.tar.gz\n      expected-none: yes\n").unwrap();
+    let o = run(&["pkg", "lint", "lint.yaml", "--json"], d, &[]);
+    let findings: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rules: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        rules.contains(&"valid-pipeline-fetch-uri")
+            && rules.contains(&"valid-pipeline-fetch-digest")
+            && rules.contains(&"valid-copyright"),
+        "{rules:?}"
+    );
+    // Package lint on an .apk: a world-writable file is a required-rule error (exit 1).
+    fs::create_dir_all(d.join("root/usr/bin")).unwrap();
+    fs::write(d.join("root/usr/bin/x"), "x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(d.join("root/usr/bin/x"), fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(
+        run(
+            &[
+                "mkpkg",
+                "--info",
+                "name=ww",
+                "--info",
+                "version=1-r0",
+                "--files",
+                "root",
+                "-o",
+                "ww-1-r0.apk"
+            ],
+            d,
+            &[]
+        )
+        .status
+        .success()
+    );
+    let o = run(&["pkg", "lint", "ww-1-r0.apk"], d, &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("[worldwrite]"),
+        "{}",
+        text(&o)
+    );
+    // melange keygen / index / sign-index.
+    assert!(
+        run_melange(d, &["keygen", "--key-size", "2048"], &[])
+            .status
+            .success()
+    );
+    assert!(d.join("melange.rsa").exists() && d.join("melange.rsa.pub").exists());
+    let o = run_melange(d, &["index", "-o", "APKINDEX.tar.gz", "ww-1-r0.apk"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !run(
+            &["verify", "--keyring", "melange.rsa.pub", "APKINDEX.tar.gz"],
+            d,
+            &[]
+        )
+        .status
+        .success(),
+        "unsigned index verified"
+    );
+    let o = run_melange(
+        d,
+        &[
+            "sign-index",
+            "--signing-key",
+            "melange.rsa",
+            "APKINDEX.tar.gz",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        run(
+            &["verify", "--keyring", "melange.rsa.pub", "APKINDEX.tar.gz"],
+            d,
+            &[]
+        )
+        .status
+        .success()
+    );
+}
