@@ -52,6 +52,27 @@ pub struct EntryHeader<'a> {
     pub pax: &'a [(String, Vec<u8>)],
 }
 
+impl<'a> EntryHeader<'a> {
+    /// A root-owned regular file (the entries pallet itself generates).
+    pub fn file(path: &'a str, mode: u32, mtime: u64, size: u64) -> Self {
+        EntryHeader {
+            path,
+            kind: Kind::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            uname: "root",
+            gname: "root",
+            mtime,
+            size,
+            link: "",
+            dev_major: 0,
+            dev_minor: 0,
+            pax: &[],
+        }
+    }
+}
+
 fn octal(field: &mut [u8], v: u64) -> bool {
     let digits = field.len() - 1;
     let s = format!("{v:0digits$o}");

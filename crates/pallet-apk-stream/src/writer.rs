@@ -99,19 +99,8 @@ fn gzip_bytes(data: &[u8], level: u32) -> Vec<u8> {
 
 fn root_header(path: &str, kind: Kind, mode: u32, mtime: u64) -> EntryHeader<'_> {
     EntryHeader {
-        path,
         kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        uname: "root",
-        gname: "root",
-        mtime,
-        size: 0,
-        link: "",
-        dev_major: 0,
-        dev_minor: 0,
-        pax: &[],
+        ..EntryHeader::file(path, mode, mtime, 0)
     }
 }
 

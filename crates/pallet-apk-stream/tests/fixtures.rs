@@ -1,26 +1,12 @@
 //! Real packages made by others (`../shared/fixtures`): they must verify, and every kind of
 //! tampering must be caught with its own error.
 
+use pallet_test_support::shared;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use pallet_apk_stream::{ApkError, ReadOptions, Trust, read_apk};
 use pallet_keys::{Keyring, SigAlg};
-
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("PALLET_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    if p.join("fixtures").is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)",
-            p.display()
-        );
-        None
-    }
-}
 
 fn verify(path: &Path, ring: &Keyring) -> Result<Trust, ApkError> {
     let f = fs::File::open(path)?;

@@ -119,6 +119,35 @@ fn default_env(epoch: u64) -> BTreeMap<String, String> {
     ])
 }
 
+/// A guest root in `scratch/guest`, installed from `environment` by the image builder, with the
+/// mount points the sandbox binds over.
+fn make_guest(
+    environment: &ImageConfiguration,
+    arch: Arch,
+    opts: &Options,
+    scratch: &Path,
+) -> Result<Guest, BuildError> {
+    let root = scratch.join("guest");
+    fs::create_dir_all(&root).map_err(|e| setup("creating the guest root", e))?;
+    let bopts = pallet_image::build::BuildOptions {
+        cache_dir: opts.apk_cache_dir.clone(),
+        epoch: Some(opts.source_date_epoch),
+        extra_keyring: opts.extra_keyring.clone(),
+        extra_repositories: opts.extra_repositories.clone(),
+        extra_packages: opts.extra_packages.clone(),
+        ignore_signatures: opts.ignore_signatures,
+        level: 1,
+        ..Default::default()
+    };
+    let installed = pallet_image::build::install(environment, "", arch, &bopts)?;
+    let mut tree = installed.tree;
+    tree.mkdir_all("home/build", 0o755, 0);
+    tree.mkdir_all("var/cache/melange", 0o755, 0);
+    tree.materialize(&root)
+        .map_err(|e| setup("writing the guest root", e))?;
+    Ok(Guest::Root(root))
+}
+
 /// Build every package of `plan`; returns the written `.apk` files.
 pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     let arch = opts.arch.unwrap_or_else(Arch::host);
@@ -155,26 +184,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     let guest = if opts.bootstrap {
         Guest::Bootstrap
     } else {
-        let root = scratch.path().join("guest");
-        fs::create_dir_all(&root).map_err(|e| setup("creating the guest root", e))?;
-        let bopts = pallet_image::build::BuildOptions {
-            cache_dir: opts.apk_cache_dir.clone(),
-            epoch: Some(opts.source_date_epoch),
-            extra_keyring: opts.extra_keyring.clone(),
-            extra_repositories: opts.extra_repositories.clone(),
-            extra_packages: opts.extra_packages.clone(),
-            ignore_signatures: opts.ignore_signatures,
-            level: 1,
-            ..Default::default()
-        };
-        let installed = pallet_image::build::install(&plan.environment, "", arch, &bopts)?;
-        let mut tree = installed.tree;
-        // Mount points the sandbox binds over.
-        tree.mkdir_all("home/build", 0o755, 0);
-        tree.mkdir_all("var/cache/melange", 0o755, 0);
-        tree.materialize(&root)
-            .map_err(|e| setup("writing the guest root", e))?;
-        Guest::Root(root)
+        make_guest(&plan.environment, arch, opts, scratch.path())?
     };
     let mut env = default_env(opts.source_date_epoch);
     env.extend(plan.environment.environment.clone());
@@ -280,29 +290,12 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     if let Some(src) = &opts.source_dir {
         copy_sources(src, &workspace)?;
     }
-    let root = scratch.path().join("guest");
-    fs::create_dir_all(&root).map_err(|e| setup("creating the guest root", e))?;
-    let bopts = pallet_image::build::BuildOptions {
-        cache_dir: opts.apk_cache_dir.clone(),
-        epoch: Some(opts.source_date_epoch),
-        extra_keyring: opts.extra_keyring.clone(),
-        extra_repositories: opts.extra_repositories.clone(),
-        extra_packages: opts.extra_packages.clone(),
-        ignore_signatures: opts.ignore_signatures,
-        level: 1,
-        ..Default::default()
-    };
-    let installed = pallet_image::build::install(&test.environment, "", arch, &bopts)?;
-    let mut tree = installed.tree;
-    tree.mkdir_all("home/build", 0o755, 0);
-    tree.mkdir_all("var/cache/melange", 0o755, 0);
-    tree.materialize(&root)
-        .map_err(|e| setup("writing the guest root", e))?;
+    let guest = make_guest(&test.environment, arch, opts, scratch.path())?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(test.environment.environment.clone());
     env.extend(opts.env_file.clone());
     let sandbox = Sandbox {
-        guest: Guest::Root(root),
+        guest,
         workspace,
         cache: opts.cache_dir.clone(),
         env,

@@ -11,18 +11,7 @@ use pallet_build::compile::{
 use pallet_image::config::Arch;
 
 fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("PALLET_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    if p.join("corpus").is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: shared corpus not found at {} (set PALLET_SHARED)",
-            p.display()
-        );
-        None
-    }
+    pallet_test_support::shared_with("corpus")
 }
 
 fn opts(arch: Arch, dirs: &[PathBuf]) -> CompileOptions {

@@ -2,30 +2,16 @@
 //! a musl ELF whose generated dependencies include `so:libc.musl-x86_64.so.1` and whose
 //! commands become `cmd:` provides, a subpackage, signing, the index, and reproducibility.
 
+use pallet_test_support::shared;
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pallet_apk_types::Dependency;
 use pallet_build::assemble::PackageSpec;
 use pallet_build::driver::{Options, Plan, build};
 use pallet_build::runner::Step;
 use pallet_image::config::{Arch, Contents, ImageConfiguration};
-
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("PALLET_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    if p.join("fixtures").is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)",
-            p.display()
-        );
-        None
-    }
-}
 
 fn step(name: &str, runs: &str) -> Step {
     Step {

@@ -712,21 +712,12 @@ fn post_install(
                 p.info.checksum.clone().unwrap_or_default(),
                 name
             );
-            let h = pallet_apk_stream::tarw::EntryHeader {
-                path: &n,
-                kind: Kind::File,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                uname: "root",
-                gname: "root",
-                mtime: p.info.build_time,
-                size: data.len() as u64,
-                link: "",
-                dev_major: 0,
-                dev_minor: 0,
-                pax: &[],
-            };
+            let h = pallet_apk_stream::tarw::EntryHeader::file(
+                &n,
+                0o755,
+                p.info.build_time,
+                data.len() as u64,
+            );
             pallet_apk_stream::tarw::write_entry(&mut scripts_tar, &h, data)
                 .map_err(io_ctx("scripts.tar"))?;
         }

@@ -282,7 +282,7 @@ pub fn write_layout(
 /// Write a docker-archive tarball (`docker load`, `skopeo … docker-archive:`): per image a
 /// config file `sha256:<hex>` and layers `<hex>.tar.gz`, and `manifest.json` with the tags.
 pub fn write_docker_archive(out: &Path, images: &[ArchImage], image_ref: &str) -> io::Result<()> {
-    use pallet_apk_stream::tarw::{self, EntryHeader, Kind};
+    use pallet_apk_stream::tarw::{self, EntryHeader};
     let (name, tag) = split_ref(image_ref);
     copy_tree_atomically(
         |tmp| {
@@ -293,21 +293,7 @@ pub fn write_docker_archive(out: &Path, images: &[ArchImage], image_ref: &str) -
                 if !written.insert(fname.clone()) {
                     return Ok(());
                 }
-                let h = EntryHeader {
-                    path: &fname,
-                    kind: Kind::File,
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                    uname: "",
-                    gname: "",
-                    mtime: 0,
-                    size: b.size,
-                    link: "",
-                    dev_major: 0,
-                    dev_minor: 0,
-                    pax: &[],
-                };
+                let h = EntryHeader::file(&fname, 0o644, 0, b.size);
                 tarw::write_header(w, &h)?;
                 let n = io::copy(&mut File::open(&b.path)?, w)?;
                 if n != b.size {
@@ -332,21 +318,7 @@ pub fn write_docker_archive(out: &Path, images: &[ArchImage], image_ref: &str) -
             }
             let manifest =
                 serde_json::to_vec(&Value::Array(entries)).expect("JSON values serialize");
-            let h = EntryHeader {
-                path: "manifest.json",
-                kind: Kind::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                uname: "",
-                gname: "",
-                mtime: 0,
-                size: manifest.len() as u64,
-                link: "",
-                dev_major: 0,
-                dev_minor: 0,
-                pax: &[],
-            };
+            let h = EntryHeader::file("manifest.json", 0o644, 0, manifest.len() as u64);
             tarw::write_entry(&mut w, &h, &manifest)?;
             tarw::write_end(&mut w)?;
             let f = w.into_inner().map_err(|e| e.into_error())?;

@@ -131,21 +131,7 @@ pub fn unsigned_index(packages: &[PackageInfo], description: Option<&str>, epoch
     let mut tar = Vec::new();
     let text = package::write_index(packages);
     let mut entry = |name: &str, data: &[u8]| {
-        let h = tarw::EntryHeader {
-            path: name,
-            kind: tarw::Kind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            uname: "root",
-            gname: "root",
-            mtime: epoch,
-            size: data.len() as u64,
-            link: "",
-            dev_major: 0,
-            dev_minor: 0,
-            pax: &[],
-        };
+        let h = tarw::EntryHeader::file(name, 0o644, epoch, data.len() as u64);
         tarw::write_entry(&mut tar, &h, data).expect("writing to a Vec cannot fail");
     };
     if let Some(d) = description {

@@ -1,23 +1,8 @@
 //! Real indexes and installed databases made by others parse completely.
 
-use std::path::{Path, PathBuf};
+use pallet_test_support::shared;
 
 use pallet_keys::Keyring;
-
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("PALLET_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    if p.join("fixtures").is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)",
-            p.display()
-        );
-        None
-    }
-}
 
 #[test]
 fn alpine_316_and_317_indexes() {

@@ -4,7 +4,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Output};
+
+#[allow(unused_imports)]
+pub use pallet_test_support::shared;
 
 pub fn pallet() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pallet"))
@@ -25,22 +29,6 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// `../shared`, or `$PALLET_SHARED`; `None` (with a clear message) when absent.
-pub fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("PALLET_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    if p.join("fixtures").is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)",
-            p.display()
-        );
-        None
-    }
 }
 
 pub fn have(tool: &str) -> bool {
