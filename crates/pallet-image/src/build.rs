@@ -386,10 +386,23 @@ pub fn install(
     let mut max_build = 0u64;
     // Fetch and verify in parallel, install in resolved order.
     use rayon::prelude::*;
+    // indicatif draws only on a terminal, so logs and CI output stay clean.
+    let bar = indicatif::ProgressBar::new(picks.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("fetching ({})", arch.apk()));
     let cached: Vec<Result<(PathBuf, InstalledMeta), BuildError>> = picks
         .par_iter()
-        .map(|&(r, p)| ensure_cached(&repos[r], &repos[r].packages[p], arch, opts))
+        .map(|&(r, p)| {
+            let res = ensure_cached(&repos[r], &repos[r].packages[p], arch, opts);
+            bar.set_message(repos[r].packages[p].name.clone());
+            bar.inc(1);
+            res
+        })
         .collect();
+    bar.finish_and_clear();
     for (i, c) in cached.into_iter().enumerate() {
         let (tar, meta) = c?;
         let (r, _) = picks[i];

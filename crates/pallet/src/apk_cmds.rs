@@ -64,6 +64,9 @@ pub struct VerifyArgs {
     /// Packages (`.apk`) or indexes (`APKINDEX.tar.gz`).
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Print one JSON object per file ({"file", "ok", "verdict", "key"}) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 fn is_index(p: &Path) -> bool {
@@ -105,12 +108,21 @@ pub fn verify_cmd(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 read_apk(file, &opts, |_, _| Ok(())).map(|m| m.trust)
             })
         };
-        match res {
-            Ok(Trust::Verified { .. }) | Ok(Trust::NotChecked) => println!("{}: OK", f.display()),
-            Err(e) => {
-                failed += 1;
-                println!("{}: {}", f.display(), verdict(&e));
-            }
+        let (ok, text, key) = match &res {
+            Ok(Trust::Verified { key, .. }) => (true, "OK".to_string(), Some(key.clone())),
+            Ok(Trust::NotChecked) => (true, "OK".to_string(), None),
+            Err(e) => (false, verdict(e), None),
+        };
+        if !ok {
+            failed += 1;
+        }
+        if a.json {
+            println!(
+                "{}",
+                json!({"file": f, "ok": ok, "verdict": text, "key": key})
+            );
+        } else {
+            println!("{}: {text}", f.display());
         }
     }
     Ok(if failed == 0 {
