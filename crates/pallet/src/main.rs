@@ -6,7 +6,6 @@
 mod apk_cmds;
 mod image_cmds;
 mod melange_build;
-mod pkg_cmds;
 
 use std::process::ExitCode;
 
@@ -25,9 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build APK packages from melange YAML files.
+    /// Build, compile, lint and test APK packages from melange YAML files.
     #[command(subcommand)]
-    Pkg(pkg_cmds::PkgCommand),
+    Pkg(melange_build::PkgCommand),
     /// Build OCI images from apko YAML files.
     #[command(subcommand)]
     Image(Box<image_cmds::ImageCommand>),
@@ -86,39 +85,9 @@ where
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
     // `pallet pkg build` is answered by the package builder; the other `pkg` commands by the
     // melange compiler's module.
-    if argv.get(1).is_some_and(|a| a == "pkg") {
-        let sub = argv.get(2).and_then(|a| a.to_str()).unwrap_or("");
-        if matches!(sub, "build" | "compile" | "lint" | "test") {
-            #[derive(Parser)]
-            #[command(name = "pallet pkg")]
-            struct Pkg {
-                #[command(subcommand)]
-                cmd: PkgCmd,
-            }
-            #[derive(Subcommand)]
-            enum PkgCmd {
-                /// Build packages from a melange YAML file in a bubblewrap sandbox.
-                Build(Box<melange_build::BuildArgs>),
-                /// Print the compiled configuration (every step's final shell text) as JSON.
-                Compile(melange_build::CompileArgs),
-                /// Apply melange's lint rules to YAML files or built packages.
-                Lint(melange_build::LintArgs),
-                /// Run a package's test: pipelines in a fresh guest.
-                Test(Box<melange_build::TestArgs>),
-            }
-            let rest = std::iter::once(std::ffi::OsString::from("pallet pkg"))
-                .chain(argv[2..].iter().cloned());
-            return match Pkg::parse_from(rest).cmd {
-                PkgCmd::Build(a) => melange_build::build_cmd(*a),
-                PkgCmd::Compile(a) => melange_build::compile_cmd(a),
-                PkgCmd::Lint(a) => melange_build::lint_cmd(a),
-                PkgCmd::Test(a) => melange_build::test_cmd(*a),
-            };
-        }
-    }
     let cli = Cli::parse_from(argv);
     match cli.command {
-        Command::Pkg(cmd) => pkg_cmds::run(cmd),
+        Command::Pkg(cmd) => melange_build::run_pkg(cmd),
         Command::Image(cmd) => image_cmds::run(*cmd),
         Command::Login(a) => image_cmds::login_cmd(a),
         Command::Version(a) => apk_cmds::version_cmd(a),
@@ -140,7 +109,7 @@ fn main() -> ExitCode {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let result = match argv0.as_str() {
-        "melange" => melange_build::melange_face(&args).unwrap_or_else(pkg_cmds::run_melange_face),
+        "melange" => melange_build::melange_face(&args),
         "apko" => image_cmds::run_apko_face(),
         _ => run_pallet_argv(args),
     };

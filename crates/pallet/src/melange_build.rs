@@ -276,16 +276,31 @@ struct SignIndexArgs {
     index: PathBuf,
 }
 
-/// The melange subcommands handled here; `None` when argv names another one.
-pub fn melange_face(args: &[std::ffi::OsString]) -> Option<anyhow::Result<ExitCode>> {
-    let sub = args.get(1)?.to_str()?;
-    if !matches!(
-        sub,
-        "build" | "compile" | "lint" | "test" | "keygen" | "index" | "sign-index"
-    ) {
-        return None;
+/// `pallet pkg …`.
+#[derive(Subcommand)]
+pub enum PkgCommand {
+    /// Build packages from a melange YAML file in a bubblewrap sandbox.
+    Build(Box<BuildArgs>),
+    /// Print the compiled configuration (every step's final shell text) as JSON.
+    Compile(CompileArgs),
+    /// Apply melange's lint rules to YAML files or built packages.
+    Lint(LintArgs),
+    /// Run a package's test: pipelines in a fresh guest.
+    Test(Box<TestArgs>),
+}
+
+pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PkgCommand::Build(a) => build_cmd(*a),
+        PkgCommand::Compile(a) => compile_cmd(a),
+        PkgCommand::Lint(a) => lint_cmd(a),
+        PkgCommand::Test(a) => test_cmd(*a),
     }
-    Some(match MelangeCli::parse_from(args).command {
+}
+
+/// A `melange` command line.
+pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
+    match MelangeCli::parse_from(args).command {
         MelangeCommand::Build(a) => build_cmd(*a),
         MelangeCommand::Compile(a) => compile_cmd(a),
         MelangeCommand::Lint(a) => lint_cmd(a),
@@ -338,7 +353,7 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> Option<anyhow::Result<ExitCo
                 s.index.display().to_string(),
             ])
         }
-    })
+    }
 }
 
 #[derive(Args, Clone)]

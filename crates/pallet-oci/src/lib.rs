@@ -1,1 +1,0 @@
-//! pallet-oci
