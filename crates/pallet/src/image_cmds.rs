@@ -129,7 +129,7 @@ pub struct PublishArgs {
     /// Registries to speak plain http to (loopback registries always are).
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
-    /// Accepted for apko compatibility: pallet pushes to registries only.
+    /// apko's docker-daemon load; refused with the equivalent command to run instead.
     #[arg(long)]
     local: bool,
 }
@@ -586,7 +586,11 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
-    let _ = a.local;
+    if a.local {
+        bail!(
+            "--local loads the image into a docker daemon, which pallet does not talk to; use `pallet image build CONFIG TAG out.tar` and `docker load < out.tar`"
+        );
+    }
     let first = a.tags.first().cloned().unwrap_or_default();
     let b = build_all(&a.config, &first, &a.flags, &std::env::temp_dir())?;
     // apko keeps SBOMs only when --sbom-path is set; pallet also attaches them as referrers.
