@@ -5,4 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --release --bin pallet
-cargo test --workspace --release
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --release 2>&1 | tee "$log"
+# cargo prints a result line per test binary, the last one often a doc-test run with no tests:
+# close with the totals so the outcome reads in one line.
+passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ | bc)
+failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | paste -sd+ | bc)
+skipped=$(grep -c '^SKIPPED' "$log" || true)
+[ "$skipped" = 0 ] || echo "($skipped test parts skipped; see the SKIPPED lines above)"
+echo "tests: $passed passed, $failed failed"
