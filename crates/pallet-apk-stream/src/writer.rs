@@ -314,7 +314,7 @@ pub fn write_apk(
         .unwrap_or(Path::new("."));
     let mut data_file = tempfile::tempfile_in(dir).map_err(io_err(dir))?;
     let installed = {
-        let mut enc = gz(BufWriter::new(&mut data_file), opts.level);
+        let mut enc = crate::pgzip::ParGzWriter::new(BufWriter::new(&mut data_file), opts.level);
         let size = write_data_tar(root, opts.source_date_epoch, &mut enc)?;
         let bw = enc.finish().map_err(io_err(out))?;
         bw.into_inner().map_err(|e| WriteError::Io {

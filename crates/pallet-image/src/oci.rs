@@ -61,7 +61,7 @@ pub fn cached_layer(
     };
     produce(&mut sink)?;
     let diff_hex = hexs(sink.hash.finalize());
-    let dir = cache.join("layers-v1");
+    let dir = cache.join("layers-v2");
     let entry = dir.join(format!("{diff_hex}.gz{level}"));
     if let Ok(meta) = fs::read_to_string(entry.with_extension(format!("gz{level}.digest")))
         && let Some(hex) = meta.trim().strip_prefix("sha256:")
@@ -124,10 +124,8 @@ pub fn write_layer(
             hash: Sha256::new(),
             n: 0,
         };
-        let gz = flate2::GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(compressed, flate2::Compression::new(level));
+        // Both cores compress; the bytes do not depend on how many there are.
+        let gz = pallet_apk_stream::pgzip::ParGzWriter::new(compressed, level);
         let mut raw = HashCount {
             inner: BufWriter::with_capacity(1 << 20, gz),
             hash: Sha256::new(),
