@@ -560,6 +560,56 @@ fn write_sboms(b: &Built, dir: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A record of the last tarball written to a path: a rebuild that yields the same image and tag
+/// leaves an untouched file as it is, as `make` would, instead of rewriting it byte for byte.
+fn tarball_record(
+    c: &CommonArgs,
+    out: &Path,
+    tag: &str,
+    digest: &str,
+) -> Option<(PathBuf, String)> {
+    use sha2::Digest as _;
+    let abs = std::path::absolute(out).ok()?;
+    let key: String = sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = cache_dir(c).join("outputs-v1").join(key);
+    Some((path, format!("{digest} {tag}")))
+}
+
+fn file_stamp(p: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some(format!(
+        "{} {} {} {}",
+        m.len(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
+}
+
+fn unchanged_tarball(c: &CommonArgs, out: &Path, tag: &str, digest: &str) -> bool {
+    let (Some((path, what)), Some(stamp)) = (tarball_record(c, out, tag, digest), file_stamp(out))
+    else {
+        return false;
+    };
+    std::fs::read_to_string(path).is_ok_and(|r| r == format!("{what}\n{stamp}\n"))
+}
+
+fn remember_tarball(c: &CommonArgs, out: &Path, tag: &str, digest: &str) {
+    if let (Some((path, what)), Some(stamp)) =
+        (tarball_record(c, out, tag, digest), file_stamp(out))
+    {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = pallet_keys::write_atomic(&path, format!("{what}\n{stamp}\n").as_bytes(), 0o644);
+    }
+}
+
 fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let out = &a.output;
     let parent = out
@@ -571,9 +621,10 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         let (_, tag) = oci::split_ref(&a.tag);
         oci::write_layout(out, &b.blobs, &b.images, &b.index, &tag)
             .with_context(|| format!("writing OCI layout {}", out.display()))?;
-    } else {
+    } else if !unchanged_tarball(&a.flags.common, out, &a.tag, &b.index.digest) {
         oci::write_docker_archive(out, &b.images, &a.tag)
             .with_context(|| format!("writing {}", out.display()))?;
+        remember_tarball(&a.flags.common, out, &a.tag, &b.index.digest);
     }
     let sbom_dir = a
         .flags

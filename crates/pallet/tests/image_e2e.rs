@@ -810,3 +810,51 @@ fn layering_by_origin_gives_budget_plus_one_layers_and_still_runs() {
         );
     }
 }
+
+#[test]
+fn an_unchanged_tarball_is_left_alone_and_a_damaged_one_rewritten() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    two_arch_repo(d);
+    let cfg = d.join("one.yaml");
+    fs::write(
+        &cfg,
+        format!("contents:\n  repositories: [{}]\n  keyring: [{}]\n  packages: [hello]\narchs: [x86_64]\n", d.join("repo").display(), d.join("k.rsa.pub").display()),
+    )
+    .unwrap();
+    let build = || {
+        run(
+            &[
+                "image",
+                "build",
+                cfg.to_str().unwrap(),
+                "one:1",
+                "out.tar",
+                "--cache-dir",
+                "c",
+                "--sbom=false",
+            ],
+            d,
+            &EPOCH_ENV,
+        )
+    };
+    assert!(build().status.success());
+    let good = fs::read(d.join("out.tar")).unwrap();
+    let stamp = || {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(d.join("out.tar")).unwrap();
+        (m.ino(), m.mtime_nsec())
+    };
+    let before = stamp();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(build().status.success());
+    assert_eq!(stamp(), before, "an unchanged output was rewritten");
+    fs::write(d.join("out.tar"), b"damaged").unwrap();
+    assert!(build().status.success());
+    assert!(
+        fs::read(d.join("out.tar")).unwrap() == good,
+        "a damaged output was not rebuilt"
+    );
+}
+
+const EPOCH_ENV: [(&str, &str); 1] = [("SOURCE_DATE_EPOCH", "1700000000")];
