@@ -858,3 +858,88 @@ fn an_unchanged_tarball_is_left_alone_and_a_damaged_one_rewritten() {
 }
 
 const EPOCH_ENV: [(&str, &str); 1] = [("SOURCE_DATE_EPOCH", "1700000000")];
+
+#[test]
+fn alpine_base_resolves_to_apks_25_packages_and_everything_conflicts() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let cfg = alpine_config(t.path(), &a, "alpine-base", "");
+    let o = run(
+        &[
+            "image",
+            "show-packages",
+            cfg.to_str().unwrap(),
+            "--format",
+            "name-version",
+            "--cache-dir",
+            "c",
+        ],
+        t.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let mut got: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    got.sort();
+    let want = [
+        "alpine-base-3.19.1-r0",
+        "alpine-baselayout-3.4.3-r2",
+        "alpine-baselayout-data-3.4.3-r2",
+        "alpine-conf-3.17.2-r0",
+        "alpine-keys-2.4-r1",
+        "alpine-release-3.19.1-r0",
+        "apk-tools-2.14.0-r5",
+        "busybox-1.36.1-r15",
+        "busybox-binsh-1.36.1-r15",
+        "busybox-mdev-openrc-1.36.1-r15",
+        "busybox-openrc-1.36.1-r15",
+        "busybox-suid-1.36.1-r15",
+        "ca-certificates-bundle-20230506-r0",
+        "ifupdown-ng-0.12.1-r4",
+        "libc-utils-0.7.2-r5",
+        "libcap2-2.69-r1",
+        "libcrypto3-3.1.4-r5",
+        "libssl3-3.1.4-r5",
+        "mdev-conf-4.6-r0",
+        "musl-1.2.4_git20230717-r4",
+        "musl-utils-1.2.4_git20230717-r4",
+        "openrc-0.52.1-r2",
+        "scanelf-1.3.7-r2",
+        "ssl_client-1.36.1-r15",
+        "zlib-1.3.1-r0",
+    ];
+    assert_eq!(got, want);
+    // Every package of the fixture at once: the real vlan / ifupdown-ng conflict, both named.
+    let mut all: Vec<String> = fs::read_dir(a.join("x86_64"))
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            let stem = n.strip_suffix(".apk")?;
+            let mut parts: Vec<&str> = stem.split('-').collect();
+            parts.truncate(parts.len() - 2);
+            Some(parts.join("-"))
+        })
+        .collect();
+    all.sort();
+    let every = alpine_config(t.path(), &a, &all.join(", "), "");
+    let o = run(
+        &[
+            "image",
+            "show-packages",
+            every.to_str().unwrap(),
+            "--cache-dir",
+            "c",
+        ],
+        t.path(),
+        &[],
+    );
+    assert!(!o.status.success());
+    let msg = text(&o);
+    assert!(
+        msg.contains("vlan-2.3-r1") && msg.contains("breaks: ifupdown-ng-0.12.1-r4[!vlan]"),
+        "{msg}"
+    );
+}
