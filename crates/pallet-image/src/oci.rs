@@ -26,6 +26,11 @@ fn hexs(d: impl AsRef<[u8]>) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `sha256:<hex>` of some bytes, the way OCI names content.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hexs(Sha256::digest(bytes)))
+}
+
 /// Hashes and counts what passes through.
 pub struct HashCount<W> {
     pub inner: W,

@@ -4,7 +4,6 @@
 
 use pallet_registry::{BlobSource, Client, RegistryError};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::oci::{self, ArchImage, Blob};
 
@@ -25,13 +24,7 @@ fn source(b: &Blob, media_type: &str) -> BlobSource {
 }
 
 fn bytes_source(bytes: Vec<u8>, media_type: &str) -> BlobSource {
-    let digest = format!(
-        "sha256:{}",
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let digest = oci::sha256_digest(&bytes);
     BlobSource {
         digest,
         size: bytes.len() as u64,
@@ -128,13 +121,7 @@ fn attach(
         "subject": {"mediaType": subject_type, "digest": subject.digest, "size": subject.size},
     });
     let bytes = serde_json::to_vec(&manifest).expect("JSON");
-    let digest = format!(
-        "sha256:{}",
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let digest = oci::sha256_digest(&bytes);
     let echoed = client.put_manifest(&digest, oci::MT_MANIFEST, &bytes)?;
     if echoed.is_some() {
         client.stats.referrers_api = Some(true);

@@ -185,10 +185,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
 
 fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&a.config, &a.common.include_paths)?;
-    let arch = match &a.build_arch {
-        Some(x) => Arch::parse(x).with_context(|| format!("unknown architecture '{x}'"))?,
-        None => Arch::host(),
-    };
+    let arch = crate::melange_build::one_arch(&a.build_arch)?;
     if !loaded.config.archs.is_empty() {
         eprintln!(
             "warning: archs in the config are ignored; building {}",

@@ -154,6 +154,14 @@ fn archs(list: &[String]) -> anyhow::Result<Vec<Arch>> {
         .collect()
 }
 
+/// `--arch` naming one architecture, or the host's.
+pub(crate) fn one_arch(a: &Option<String>) -> anyhow::Result<Arch> {
+    match a {
+        Some(x) => Arch::parse(x).with_context(|| format!("unknown architecture '{x}'")),
+        None => Ok(Arch::host()),
+    }
+}
+
 fn default_apk_cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|x| !x.is_empty())
@@ -384,10 +392,7 @@ pub struct CompileArgs {
 
 pub fn compile_cmd(a: CompileArgs) -> anyhow::Result<ExitCode> {
     let config = find_config(&a.config)?;
-    let arch = match &a.arch {
-        Some(x) => Arch::parse(x).with_context(|| format!("unknown architecture '{x}'"))?,
-        None => Arch::host(),
-    };
+    let arch = one_arch(&a.arch)?;
     let opts = pallet_build::compile::CompileOptions {
         arch: Some(arch),
         pipeline_dirs: a.pipeline_dir.clone(),
@@ -520,10 +525,7 @@ pub struct TestArgs {
 }
 
 pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
-    let arch = match &a.arch {
-        Some(x) => Arch::parse(x).with_context(|| format!("unknown architecture '{x}'"))?,
-        None => Arch::host(),
-    };
+    let arch = one_arch(&a.arch)?;
     let opts = pallet_build::compile::CompileOptions {
         arch: Some(arch),
         pipeline_dirs: a.pipeline_dir.clone(),
