@@ -91,23 +91,31 @@ fn verdict(e: &ApkError) -> String {
 pub fn verify_cmd(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let ring = Keyring::from_paths(a.keyring);
     let mut failed = 0usize;
-    for f in &a.files {
-        let res = if is_index(f) {
-            pallet_index::read_index(f, Some(&ring))
-                .map(|i| i.trust)
-                .map_err(|e| match e {
-                    pallet_index::IndexError::Apk { source, .. } => source,
-                    other => ApkError::Format(other.to_string()),
+    // Files verify independently: use every core, then report in the order given.
+    use rayon::prelude::*;
+    let results: Vec<Result<Trust, ApkError>> = a
+        .files
+        .par_iter()
+        .map(|f| {
+            if is_index(f) {
+                pallet_index::read_index(f, Some(&ring))
+                    .map(|i| i.trust)
+                    .map_err(|e| match e {
+                        pallet_index::IndexError::Apk { source, .. } => source,
+                        other => ApkError::Format(other.to_string()),
+                    })
+            } else {
+                File::open(f).map_err(ApkError::from).and_then(|file| {
+                    let opts = ReadOptions {
+                        keyring: Some(&ring),
+                        ..ReadOptions::default()
+                    };
+                    read_apk(file, &opts, |_, _| Ok(())).map(|m| m.trust)
                 })
-        } else {
-            File::open(f).map_err(ApkError::from).and_then(|file| {
-                let opts = ReadOptions {
-                    keyring: Some(&ring),
-                    ..ReadOptions::default()
-                };
-                read_apk(file, &opts, |_, _| Ok(())).map(|m| m.trust)
-            })
-        };
+            }
+        })
+        .collect();
+    for (f, res) in a.files.iter().zip(results) {
         let (ok, text, key) = match &res {
             Ok(Trust::Verified { key, .. }) => (true, "OK".to_string(), Some(key.clone())),
             Ok(Trust::NotChecked) => (true, "OK".to_string(), None),
