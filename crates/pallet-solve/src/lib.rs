@@ -1,0 +1,789 @@
+//! APK dependency resolution with apk-tools 2.14 semantics, for a fresh install (no installed
+//! database): provides with and without versions, `provider_priority`, `@tag` pinning,
+//! `!conflicts`, `install_if`, and errors worded like `apk_solver_print_errors`.
+//!
+//! The search is greedy and name-directed like apk's (no backtracking): each requirement takes
+//! the best provider allowed by everything already known, and one validation pass at the end
+//! turns whatever is still unsatisfied into apk's report, so both sides of a conflict are named.
+//! Every output order derives from input order or names; hash maps are only looked up.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use pallet_apk_types::{Dependency, Op, PackageInfo, version};
+
+/// One repository, in configuration order: an earlier repository wins ties.
+#[derive(Clone, Debug, Default)]
+pub struct Repository {
+    /// URL or any label; only used by callers.
+    pub name: String,
+    /// `@tag` of a pinned repository; `None` is a default repository.
+    pub tag: Option<String>,
+    pub packages: Vec<PackageInfo>,
+}
+
+/// A chosen package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selected {
+    /// Index into the `repos` given to [`solve`].
+    pub repo: usize,
+    /// Index into that repository's `packages`.
+    pub index: usize,
+    /// The tag it was pinned to: the `@tag` of the request that chose it, or the tag of the
+    /// repository it came from. `None` for a default repository.
+    pub tag: Option<String>,
+}
+
+impl Selected {
+    pub fn info<'a>(&self, repos: &'a [Repository]) -> &'a PackageInfo {
+        &repos[self.repo].packages[self.index]
+    }
+}
+
+/// The resolved package set, in install order (dependencies before dependents).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Solution {
+    pub packages: Vec<Selected>,
+}
+
+impl Solution {
+    pub fn infos<'a>(&self, repos: &'a [Repository]) -> Vec<&'a PackageInfo> {
+        self.packages.iter().map(|s| s.info(repos)).collect()
+    }
+}
+
+/// One block of apk's error report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Nothing provides the name.
+    NoSuchPackage {
+        name: String,
+        required_by: Vec<String>,
+    },
+    /// Only unversioned providers without `provider_priority`: the user must pick one.
+    Virtual {
+        name: String,
+        provided_by: Vec<String>,
+        required_by: Vec<String>,
+    },
+    /// A package (`name-version`) that cannot be installed as things stand.
+    Package {
+        package: String,
+        /// `@tag` repositories the package is only available from, when the requirer may not
+        /// use them.
+        masked_in: Vec<String>,
+        /// Other selected packages holding the same name (`other-1[name]`).
+        conflicts: Vec<String>,
+        /// Requirements this package violates (`world[dep]`, `pkg-1[!dep]`).
+        breaks: Vec<String>,
+        /// Requirements it satisfies.
+        satisfies: Vec<String>,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |f: &mut fmt::Formatter<'_>, label: &str, v: &[String]| {
+            if v.is_empty() {
+                Ok(())
+            } else {
+                write!(f, "\n    {label}: {}", v.join(" "))
+            }
+        };
+        match self {
+            Problem::NoSuchPackage { name, required_by } => {
+                write!(f, "  {name} (no such package):")?;
+                list(f, "required by", required_by)
+            }
+            Problem::Virtual {
+                name,
+                provided_by,
+                required_by,
+            } => {
+                write!(
+                    f,
+                    "  {name} (virtual):\n    note: please select one of the 'provided by'\n          packages explicitly"
+                )?;
+                list(f, "provided by", provided_by)?;
+                list(f, "required by", required_by)
+            }
+            Problem::Package {
+                package,
+                masked_in,
+                conflicts,
+                breaks,
+                satisfies,
+            } => {
+                write!(f, "  {package}:")?;
+                list(f, "masked in", masked_in)?;
+                list(f, "conflicts", conflicts)?;
+                list(f, "breaks", breaks)?;
+                list(f, "satisfies", satisfies)
+            }
+        }
+    }
+}
+
+/// Why no package set could be chosen; displays as apk's report.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct SolveError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for SolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("unable to select packages:")?;
+        for p in &self.problems {
+            write!(f, "\n{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl SolveError {
+    /// Names nothing provides.
+    pub fn missing_names(&self) -> Vec<&str> {
+        self.problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::NoSuchPackage { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Packages (`name-version`) that conflict with something, with what they conflict with
+    /// or break.
+    pub fn conflicts(&self) -> Vec<(&str, Vec<&str>)> {
+        self.problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::Package {
+                    package,
+                    conflicts,
+                    breaks,
+                    ..
+                } if !conflicts.is_empty() || !breaks.is_empty() => Some((
+                    package.as_str(),
+                    conflicts.iter().chain(breaks).map(String::as_str).collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+type Pid = usize;
+
+/// One way a package answers to a name.
+#[derive(Clone, Copy, Debug)]
+struct Prov<'a> {
+    pkg: Pid,
+    /// The provided version; `None` for an unversioned provide (a virtual).
+    version: Option<&'a str>,
+    own: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Requirer {
+    World,
+    Pkg(Pid),
+}
+
+/// name → providers, built once per solve so lookups stay O(1) on 5,000-record indexes.
+struct Index<'a> {
+    repos: &'a [Repository],
+    /// Flat package id → (repo, index).
+    pkgs: Vec<(usize, usize)>,
+    by_name: HashMap<&'a str, Vec<Prov<'a>>>,
+    install_if: Vec<Pid>,
+}
+
+impl<'a> Index<'a> {
+    fn new(repos: &'a [Repository]) -> Self {
+        let mut pkgs = Vec::new();
+        let mut by_name: HashMap<&'a str, Vec<Prov<'a>>> = HashMap::new();
+        let mut install_if = Vec::new();
+        for (ri, r) in repos.iter().enumerate() {
+            for (pi, p) in r.packages.iter().enumerate() {
+                let id = pkgs.len();
+                pkgs.push((ri, pi));
+                by_name.entry(&p.name).or_default().push(Prov {
+                    pkg: id,
+                    version: Some(&p.version),
+                    own: true,
+                });
+                for pv in &p.provides {
+                    by_name.entry(&pv.name).or_default().push(Prov {
+                        pkg: id,
+                        version: pv.is_versioned().then_some(pv.version.as_str()),
+                        own: false,
+                    });
+                }
+                if !p.install_if.is_empty() {
+                    install_if.push(id);
+                }
+            }
+        }
+        Index {
+            repos,
+            pkgs,
+            by_name,
+            install_if,
+        }
+    }
+
+    fn pkg(&self, id: Pid) -> &'a PackageInfo {
+        let (r, i) = self.pkgs[id];
+        &self.repos[r].packages[i]
+    }
+
+    fn repo_tag(&self, id: Pid) -> Option<&'a str> {
+        self.repos[self.pkgs[id].0].tag.as_deref()
+    }
+
+    fn providers(&self, name: &str) -> &[Prov<'a>] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `prov` satisfies the positive form of `d` (the conflict flag is ignored).
+    fn prov_matches(&self, prov: &Prov<'_>, d: &Dependency) -> bool {
+        if d.op == Op::CHECKSUM {
+            return prov.own && self.pkg(prov.pkg).checksum.as_deref() == Some(&d.version);
+        }
+        d.version_matches(prov.version)
+    }
+
+    /// Whether package `id` satisfies the positive form of `d`.
+    fn satisfies(&self, id: Pid, d: &Dependency) -> bool {
+        self.providers(&d.name)
+            .iter()
+            .any(|p| p.pkg == id && self.prov_matches(p, d))
+    }
+
+    /// Names only one installed package may hold: its own and its versioned provides.
+    fn exclusive_names(&self, id: Pid) -> impl Iterator<Item = &'a str> {
+        let p = self.pkg(id);
+        std::iter::once(p.name.as_str()).chain(
+            p.provides
+                .iter()
+                .filter(|d| d.is_versioned())
+                .map(|d| d.name.as_str()),
+        )
+    }
+}
+
+struct Solver<'a> {
+    ix: Index<'a>,
+    world: Vec<&'a Dependency>,
+    chosen: Vec<bool>,
+    chosen_list: Vec<Pid>,
+    /// Package id → its position in `chosen_list`.
+    rank: Vec<usize>,
+    tag_of: HashMap<Pid, Option<String>>,
+    /// Exclusive name → the chosen package holding it.
+    holders: HashMap<&'a str, Pid>,
+    /// name → every requirement on it so far (world and chosen packages), conflicts included.
+    reqs: HashMap<&'a str, Vec<(Requirer, &'a Dependency)>>,
+    /// Requirements whose only providers are virtuals nobody picked yet.
+    deferred: Vec<(&'a Dependency, Vec<String>)>,
+}
+
+impl<'a> Solver<'a> {
+    fn new(repos: &'a [Repository], world: &'a [Dependency]) -> Self {
+        let ix = Index::new(repos);
+        let mut w: Vec<&Dependency> = world.iter().collect();
+        // apk sorts the world by name before solving; the full atom breaks ties.
+        w.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.cmp(b)));
+        let n = ix.pkgs.len();
+        let mut s = Solver {
+            ix,
+            world: w,
+            chosen: vec![false; n],
+            chosen_list: Vec::new(),
+            rank: vec![usize::MAX; n],
+            tag_of: HashMap::new(),
+            holders: HashMap::new(),
+            reqs: HashMap::new(),
+            deferred: Vec::new(),
+        };
+        for d in s.world.clone() {
+            s.reqs
+                .entry(d.name.as_str())
+                .or_default()
+                .push((Requirer::World, d));
+        }
+        s
+    }
+
+    fn name_required(&self, name: &str) -> bool {
+        self.reqs
+            .get(name)
+            .is_some_and(|v| v.iter().any(|(_, d)| !d.conflict))
+    }
+
+    /// apk's `is_provider_auto_selectable`.
+    fn auto_selectable(&self, prov: &Prov<'_>) -> bool {
+        if prov.own || prov.version.is_some() {
+            return true;
+        }
+        let p = self.ix.pkg(prov.pkg);
+        p.provider_priority.unwrap_or(0) > 0 || self.name_required(&p.name)
+    }
+
+    fn pin_allowed(&self, id: Pid, tags: &[&str]) -> bool {
+        match self.ix.repo_tag(id) {
+            None => true,
+            Some(t) => tags.contains(&t),
+        }
+    }
+
+    /// Whether choosing `id` would clash with what is already known.
+    fn clashes(&self, id: Pid) -> bool {
+        for n in self.ix.exclusive_names(id) {
+            if self.holders.get(n).is_some_and(|h| *h != id) {
+                return true;
+            }
+        }
+        let p = self.ix.pkg(id);
+        // Someone forbids a name this package holds.
+        let held = std::iter::once((p.name.as_str(), Some(p.version.as_str()), true)).chain(
+            p.provides.iter().map(|d| {
+                (
+                    d.name.as_str(),
+                    d.is_versioned().then_some(d.version.as_str()),
+                    false,
+                )
+            }),
+        );
+        for (n, v, own) in held {
+            let prov = Prov {
+                pkg: id,
+                version: v,
+                own,
+            };
+            if let Some(rs) = self.reqs.get(n) {
+                for (r, d) in rs {
+                    if d.conflict && *r != Requirer::Pkg(id) && self.ix.prov_matches(&prov, d) {
+                        return true;
+                    }
+                }
+            }
+        }
+        // This package forbids something already chosen.
+        p.depends.iter().filter(|d| d.conflict).any(|d| {
+            self.ix
+                .providers(&d.name)
+                .iter()
+                .any(|pr| pr.pkg != id && self.chosen[pr.pkg] && self.ix.prov_matches(pr, d))
+        })
+    }
+
+    /// apk's `compare_providers` for a fresh install: `Greater` when `a` is the better choice.
+    fn compare(&self, name_tag: Option<&str>, a: &Prov<'_>, b: &Prov<'_>) -> Ordering {
+        let (pa, pb) = (self.ix.pkg(a.pkg), self.ix.pkg(b.pkg));
+        let preferred = |id: Pid| self.ix.repo_tag(id) == name_tag;
+        let ver = |v: Option<&str>, w: Option<&str>| match (v, w) {
+            (Some(v), Some(w)) => version::compare(v, w),
+            (v, w) => v.is_some().cmp(&w.is_some()),
+        };
+        preferred(a.pkg)
+            .cmp(&preferred(b.pkg))
+            .then_with(|| ver(a.version, b.version))
+            .then_with(|| {
+                if pa.name == pb.name {
+                    version::compare(&pa.version, &pb.version)
+                } else {
+                    Ordering::Equal
+                }
+            })
+            .then_with(|| {
+                pa.provider_priority
+                    .unwrap_or(0)
+                    .cmp(&pb.provider_priority.unwrap_or(0))
+            })
+            .then_with(|| self.ix.pkgs[b.pkg].0.cmp(&self.ix.pkgs[a.pkg].0))
+            // Past apk's criteria only determinism matters: apko's newest-overall, then name.
+            .then_with(|| version::compare(&pa.version, &pb.version))
+            .then_with(|| pb.name.cmp(&pa.name))
+            .then_with(|| b.pkg.cmp(&a.pkg))
+    }
+
+    fn best(&self, name_tag: Option<&str>, cands: &[Prov<'a>]) -> Option<Prov<'a>> {
+        cands.iter().copied().reduce(|best, c| {
+            if self.compare(name_tag, &c, &best).is_gt() {
+                c
+            } else {
+                best
+            }
+        })
+    }
+
+    fn choose(&mut self, id: Pid, tag: Option<&str>, tags: &[&str]) {
+        if self.chosen[id] {
+            return;
+        }
+        self.chosen[id] = true;
+        self.rank[id] = self.chosen_list.len();
+        self.chosen_list.push(id);
+        let own_tag = tag.or(self.ix.repo_tag(id)).map(str::to_string);
+        self.tag_of.insert(id, own_tag);
+        for n in self.ix.exclusive_names(id) {
+            self.holders.entry(n).or_insert(id);
+        }
+        let p = self.ix.pkg(id);
+        for d in &p.depends {
+            self.reqs
+                .entry(d.name.as_str())
+                .or_default()
+                .push((Requirer::Pkg(id), d));
+        }
+        // Deps inherit the pinning that allowed this package, as apk's
+        // `inherit_pinning_and_flags` does.
+        let mut inherited: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        if let Some(t) = self.ix.repo_tag(id) {
+            inherited.push(t.to_string());
+        }
+        for d in &p.depends {
+            self.require(d, &inherited);
+        }
+    }
+
+    fn require(&mut self, d: &'a Dependency, inherited: &[String]) {
+        if d.conflict {
+            return;
+        }
+        let provs = self.ix.providers(&d.name);
+        if provs
+            .iter()
+            .any(|p| self.chosen[p.pkg] && self.ix.prov_matches(p, d))
+        {
+            return;
+        }
+        let mut tags: Vec<&str> = inherited.iter().map(String::as_str).collect();
+        if let Some(t) = &d.tag {
+            tags.push(t);
+        }
+        let reqs = self.reqs.get(d.name.as_str()).cloned().unwrap_or_default();
+        let fits = |s: &Self, p: &Prov<'_>| {
+            s.ix.prov_matches(p, d)
+                && s.pin_allowed(p.pkg, &tags)
+                && s.auto_selectable(p)
+                && reqs
+                    .iter()
+                    .all(|(_, r)| r.conflict || s.ix.prov_matches(p, r))
+        };
+        let clean: Vec<Prov<'a>> = provs
+            .iter()
+            .filter(|p| fits(self, p) && !self.clashes(p.pkg))
+            .copied()
+            .collect();
+        let pick = if clean.is_empty() {
+            // Take the best anyway so the final report names both sides of the clash.
+            let loose: Vec<Prov<'a>> = provs.iter().filter(|p| fits(self, p)).copied().collect();
+            self.best(d.tag.as_deref(), &loose)
+        } else {
+            self.best(d.tag.as_deref(), &clean)
+        };
+        match pick {
+            Some(p) => {
+                let tags: Vec<&str> = tags.to_vec();
+                self.choose(p.pkg, d.tag.as_deref(), &tags);
+            }
+            None => {
+                if provs.iter().any(|p| !self.auto_selectable(p)) {
+                    self.deferred.push((d, inherited.to_vec()));
+                }
+                // Otherwise nothing fits; validation reports it.
+            }
+        }
+    }
+
+    fn install_if_round(&mut self) -> bool {
+        let mut added = false;
+        for i in 0..self.ix.install_if.len() {
+            let id = self.ix.install_if[i];
+            if self.chosen[id] {
+                continue;
+            }
+            let p = self.ix.pkg(id);
+            let triggered = p.install_if.iter().all(|d| {
+                let hit = self
+                    .ix
+                    .providers(&d.name)
+                    .iter()
+                    .any(|pr| self.chosen[pr.pkg] && self.ix.prov_matches(pr, d));
+                hit != d.conflict
+            });
+            if !triggered || self.holders.contains_key(p.name.as_str()) {
+                continue;
+            }
+            // Only the best triggered, default-pinned candidate of the name is installed.
+            let cands: Vec<Prov<'a>> = self
+                .ix
+                .providers(&p.name)
+                .iter()
+                .filter(|pr| {
+                    pr.own
+                        && self.ix.repo_tag(pr.pkg).is_none()
+                        && !self.ix.pkg(pr.pkg).install_if.is_empty()
+                        && !self.clashes(pr.pkg)
+                })
+                .copied()
+                .collect();
+            if self.best(None, &cands).is_some_and(|b| b.pkg == id) {
+                self.choose(id, None, &[]);
+                added = true;
+            }
+        }
+        added
+    }
+
+    fn run(&mut self) {
+        for d in self.world.clone() {
+            self.require(d, &[]);
+        }
+        loop {
+            let mut progress = false;
+            for (d, tags) in std::mem::take(&mut self.deferred) {
+                let before = self.chosen_list.len();
+                self.require(d, &tags);
+                progress |= self.chosen_list.len() != before;
+            }
+            progress |= self.install_if_round();
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn who(&self, r: Requirer, d: &Dependency) -> String {
+        match r {
+            Requirer::World => format!("world[{d}]"),
+            Requirer::Pkg(id) => format!("{}[{d}]", self.ix.pkg(id).nv()),
+        }
+    }
+
+    /// Every requirement in force, in a stable order: world first, then packages in choice
+    /// order.
+    fn all_reqs(&self) -> Vec<(Requirer, &'a Dependency)> {
+        let mut v: Vec<(Requirer, &'a Dependency)> =
+            self.world.iter().map(|d| (Requirer::World, *d)).collect();
+        for &id in &self.chosen_list {
+            v.extend(self.ix.pkg(id).depends.iter().map(|d| (Requirer::Pkg(id), d)));
+        }
+        v
+    }
+
+    fn validate(&self) -> Vec<Problem> {
+        let all = self.all_reqs();
+        let mut missing: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut virtuals: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        // Package id → (conflicts, breaks, masked-in) found for it.
+        let mut bad: BTreeMap<Pid, (Vec<String>, Vec<String>, Vec<String>)> = BTreeMap::new();
+        for &(r, d) in &all {
+            if d.conflict {
+                for pr in self.ix.providers(&d.name) {
+                    if self.chosen[pr.pkg]
+                        && r != Requirer::Pkg(pr.pkg)
+                        && self.ix.prov_matches(pr, d)
+                    {
+                        let e = bad.entry(pr.pkg).or_default();
+                        let w = self.who(r, d);
+                        if !e.1.contains(&w) {
+                            e.1.push(w);
+                        }
+                    }
+                }
+                continue;
+            }
+            let provs = self.ix.providers(&d.name);
+            if provs
+                .iter()
+                .any(|p| self.chosen[p.pkg] && self.ix.prov_matches(p, d))
+            {
+                continue;
+            }
+            if provs.is_empty() {
+                missing.entry(&d.name).or_default().push(self.who(r, d));
+            } else if provs.iter().all(|p| !p.own && p.version.is_none()) && !d.is_versioned() {
+                virtuals.entry(&d.name).or_default().push(self.who(r, d));
+            } else {
+                // Name the best package that would have answered, as apk does.
+                let matching: Vec<Prov<'a>> = provs
+                    .iter()
+                    .filter(|p| self.ix.prov_matches(p, d))
+                    .copied()
+                    .collect();
+                let (pool, masked) = if matching.is_empty() {
+                    (provs.to_vec(), false)
+                } else {
+                    (matching, true)
+                };
+                if let Some(b) = self.best(d.tag.as_deref(), &pool) {
+                    let e = bad.entry(b.pkg).or_default();
+                    if masked {
+                        if let Some(t) = self.ix.repo_tag(b.pkg) {
+                            let m = format!("@{t}");
+                            if !e.2.contains(&m) {
+                                e.2.push(m);
+                            }
+                        }
+                    }
+                    if !masked || self.ix.repo_tag(b.pkg).is_none() {
+                        e.1.push(self.who(r, d));
+                    }
+                }
+            }
+        }
+        // Two chosen packages holding one exclusive name.
+        let mut holder: BTreeMap<&str, Pid> = BTreeMap::new();
+        for &id in &self.chosen_list {
+            for n in self.ix.exclusive_names(id) {
+                match holder.get(n) {
+                    Some(&o) if o != id => {
+                        let (po, pi) = (self.ix.pkg(o), self.ix.pkg(id));
+                        let tag = |p: &PackageInfo| {
+                            if p.name == n {
+                                p.nv()
+                            } else {
+                                format!("{}[{n}]", p.nv())
+                            }
+                        };
+                        bad.entry(o).or_default().0.push(tag(pi));
+                        bad.entry(id).or_default().0.push(tag(po));
+                    }
+                    Some(_) => {}
+                    None => {
+                        holder.insert(n, id);
+                    }
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        for (name, required_by) in missing {
+            problems.push(Problem::NoSuchPackage {
+                name: name.to_string(),
+                required_by,
+            });
+        }
+        for (name, required_by) in virtuals {
+            let provided_by: BTreeSet<String> = self
+                .ix
+                .providers(name)
+                .iter()
+                .map(|p| self.ix.pkg(p.pkg).name.clone())
+                .collect();
+            problems.push(Problem::Virtual {
+                name: name.to_string(),
+                provided_by: provided_by.into_iter().collect(),
+                required_by,
+            });
+        }
+        let mut pkg_problems: Vec<(String, Problem)> = bad
+            .into_iter()
+            .map(|(id, (conflicts, breaks, masked_in))| {
+                let satisfies = all
+                    .iter()
+                    .filter(|(r, d)| {
+                        !d.conflict && *r != Requirer::Pkg(id) && self.ix.satisfies(id, d)
+                    })
+                    .map(|&(r, d)| self.who(r, d))
+                    .collect();
+                let nv = self.ix.pkg(id).nv();
+                (
+                    nv.clone(),
+                    Problem::Package {
+                        package: nv,
+                        masked_in,
+                        conflicts,
+                        breaks,
+                        satisfies,
+                    },
+                )
+            })
+            .collect();
+        pkg_problems.sort_by(|a, b| a.0.cmp(&b.0));
+        problems.extend(pkg_problems.into_iter().map(|(_, p)| p));
+        problems
+    }
+
+    /// Install order: depth-first from the sorted world, each package after its deps (and an
+    /// install_if package after its triggers); cycles are cut where the walk re-enters.
+    fn order(&self) -> Vec<Selected> {
+        let mut state = vec![0u8; self.chosen.len()];
+        let mut out = Vec::new();
+        let world: Vec<&Dependency> = self.world.iter().copied().filter(|d| !d.conflict).collect();
+        for d in world {
+            if let Some(id) = self.holder_of(d) {
+                self.visit(id, &mut state, &mut out);
+            }
+        }
+        let mut rest: Vec<Pid> = self
+            .chosen_list
+            .iter()
+            .copied()
+            .filter(|id| state[*id] == 0)
+            .collect();
+        rest.sort_by(|a, b| {
+            let (pa, pb) = (self.ix.pkg(*a), self.ix.pkg(*b));
+            pa.name.cmp(&pb.name).then(a.cmp(b))
+        });
+        for id in rest {
+            self.visit(id, &mut state, &mut out);
+        }
+        out.into_iter()
+            .map(|id| {
+                let (repo, index) = self.ix.pkgs[id];
+                Selected {
+                    repo,
+                    index,
+                    tag: self.tag_of.get(&id).cloned().flatten(),
+                }
+            })
+            .collect()
+    }
+
+    fn holder_of(&self, d: &Dependency) -> Option<Pid> {
+        // The earliest chosen wins so the order is independent of the index layout.
+        self.ix
+            .providers(&d.name)
+            .iter()
+            .filter(|p| self.chosen[p.pkg] && self.ix.prov_matches(p, d))
+            .map(|p| p.pkg)
+            .min_by_key(|id| self.rank[*id])
+    }
+
+    fn visit(&self, id: Pid, state: &mut [u8], out: &mut Vec<Pid>) {
+        if state[id] != 0 {
+            return;
+        }
+        state[id] = 1;
+        let p = self.ix.pkg(id);
+        for d in p.install_if.iter().chain(&p.depends) {
+            if d.conflict {
+                continue;
+            }
+            if let Some(dep) = self.holder_of(d) {
+                self.visit(dep, state, out);
+            }
+        }
+        state[id] = 2;
+        out.push(id);
+    }
+}
+
+/// Resolve `world` over `repos` (in priority order) into the packages to install, in install
+/// order, or apk's explanation of why that is impossible.
+pub fn solve(repos: &[Repository], world: &[Dependency]) -> Result<Solution, SolveError> {
+    let mut s = Solver::new(repos, world);
+    s.run();
+    let problems = s.validate();
+    if !problems.is_empty() {
+        return Err(SolveError { problems });
+    }
+    Ok(Solution {
+        packages: s.order(),
+    })
+}
