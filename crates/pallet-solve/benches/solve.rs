@@ -33,7 +33,13 @@ fn main() {
             tag: None,
             packages: parse_index(&text).unwrap(),
         }];
-        for w in ["alpine-base", "python3", "gcc", "alpine-sdk", "alpine-base python3 gcc"] {
+        for w in [
+            "alpine-base",
+            "python3",
+            "gcc",
+            "alpine-sdk",
+            "alpine-base python3 gcc",
+        ] {
             let world = Dependency::parse_list(w).unwrap();
             let runs = 20;
             let t = Instant::now();

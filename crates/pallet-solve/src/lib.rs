@@ -176,6 +176,9 @@ impl SolveError {
 
 type Pid = usize;
 
+/// What the report says about one package: (conflicts, breaks, masked in).
+type Faults = (Vec<String>, Vec<String>, Vec<String>);
+
 /// One way a package answers to a name.
 #[derive(Clone, Copy, Debug)]
 struct Prov<'a> {
@@ -571,7 +574,13 @@ impl<'a> Solver<'a> {
         let mut v: Vec<(Requirer, &'a Dependency)> =
             self.world.iter().map(|d| (Requirer::World, *d)).collect();
         for &id in &self.chosen_list {
-            v.extend(self.ix.pkg(id).depends.iter().map(|d| (Requirer::Pkg(id), d)));
+            v.extend(
+                self.ix
+                    .pkg(id)
+                    .depends
+                    .iter()
+                    .map(|d| (Requirer::Pkg(id), d)),
+            );
         }
         v
     }
@@ -580,8 +589,7 @@ impl<'a> Solver<'a> {
         let all = self.all_reqs();
         let mut missing: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut virtuals: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        // Package id → (conflicts, breaks, masked-in) found for it.
-        let mut bad: BTreeMap<Pid, (Vec<String>, Vec<String>, Vec<String>)> = BTreeMap::new();
+        let mut bad: BTreeMap<Pid, Faults> = BTreeMap::new();
         for &(r, d) in &all {
             if d.conflict {
                 for pr in self.ix.providers(&d.name) {
@@ -623,12 +631,10 @@ impl<'a> Solver<'a> {
                 };
                 if let Some(b) = self.best(d.tag.as_deref(), &pool) {
                     let e = bad.entry(b.pkg).or_default();
-                    if masked {
-                        if let Some(t) = self.ix.repo_tag(b.pkg) {
-                            let m = format!("@{t}");
-                            if !e.2.contains(&m) {
-                                e.2.push(m);
-                            }
+                    if let Some(t) = self.ix.repo_tag(b.pkg).filter(|_| masked) {
+                        let m = format!("@{t}");
+                        if !e.2.contains(&m) {
+                            e.2.push(m);
                         }
                     }
                     if !masked || self.ix.repo_tag(b.pkg).is_none() {
@@ -786,4 +792,237 @@ pub fn solve(repos: &[Repository], world: &[Dependency]) -> Result<Solution, Sol
     Ok(Solution {
         packages: s.order(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(spec: &str) -> PackageInfo {
+        // "name-ver|deps|provides|k|install_if"
+        let f: Vec<&str> = spec.split('|').collect();
+        let (name, ver) = f[0].rsplit_once(' ').unwrap();
+        let list = |i: usize| {
+            f.get(i)
+                .map(|s| Dependency::parse_list(s).unwrap())
+                .unwrap_or_default()
+        };
+        PackageInfo {
+            name: name.into(),
+            version: ver.into(),
+            depends: list(1),
+            provides: list(2),
+            provider_priority: f.get(3).and_then(|k| k.parse().ok()),
+            install_if: list(4),
+            ..Default::default()
+        }
+    }
+
+    fn repo(tag: Option<&str>, specs: &[&str]) -> Repository {
+        Repository {
+            name: tag.unwrap_or("main").into(),
+            tag: tag.map(str::to_string),
+            packages: specs.iter().map(|s| pkg(s)).collect(),
+        }
+    }
+
+    fn run(repos: &[Repository], world: &str) -> Result<Vec<String>, String> {
+        solve(repos, &Dependency::parse_list(world).unwrap())
+            .map(|s| s.infos(repos).iter().map(|p| p.nv()).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn versioned_provide_is_auto_selected_unversioned_needs_priority() {
+        let r = [repo(
+            None,
+            &[
+                "app 1|so:libfoo.so.1 sh",
+                "libfoo 1|||",
+                "libfoo2 1||so:libfoo.so.1=1.2",
+                "bb 1||sh",
+            ],
+        )];
+        let err = run(&r, "app").unwrap_err();
+        assert_eq!(
+            err,
+            "unable to select packages:\n  sh (virtual):\n    note: please select one of the 'provided by'\n          packages explicitly\n    provided by: bb\n    required by: app-1[sh]"
+        );
+        // Naming the provider explicitly, or giving it a priority, settles it.
+        assert_eq!(run(&r, "app bb").unwrap(), ["libfoo2-1", "bb-1", "app-1"]);
+        let r = [repo(None, &["app 1|sh", "bb 1||sh|10", "toy 1||sh|20"])];
+        assert_eq!(run(&r, "app").unwrap(), ["toy-1", "app-1"]);
+    }
+
+    #[test]
+    fn highest_version_then_first_repository() {
+        let r = [
+            repo(None, &["a 1", "a 2"]),
+            repo(None, &["a 2|b", "a 1.5", "b 1"]),
+        ];
+        let s = solve(&r, &[Dependency::any("a")]).unwrap();
+        assert_eq!(
+            s.packages,
+            [Selected {
+                repo: 0,
+                index: 1,
+                tag: None
+            }]
+        );
+        // The provided version of the requested name beats priority.
+        let r = [repo(None, &["x 1||v=2", "y 1||v=3", "z 1||v=1|100"])];
+        assert_eq!(run(&r, "v").unwrap(), ["y-1"]);
+    }
+
+    #[test]
+    fn versioned_constraints() {
+        let r = [repo(None, &["a 1.0", "a 1.5", "a 2.0", "a 3.8.2"])];
+        assert_eq!(run(&r, "a<2").unwrap(), ["a-1.5"]);
+        assert_eq!(run(&r, "a>=2.0").unwrap(), ["a-3.8.2"]);
+        assert_eq!(run(&r, "a~2").unwrap(), ["a-2.0"]);
+        // A dependent's constraint is honoured when the name comes later.
+        let r = [repo(None, &["b 1|a<2", "a 1", "a 2"])];
+        assert_eq!(run(&r, "b").unwrap(), ["a-1", "b-1"]);
+        let err = run(&[repo(None, &["a 1"])], "a>5").unwrap_err();
+        assert_eq!(
+            err,
+            "unable to select packages:\n  a-1:\n    breaks: world[a>5]"
+        );
+    }
+
+    #[test]
+    fn pinning() {
+        let r = [
+            repo(None, &["x 1|lib", "lib 1"]),
+            repo(
+                Some("edge"),
+                &["x 9|lib newdep", "lib 5", "newdep 1", "only 1"],
+            ),
+        ];
+        assert_eq!(run(&r, "x").unwrap(), ["lib-1", "x-1"]);
+        // Pinned: x from edge; its deps may come from edge but the default repo stays preferred.
+        let s = solve(&r, &Dependency::parse_list("x@edge").unwrap()).unwrap();
+        let got: Vec<(String, Option<String>)> = s
+            .packages
+            .iter()
+            .map(|p| (p.info(&r).nv(), p.tag.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("lib-1".into(), None),
+                ("newdep-1".into(), Some("edge".into())),
+                ("x-9".into(), Some("edge".into()))
+            ]
+        );
+        let err = run(&r, "only").unwrap_err();
+        assert_eq!(
+            err,
+            "unable to select packages:\n  only-1:\n    masked in: @edge\n    satisfies: world[only]"
+        );
+    }
+
+    #[test]
+    fn conflicts_in_world_and_depends() {
+        let r = [repo(None, &["a 1|!c", "c 1", "d 1|c"])];
+        let err = run(&r, "a d").unwrap_err();
+        assert_eq!(
+            err,
+            "unable to select packages:\n  c-1:\n    breaks: a-1[!c]\n    satisfies: d-1[c]"
+        );
+        let err = run(&r, "!c d").unwrap_err();
+        assert_eq!(
+            err,
+            "unable to select packages:\n  c-1:\n    breaks: world[!c]\n    satisfies: d-1[c]"
+        );
+        // A conflict with a version only forbids matching versions.
+        let r = [repo(None, &["c 1", "c 2", "d 1|c"])];
+        assert_eq!(run(&r, "d !c>1").unwrap(), ["c-1", "d-1"]);
+    }
+
+    #[test]
+    fn same_versioned_provide_conflicts_both_sides() {
+        let r = [repo(
+            None,
+            &[
+                "app 2|so:foo.so.1",
+                "app2 2|so:foo.so.2",
+                "libfoo 1||so:foo.so.1=1.0",
+                "libfoo 2||so:foo.so.2=1.0",
+            ],
+        )];
+        let err = run(&r, "app app2").unwrap_err();
+        assert_eq!(
+            err,
+            "unable to select packages:\n  libfoo-1:\n    conflicts: libfoo-2\n    satisfies: app-2[so:foo.so.1]\n  libfoo-2:\n    conflicts: libfoo-1\n    satisfies: app2-2[so:foo.so.2]"
+        );
+        let e = solve(&r, &Dependency::parse_list("app app2").unwrap()).unwrap_err();
+        assert_eq!(e.conflicts().len(), 2);
+    }
+
+    #[test]
+    fn install_if_only_when_every_trigger_is_selected() {
+        let r = [repo(
+            None,
+            &[
+                "app 1",
+                "docs 1",
+                "app-doc 1|doc-dep|||app docs",
+                "doc-dep 1",
+            ],
+        )];
+        assert_eq!(run(&r, "app").unwrap(), ["app-1"]);
+        assert_eq!(
+            run(&r, "docs app").unwrap(),
+            ["app-1", "docs-1", "doc-dep-1", "app-doc-1"]
+        );
+    }
+
+    #[test]
+    fn cycles_and_missing_names() {
+        let r = [repo(None, &["a 1|b", "b 1|a"])];
+        assert_eq!(run(&r, "a").unwrap(), ["b-1", "a-1"]);
+        let r = [repo(None, &["a 1|gone", "b 1|gone"])];
+        let err = run(&r, "a b nope").unwrap_err();
+        assert_eq!(
+            err,
+            "unable to select packages:\n  gone (no such package):\n    required by: a-1[gone] b-1[gone]\n  nope (no such package):\n    required by: world[nope]"
+        );
+        let e = solve(&r, &Dependency::parse_list("a b nope").unwrap()).unwrap_err();
+        assert_eq!(e.missing_names(), ["gone", "nope"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_worlds_never_panic(
+            pkgs in proptest::collection::vec(
+                (0..6u8, 1..4u8, proptest::collection::vec((0..8u8, 0..4u8, proptest::bool::ANY), 0..4),
+                 proptest::collection::vec((0..8u8, proptest::bool::ANY), 0..2), 0..3u8, proptest::bool::ANY),
+                0..20),
+            world in proptest::collection::vec((0..8u8, 0..4u8, proptest::bool::ANY), 0..5),
+        ) {
+            let dep = |n: u8, op: u8, neg: bool| {
+                let s = format!("{}n{n}{}", if neg { "!" } else { "" },
+                    ["", ">=2", "<2", "=1"][op as usize]);
+                Dependency::parse(&s).unwrap()
+            };
+            let mut repos = vec![Repository::default(), Repository { tag: Some("t".into()), ..Default::default() }];
+            for (name, ver, deps, provs, k, tagged) in pkgs {
+                let p = PackageInfo {
+                    name: format!("n{name}"),
+                    version: ver.to_string(),
+                    depends: deps.into_iter().map(|(n, o, c)| dep(n, o, c)).collect(),
+                    provides: provs.into_iter().map(|(n, v)| {
+                        if v { Dependency::exact(format!("n{n}"), "1") } else { Dependency::any(format!("n{n}")) }
+                    }).collect(),
+                    provider_priority: (k > 0).then_some(k as u64),
+                    install_if: if k == 2 { vec![Dependency::any("n0")] } else { vec![] },
+                    ..Default::default()
+                };
+                repos[usize::from(tagged)].packages.push(p);
+            }
+            let world: Vec<Dependency> = world.into_iter().map(|(n, o, c)| dep(n, o, c)).collect();
+            let _ = solve(&repos, &world).map_err(|e| e.to_string());
+        }
+    }
 }

@@ -13,7 +13,10 @@ fn shared() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)", p.display());
+        eprintln!(
+            "SKIPPED: shared fixtures not found at {} (set PALLET_SHARED)",
+            p.display()
+        );
         None
     }
 }
@@ -79,16 +82,22 @@ fn alpine_base_resolves_to_apks_25_packages() {
     let infos = sol.infos(&repos);
     for (i, p) in infos.iter().enumerate() {
         for d in p.depends.iter().filter(|d| !d.conflict) {
-            let at = infos.iter().position(|q| {
-                q.name == d.name || q.provides.iter().any(|pv| pv.name == d.name)
-            });
+            let at = infos
+                .iter()
+                .position(|q| q.name == d.name || q.provides.iter().any(|pv| pv.name == d.name));
             let at = at.unwrap_or_else(|| panic!("{} needs {d}", p.nv()));
             // busybox ↔ busybox-binsh style cycles may put one side first.
             if at > i {
-                let back = infos[at].depends.iter().any(|dd| {
-                    dd.name == p.name || p.provides.iter().any(|pv| pv.name == dd.name)
-                });
-                assert!(back, "{} installed before its dependency {}", p.nv(), infos[at].nv());
+                let back = infos[at]
+                    .depends
+                    .iter()
+                    .any(|dd| dd.name == p.name || p.provides.iter().any(|pv| pv.name == dd.name));
+                assert!(
+                    back,
+                    "{} installed before its dependency {}",
+                    p.nv(),
+                    infos[at].nv()
+                );
             }
         }
     }
@@ -108,7 +117,9 @@ fn every_package_reports_the_vlan_ifupdown_ng_conflict() {
     eprintln!("{msg}");
     assert!(msg.starts_with("unable to select packages:\n"), "{msg}");
     assert!(
-        msg.contains("  vlan-2.3-r1:\n    breaks: ifupdown-ng-0.12.1-r4[!vlan]\n    satisfies: world[vlan]"),
+        msg.contains(
+            "  vlan-2.3-r1:\n    breaks: ifupdown-ng-0.12.1-r4[!vlan]\n    satisfies: world[vlan]"
+        ),
         "{msg}"
     );
     let c = err.conflicts();
@@ -123,10 +134,16 @@ fn every_package_reports_the_vlan_ifupdown_ng_conflict() {
 fn real_5000_record_indexes_resolve() {
     let Some(s) = shared() else { return };
     for (dir, worlds) in [
-        ("alpine-316", ["alpine-base", "python3", "gcc", "alpine-base alpine-sdk"]),
+        (
+            "alpine-316",
+            ["alpine-base", "python3", "gcc", "alpine-base alpine-sdk"],
+        ),
         ("alpine-317", ["alpine-base", "python3", "gcc", "busybox"]),
     ] {
-        let p = s.join("fixtures/upstream-testdata/apko").join(dir).join("APKINDEX.tar.gz");
+        let p = s
+            .join("fixtures/upstream-testdata/apko")
+            .join(dir)
+            .join("APKINDEX.tar.gz");
         if !p.exists() {
             eprintln!("SKIPPED: {} missing", p.display());
             continue;
@@ -137,8 +154,16 @@ fn real_5000_record_indexes_resolve() {
             let t = std::time::Instant::now();
             let sol = solve(&repos, &Dependency::parse_list(w).unwrap())
                 .unwrap_or_else(|e| panic!("{dir} {w}: {e}"));
-            eprintln!("{dir} {w}: {} packages in {:?}", sol.packages.len(), t.elapsed());
-            assert!(sol.infos(&repos).iter().any(|p| w.ends_with(p.name.as_str())));
+            eprintln!(
+                "{dir} {w}: {} packages in {:?}",
+                sol.packages.len(),
+                t.elapsed()
+            );
+            assert!(
+                sol.infos(&repos)
+                    .iter()
+                    .any(|p| w.ends_with(p.name.as_str()))
+            );
         }
     }
 }
