@@ -43,12 +43,15 @@ fn main() {
             let world = Dependency::parse_list(w).unwrap();
             let runs = 20;
             let t = Instant::now();
-            let mut n = 0;
+            let mut n = String::new();
             for _ in 0..runs {
-                n = solve(&repos, &world).map(|s| s.packages.len()).unwrap_or(0);
+                n = match solve(&repos, &world) {
+                    Ok(s) => format!("{} packages", s.packages.len()),
+                    Err(e) => format!("error ({} problems)", e.problems.len()),
+                };
             }
             println!(
-                "{dir} ({} records) [{w}]: {n} packages, {:.2} ms per solve",
+                "{dir} ({} records) [{w}]: {n}, {:.2} ms per solve",
                 repos[0].packages.len(),
                 t.elapsed().as_secs_f64() * 1000.0 / runs as f64
             );

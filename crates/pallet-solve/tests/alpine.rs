@@ -117,8 +117,8 @@ fn every_package_reports_the_vlan_ifupdown_ng_conflict() {
     eprintln!("{msg}");
     assert!(msg.starts_with("unable to select packages:\n"), "{msg}");
     assert!(
-        msg.contains(
-            "  vlan-2.3-r1:\n    breaks: ifupdown-ng-0.12.1-r4[!vlan]\n    satisfies: world[vlan]"
+        format!("{msg}\n").contains(
+            "  vlan-2.3-r1:\n    breaks: ifupdown-ng-0.12.1-r4[!vlan]\n    satisfies: world[vlan] network-extras-2.0-r0[vlan]\n"
         ),
         "{msg}"
     );
