@@ -915,6 +915,8 @@ mod tests {
                 ("x-9".into(), Some("edge".into()))
             ]
         );
+        // The default repositories stay allowed for a pinned name (apk's default pinning).
+        assert_eq!(run(&r[..1], "lib@edge").unwrap(), ["lib-1"]);
         let err = run(&r, "only").unwrap_err();
         assert_eq!(
             err,
@@ -935,6 +937,17 @@ mod tests {
             err,
             "unable to select packages:\n  c-1:\n    breaks: world[!c]\n    satisfies: d-1[c]"
         );
+        // A world conflict steers the choice to another provider.
+        let r2 = [repo(
+            None,
+            &[
+                "app 1|so:x.so.1",
+                "libx 2||so:x.so.1=2",
+                "libx-compat 1||so:x.so.1=1",
+            ],
+        )];
+        assert_eq!(run(&r2, "app").unwrap(), ["libx-2", "app-1"]);
+        assert_eq!(run(&r2, "app !libx").unwrap(), ["libx-compat-1", "app-1"]);
         // A conflict with a version only forbids matching versions.
         let r = [repo(None, &["c 1", "c 2", "d 1|c"])];
         assert_eq!(run(&r, "d !c>1").unwrap(), ["c-1", "d-1"]);
