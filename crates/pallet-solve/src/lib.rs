@@ -777,6 +777,21 @@ impl<'a> Solver<'a> {
         }
         state[id] = 2;
         out.push(id);
+        // apk records an install_if package right after the last of its triggers.
+        for &q in &self.ix.install_if {
+            if !self.chosen[q] || state[q] != 0 {
+                continue;
+            }
+            let ready = self
+                .ix
+                .pkg(q)
+                .install_if
+                .iter()
+                .all(|d| d.conflict || self.holder_of(d).is_some_and(|h| state[h] == 2));
+            if ready {
+                self.visit(q, state, out);
+            }
+        }
     }
 }
 
@@ -988,6 +1003,15 @@ mod tests {
         assert_eq!(
             run(&r, "docs app").unwrap(),
             ["app-1", "docs-1", "doc-dep-1", "app-doc-1"]
+        );
+        // Placed right after its last trigger, before later world entries.
+        let r = [repo(
+            None,
+            &["app 1", "docs 1", "zed 1", "app-doc 1||||app docs"],
+        )];
+        assert_eq!(
+            run(&r, "docs app zed").unwrap(),
+            ["app-1", "docs-1", "app-doc-1", "zed-1"]
         );
     }
 
