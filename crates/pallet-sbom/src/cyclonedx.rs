@@ -63,7 +63,11 @@ pub fn cyclonedx_image(input: &ImageSbomInput) -> Value {
         deps.push(r);
     }
     for p in &input.packages {
-        let arch = if p.arch.is_empty() { &input.apk_arch } else { &p.arch };
+        let arch = if p.arch.is_empty() {
+            &input.apk_arch
+        } else {
+            &p.arch
+        };
         let pu = apk_purl(os, &p.name, &p.version, arch);
         let mut c = json!({"bom-ref": pu, "type": "library", "name": p.name, "version": p.version});
         if !p.description.is_empty() {
@@ -108,7 +112,10 @@ pub fn cyclonedx_index(input: &IndexSbomInput) -> Value {
         "",
         &input.image_name,
         &input.index_digest,
-        &[("mediaType", "application/vnd.oci.image.index.v1+json"), ("repository_url", input.repository_url.as_str())],
+        &[
+            ("mediaType", "application/vnd.oci.image.index.v1+json"),
+            ("repository_url", input.repository_url.as_str()),
+        ],
     );
     let components: Vec<Value> = input
         .images

@@ -16,8 +16,10 @@ mod spdx_doc;
 mod util;
 
 pub use cyclonedx::{cyclonedx_image, cyclonedx_index};
-pub use license::{ExtractedLicense, NormalizedLicense, normalize as normalize_license, sanitize_idstring};
-pub use spdx_doc::{spdx_image, spdx_index, spdx_identifier};
+pub use license::{
+    ExtractedLicense, NormalizedLicense, normalize as normalize_license, sanitize_idstring,
+};
+pub use spdx_doc::{spdx_identifier, spdx_image, spdx_index};
 pub use util::{apk_purl, q1_to_sha1_hex, rfc3339_utc};
 
 /// `/etc/os-release` facts, when the image has one.
@@ -36,7 +38,9 @@ impl OsRelease {
     pub fn parse(text: &str) -> OsRelease {
         let mut os = OsRelease::default();
         for line in text.lines() {
-            let Some((k, v)) = line.trim().split_once('=') else { continue };
+            let Some((k, v)) = line.trim().split_once('=') else {
+                continue;
+            };
             let v = v.trim().trim_matches('"').trim_matches('\'').to_string();
             match k.trim() {
                 "ID" => os.id = v,

@@ -29,9 +29,19 @@ pub struct NormalizedLicense {
 pub fn sanitize_idstring(s: &str) -> String {
     let out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    if out.is_empty() { "unknown".to_string() } else { out }
+    if out.is_empty() {
+        "unknown".to_string()
+    } else {
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +166,11 @@ pub fn normalize(raw: &str) -> NormalizedLicense {
         match t {
             Tok::With => after_with = true,
             Tok::Term(term) => {
-                let ok = if after_with { known_exception(term) } else { known_license(term) };
+                let ok = if after_with {
+                    known_exception(term)
+                } else {
+                    known_license(term)
+                };
                 if !ok {
                     // An unknown exception cannot be a LicenseRef in SPDX 2.3 (that needs
                     // AdditionRef, from 3.0), so it is folded into a LicenseRef of its own

@@ -80,7 +80,12 @@ struct Doc {
 
 impl Doc {
     fn new() -> Doc {
-        Doc { packages: Vec::new(), relationships: Vec::new(), extracted: BTreeMap::new(), seen: BTreeSet::new() }
+        Doc {
+            packages: Vec::new(),
+            relationships: Vec::new(),
+            extracted: BTreeMap::new(),
+            seen: BTreeSet::new(),
+        }
     }
 
     /// Packages are deduplicated by SPDXID, first one wins, as in apko.
@@ -136,7 +141,10 @@ impl Doc {
         // A namespace must be unique per document; a hash of the content is, without
         // reading a clock or random source.
         let digest = sha256_hex(serde_json::to_string(&doc).expect("JSON").as_bytes());
-        doc["documentNamespace"] = json!(format!("https://spdx.org/spdxdocs/pallet/{name}-{}", &digest[..32]));
+        doc["documentNamespace"] = json!(format!(
+            "https://spdx.org/spdxdocs/pallet/{name}-{}",
+            &digest[..32]
+        ));
         doc
     }
 }
@@ -189,9 +197,16 @@ pub fn spdx_image(input: &ImageSbomInput) -> Value {
     // The operating-system package, as apko's addOperatingSystem builds it.
     let (os_id, os_name, os_version) = match os {
         Some(o) if !o.id.is_empty() => (o.id.clone(), o.name.clone(), o.version_id.clone()),
-        _ => ("unknown".to_string(), "apko-generated image".to_string(), "unknown".to_string()),
+        _ => (
+            "unknown".to_string(),
+            "apko-generated image".to_string(),
+            "unknown".to_string(),
+        ),
     };
-    let os_spdx = format!("SPDXRef-OperatingSystem-{}", spdx_identifier(&format!("{os_id}-{os_version}")));
+    let os_spdx = format!(
+        "SPDXRef-OperatingSystem-{}",
+        spdx_identifier(&format!("{os_id}-{os_version}"))
+    );
     doc.add(json!({
         "SPDXID": os_spdx,
         "name": os_id,
@@ -204,7 +219,11 @@ pub fn spdx_image(input: &ImageSbomInput) -> Value {
         "primaryPackagePurpose": "OPERATING-SYSTEM",
     }));
     doc.rel(&image_id, "CONTAINS", &os_spdx);
-    if let Some((url, sha)) = input.vcs_url.rsplit_once('@').filter(|(u, s)| !u.is_empty() && !s.is_empty()) {
+    if let Some((url, sha)) = input
+        .vcs_url
+        .rsplit_once('@')
+        .filter(|(u, s)| !u.is_empty() && !s.is_empty())
+    {
         let id = format!("SPDXRef-Package-{}", spdx_identifier(&input.vcs_url));
         let mut p = json!({
             "SPDXID": id,
@@ -248,7 +267,11 @@ pub fn spdx_image(input: &ImageSbomInput) -> Value {
             "copyrightText": NOASSERTION,
             "primaryPackagePurpose": "LIBRARY",
         });
-        let arch = if pkg.arch.is_empty() { &input.apk_arch } else { &pkg.arch };
+        let arch = if pkg.arch.is_empty() {
+            &input.apk_arch
+        } else {
+            &pkg.arch
+        };
         if !pkg.description.is_empty() {
             p["description"] = json!(pkg.description);
         }
@@ -279,8 +302,12 @@ fn merge_embedded(doc: &mut Doc, image_id: &str, src: &Value, os: Option<&OsRele
     let packages = src["packages"].as_array().unwrap_or(&empty);
     let rels = src["relationships"].as_array().unwrap_or(&empty);
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    let mut described: BTreeSet<String> =
-        src["documentDescribes"].as_array().unwrap_or(&empty).iter().map(s).collect();
+    let mut described: BTreeSet<String> = src["documentDescribes"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(s)
+        .collect();
     for r in rels {
         if r["spdxElementId"] == "SPDXRef-DOCUMENT" && r["relationshipType"] == "DESCRIBES" {
             described.insert(s(&r["relatedSpdxElement"]));
@@ -314,10 +341,16 @@ fn merge_embedded(doc: &mut Doc, image_id: &str, src: &Value, os: Option<&OsRele
         let mut p = p.clone();
         let obj = p.as_object_mut().expect("package is an object");
         obj.insert("SPDXID".into(), json!(spdx_identifier(&s(&obj["SPDXID"]))));
-        if obj.get("originator").is_none_or(|v| v.as_str().is_none_or(str::is_empty)) {
+        if obj
+            .get("originator")
+            .is_none_or(|v| v.as_str().is_none_or(str::is_empty))
+        {
             obj.insert("originator".into(), json!(fallback_supplier));
         }
-        if obj.get("supplier").is_none_or(|v| v.as_str().is_none_or(str::is_empty)) {
+        if obj
+            .get("supplier")
+            .is_none_or(|v| v.as_str().is_none_or(str::is_empty))
+        {
             let o = obj["originator"].clone();
             obj.insert("supplier".into(), o);
         }
@@ -335,7 +368,11 @@ fn merge_embedded(doc: &mut Doc, image_id: &str, src: &Value, os: Option<&OsRele
                     .filter_map(|i| i["licenseId"].as_str())
                     .collect();
                 // LicenseRefs the package document defines itself stay as they are.
-                let extra: Vec<_> = n.extracted.into_iter().filter(|e| !known.contains(e.id.as_str())).collect();
+                let extra: Vec<_> = n
+                    .extracted
+                    .into_iter()
+                    .filter(|e| !known.contains(e.id.as_str()))
+                    .collect();
                 doc.licenses(&extra);
                 obj.insert(key.into(), json!(n.expression));
             }
@@ -345,12 +382,22 @@ fn merge_embedded(doc: &mut Doc, image_id: &str, src: &Value, os: Option<&OsRele
     for r in rels {
         let (a, b) = (s(&r["spdxElementId"]), s(&r["relatedSpdxElement"]));
         if todo.contains(&a) && todo.contains(&b) {
-            doc.rel(&spdx_identifier(&a), &s(&r["relationshipType"]), &spdx_identifier(&b));
+            doc.rel(
+                &spdx_identifier(&a),
+                &s(&r["relationshipType"]),
+                &spdx_identifier(&b),
+            );
         }
     }
-    for info in src["hasExtractedLicensingInfos"].as_array().unwrap_or(&empty) {
-        if let (Some(id), Some(text)) = (info["licenseId"].as_str(), info["extractedText"].as_str()) {
-            doc.extracted.entry(id.to_string()).or_insert_with(|| text.to_string());
+    for info in src["hasExtractedLicensingInfos"]
+        .as_array()
+        .unwrap_or(&empty)
+    {
+        if let (Some(id), Some(text)) = (info["licenseId"].as_str(), info["extractedText"].as_str())
+        {
+            doc.extracted
+                .entry(id.to_string())
+                .or_insert_with(|| text.to_string());
         }
     }
     for t in &targets {
@@ -379,7 +426,10 @@ pub fn spdx_index(input: &IndexSbomInput) -> Value {
         "externalRefs": [purl_ref(image_purl(&input.image_name, &input.repository_url, &input.index_digest, &[("mediaType", INDEX_MEDIA_TYPE)]))],
     }));
     for img in &input.images {
-        let id = spdx_identifier(&format!("SPDXRef-Package-{}-{}", input.image_name, img.digest));
+        let id = spdx_identifier(&format!(
+            "SPDXRef-Package-{}-{}",
+            input.image_name, img.digest
+        ));
         let quals = [
             ("arch", img.oci_arch.as_str()),
             ("mediaType", MANIFEST_MEDIA_TYPE),

@@ -18,7 +18,13 @@ pub(crate) fn pct(s: &str) -> String {
 
 /// Build `pkg:<type>/<namespace>/<name>@<version>?<qualifiers>` with qualifiers sorted by key
 /// and empty ones dropped, as the purl spec asks.
-pub(crate) fn purl(ty: &str, namespace: &str, name: &str, version: &str, quals: &[(&str, &str)]) -> String {
+pub(crate) fn purl(
+    ty: &str,
+    namespace: &str,
+    name: &str,
+    version: &str,
+    quals: &[(&str, &str)],
+) -> String {
     let mut s = format!("pkg:{ty}/");
     for seg in namespace.split('/').filter(|x| !x.is_empty()) {
         s.push_str(&pct(seg));
@@ -43,17 +49,30 @@ pub(crate) fn purl(ty: &str, namespace: &str, name: &str, version: &str, quals: 
 /// `pkg:apk/<distro-id>/<name>@<version>?arch=<arch>&distro=<id>-<version_id>`; the
 /// namespace is `unknown` without os-release, as in apko's golden SBOM.
 pub fn apk_purl(os: Option<&crate::OsRelease>, name: &str, version: &str, arch: &str) -> String {
-    let ns = os.map(|o| o.id.as_str()).filter(|s| !s.is_empty()).unwrap_or("unknown");
+    let ns = os
+        .map(|o| o.id.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown");
     let distro = match os {
-        Some(o) if !o.id.is_empty() && !o.version_id.is_empty() => format!("{}-{}", o.id, o.version_id),
+        Some(o) if !o.id.is_empty() && !o.version_id.is_empty() => {
+            format!("{}-{}", o.id, o.version_id)
+        }
         _ => String::new(),
     };
-    purl("apk", ns, name, version, &[("arch", arch), ("distro", &distro)])
+    purl(
+        "apk",
+        ns,
+        name,
+        version,
+        &[("arch", arch), ("distro", &distro)],
+    )
 }
 
 /// The SHA-1 behind an APK `Q1…` checksum, as 40 hex digits.
 pub fn q1_to_sha1_hex(q1: &str) -> Option<String> {
-    let b = base64::engine::general_purpose::STANDARD.decode(q1.strip_prefix("Q1")?).ok()?;
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(q1.strip_prefix("Q1")?)
+        .ok()?;
     (b.len() == 20).then(|| hex::encode(b))
 }
 
@@ -107,11 +126,18 @@ mod tests {
 
     #[test]
     fn purls() {
-        let os = crate::OsRelease { id: "alpine".into(), name: "Alpine Linux".into(), version_id: "3.20.3".into() };
+        let os = crate::OsRelease {
+            id: "alpine".into(),
+            name: "Alpine Linux".into(),
+            version_id: "3.20.3".into(),
+        };
         assert_eq!(
             apk_purl(Some(&os), "libstdc++", "13.2.1_git20240309-r0", "x86_64"),
             "pkg:apk/alpine/libstdc%2B%2B@13.2.1_git20240309-r0?arch=x86_64&distro=alpine-3.20.3"
         );
-        assert_eq!(apk_purl(None, "replayout", "1.0.0-r0", "x86_64"), "pkg:apk/unknown/replayout@1.0.0-r0?arch=x86_64");
+        assert_eq!(
+            apk_purl(None, "replayout", "1.0.0-r0", "x86_64"),
+            "pkg:apk/unknown/replayout@1.0.0-r0?arch=x86_64"
+        );
     }
 }
