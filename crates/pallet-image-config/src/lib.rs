@@ -9,6 +9,8 @@
 //!
 //! Nothing here touches the network.
 
+#![deny(missing_docs)]
+
 mod arch;
 mod lock;
 mod scalar;
@@ -128,13 +130,6 @@ pub struct ImageConfiguration {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageContents {
-    /// Build-time repositories also written to `/etc/apk/repositories`; may start `@tag `.
-    #[serde(
-        default,
-        deserialize_with = "scalar::string_list",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub repositories: Vec<String>,
     /// Build-time only repositories.
     #[serde(
         default,
@@ -149,6 +144,13 @@ pub struct ImageContents {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub runtime_repositories: Vec<String>,
+    /// Build-time repositories also written to `/etc/apk/repositories`; may start `@tag `.
+    #[serde(
+        default,
+        deserialize_with = "scalar::string_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub repositories: Vec<String>,
     /// Key URLs or paths.
     #[serde(
         default,

@@ -217,3 +217,24 @@ proptest::proptest! {
         let _ = parse(&s);
     }
 }
+
+#[test]
+fn load_error_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("apko.yaml");
+    std::fs::write(
+        &f,
+        "contents:\n  packages: [a]\n\nentrypoint:\n  command: x\n  bogus: 1\n",
+    )
+    .unwrap();
+    let e = load(&f, &[]).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("apko.yaml") && text.contains("line 6, column 3") && text.contains("bogus"),
+        "{text}"
+    );
+    assert!(matches!(
+        load(&dir.path().join("missing.yaml"), &[]),
+        Err(ConfigError::Read { .. })
+    ));
+}

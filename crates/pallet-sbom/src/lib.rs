@@ -10,6 +10,8 @@
 //! document are merged the way apko merges them, the others are described from their APK
 //! metadata (version, licence, supplier, purl and the SHA-1 behind the `Q1` checksum).
 
+#![deny(missing_docs)]
+
 mod cyclonedx;
 mod license;
 mod spdx_doc;
