@@ -485,12 +485,40 @@ pub struct LoadedConfig {
 
 /// Load `path`, resolve its `include` chain and validate as apko does.
 ///
-/// An include is looked up beside the including file, then in the working directory, then
-/// in each of `include_paths`.
+/// An include is looked up as written (relative to the working directory), then in each of
+/// `include_paths`, then beside the including file. Trailing `/` is trimmed from
+/// repositories, and the base-image restriction is checked after the merge, as apko does.
 pub fn load(path: &Path, include_paths: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
     let mut bytes = Vec::new();
     let mut files = Vec::new();
     let mut config = load_rec(path, include_paths, &mut bytes, &mut files, 0)?;
+    for list in [
+        &mut config.contents.repositories,
+        &mut config.contents.build_repositories,
+        &mut config.contents.runtime_repositories,
+    ] {
+        for r in list.iter_mut() {
+            let trimmed = r.trim_end_matches('/').len();
+            r.truncate(trimmed);
+        }
+    }
+    if config.contents.baseimage.is_some() {
+        let c = &config;
+        if !c.entrypoint.is_empty()
+            || !c.cmd.is_empty()
+            || !c.stop_signal.is_empty()
+            || !c.work_dir.is_empty()
+            || !c.accounts.is_empty()
+            || !c.environment.is_empty()
+            || !c.paths.is_empty()
+            || !c.annotations.is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "when using base image, the only supported image specification are: contents, archs and includes".to_string(),
+            });
+        }
+    }
     validate(&mut config).map_err(|message| ConfigError::Invalid {
         path: path.to_path_buf(),
         message,
@@ -564,12 +592,14 @@ fn load_rec(
     if include.is_empty() {
         return Ok(cfg);
     }
-    let mut candidates = Vec::new();
+    // apko's `paths.ResolvePath`: as written (so relative to the working directory), then
+    // each include path. Beside the including file comes last, so a file apko finds is
+    // always the one used, and a config that includes its neighbour works from any folder.
+    let mut candidates = vec![PathBuf::from(&include)];
+    candidates.extend(include_paths.iter().map(|d| d.join(&include)));
     if let Some(dir) = path.parent() {
         candidates.push(dir.join(&include));
     }
-    candidates.push(PathBuf::from(&include));
-    candidates.extend(include_paths.iter().map(|d| d.join(&include)));
     let found = candidates
         .into_iter()
         .find(|c| c.is_file())
@@ -615,14 +645,11 @@ pub fn merge_into(base: ImageConfiguration, top: ImageConfiguration) -> ImageCon
             packages: cat(b.packages, t.packages),
             baseimage: t.baseimage.or(b.baseimage),
         },
-        entrypoint: ImageEntrypoint {
-            kind: or_str(top.entrypoint.kind, base.entrypoint.kind),
-            command: or_str(top.entrypoint.command, base.entrypoint.command),
-            shell_fragment: or_str(
-                top.entrypoint.shell_fragment,
-                base.entrypoint.shell_fragment,
-            ),
-            services: merge_map(base.entrypoint.services, top.entrypoint.services),
+        // The entrypoint is inherited whole, and only when the including file has none.
+        entrypoint: if top.entrypoint.is_empty() {
+            base.entrypoint
+        } else {
+            top.entrypoint
         },
         cmd: or_str(top.cmd, base.cmd),
         stop_signal: or_str(top.stop_signal, base.stop_signal),
@@ -652,25 +679,47 @@ pub fn merge_into(base: ImageConfiguration, top: ImageConfiguration) -> ImageCon
 static NAME_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$").expect("valid regex"));
 
-/// apko's `Validate`: checks plus the service-bundle fix-up. Returns apko's message.
+/// Go's `%v` of a `types.User`, as apko's messages print it (the GID pointer as its value).
+fn go_user(u: &User) -> String {
+    let gid = u.gid.map_or("<nil>".to_string(), |g| g.to_string());
+    format!(
+        "{{{} {} {gid} {} {}}}",
+        u.username, u.uid, u.shell, u.homedir
+    )
+}
+
+/// apko's `Validate`: checks plus its fix-ups (service bundle, default home directories).
+/// Returns apko's message.
 pub fn validate(ic: &mut ImageConfiguration) -> Result<(), String> {
     if ic.entrypoint.kind == "service-bundle" {
         ic.entrypoint.command = "/bin/s6-svscan /sv".to_string();
         // A duplicate `s6` in the world is harmless; apk collapses it.
         ic.contents.packages.push("s6".to_string());
     }
-    for u in &ic.accounts.users {
+    for u in &mut ic.accounts.users {
         if u.username.is_empty() {
-            return Err(format!("configured user {u:?} has no configured user name"));
+            return Err(format!(
+                "configured user {} has no configured user name",
+                go_user(u)
+            ));
         }
         if u.uid == 0 {
-            return Err(format!("configured user {u:?} has UID 0"));
+            return Err(format!(
+                "configured user {} has UID 0 (to run as root, use `run-as: 0`)",
+                go_user(u)
+            ));
+        }
+        if u.homedir.is_empty() {
+            u.homedir = format!("/home/{}", u.username);
         }
     }
     for g in &ic.accounts.groups {
         if g.groupname.is_empty() {
             return Err(format!(
-                "configured group {g:?} has no configured group name"
+                "configured group {{{} {} [{}]}} has no configured group name",
+                g.groupname,
+                g.gid,
+                g.members.join(" ")
             ));
         }
     }
@@ -709,18 +758,7 @@ pub fn validate(ic: &mut ImageConfiguration) -> Result<(), String> {
             ));
         }
     }
-    if ic.contents.baseimage.is_some() {
-        let only_contents_archs = ImageConfiguration {
-            contents: ImageContents::default(),
-            archs: Vec::new(),
-            ..ic.clone()
-        };
-        if only_contents_archs != ImageConfiguration::default() {
-            return Err(
-                "when baseimage is set, only contents and archs may be configured".to_string(),
-            );
-        }
-    }
+
     Ok(())
 }
 
@@ -772,7 +810,11 @@ impl ImageConfiguration {
                 *r = redact_userinfo(r);
             }
         }
-        serde_saphyr::to_string(&c).expect("configuration types always serialize")
+        let mut y = serde_saphyr::to_string(&c).expect("configuration types always serialize");
+        if !y.ends_with('\n') {
+            y.push('\n');
+        }
+        y
     }
 }
 

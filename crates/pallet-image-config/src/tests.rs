@@ -108,8 +108,21 @@ fn validation_messages() {
             .unwrap_err()
             .contains("runtime keyring name")
     );
-    let mut c = parse("contents:\n  baseimage:\n    image: x\n    apkindex: y\ncmd: z\n").unwrap();
-    assert!(validate(&mut c).is_err());
+    let mut c = parse("accounts:\n  users:\n    - username: a\n      uid: 5\n").unwrap();
+    validate(&mut c).unwrap();
+    assert_eq!(c.accounts.users[0].homedir, "/home/a");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("b.yaml");
+    std::fs::write(
+        &f,
+        "contents:\n  baseimage:\n    image: x\n    apkindex: y\ncmd: z\n",
+    )
+    .unwrap();
+    let e = load(&f, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("when using base image, the only supported image specification are"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -143,12 +156,12 @@ fn include_merge() {
     let top = dir.path().join("top.yaml");
     std::fs::write(
         &top,
-        "include: base.yaml\ncontents:\n  packages: [b]\ncmd: top\nenvironment:\n  A: top\n",
+        "include: base.yaml\ncontents:\n  packages: [b]\n  repositories: ['r2/']\ncmd: top\nenvironment:\n  A: top\n",
     )
     .unwrap();
     let l = load(&top, &[]).unwrap();
     assert_eq!(l.config.contents.packages, ["a", "b"]);
-    assert_eq!(l.config.contents.repositories, ["r1"]);
+    assert_eq!(l.config.contents.repositories, ["r1", "r2"]);
     assert_eq!(l.config.cmd, "top");
     assert_eq!(l.config.work_dir, "/base");
     assert_eq!(l.config.environment["A"], "top");
