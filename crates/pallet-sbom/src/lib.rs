@@ -137,6 +137,8 @@ pub struct IndexSbomInput {
     pub created: i64,
     /// From `/etc/os-release`, if known.
     pub os: Option<OsRelease>,
+    /// `vcs-url`, or empty.
+    pub vcs_url: String,
     /// Version string for the `Tool:` creator.
     pub tool_version: String,
 }

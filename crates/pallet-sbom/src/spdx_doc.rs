@@ -154,11 +154,56 @@ fn license_list_version() -> String {
     v.rsplit_once('.').map_or(v, |(mm, _)| mm).to_string()
 }
 
+/// apko's `addSourcePackage`: the `vcs-url` (`url@commit`) as a SOURCE package the image is
+/// GENERATED_FROM, with a github purl where it applies.
+fn add_source_package(doc: &mut Doc, parent: &str, vcs_url: &str, os: Option<&OsRelease>) {
+    let (name, version) = match vcs_url.split_once('@') {
+        Some((u, sha)) => (u, sha),
+        None => (vcs_url, ""),
+    };
+    let name = ["git+ssh://", "git://", "https://"]
+        .iter()
+        .fold(name, |n, p| n.strip_prefix(p).unwrap_or(n));
+    let id = format!("SPDXRef-Package-{}", spdx_identifier(vcs_url));
+    let mut p = json!({
+        "SPDXID": id,
+        "name": name,
+        "filesAnalyzed": false,
+        "description": "Image configuration source",
+        "downloadLocation": vcs_url,
+        "supplier": supplier(os),
+        "copyrightText": NOASSERTION,
+        "primaryPackagePurpose": "SOURCE",
+    });
+    if !version.is_empty() {
+        p["versionInfo"] = json!(version);
+        // A git commit id is a SHA-1.
+        if version.len() == 40 && version.bytes().all(|b| b.is_ascii_hexdigit()) {
+            p["checksums"] =
+                json!([{"algorithm": "SHA1", "checksumValue": version.to_ascii_lowercase()}]);
+        }
+    }
+    if let Some((org, repo)) = name
+        .strip_prefix("github.com/")
+        .and_then(|s| s.split_once('/'))
+    {
+        p["externalRefs"] = json!([purl_ref(purl(
+            "github",
+            org,
+            repo.trim_end_matches(".git"),
+            version,
+            &[]
+        ))]);
+    }
+    doc.add(p);
+    doc.rel(parent, "GENERATED_FROM", &id);
+}
+
 /// The SPDX 2.3 document for one architecture's image.
 pub fn spdx_image(input: &ImageSbomInput) -> Value {
     let os = input.os.as_ref();
     let mut doc = Doc::new();
-    let image_id = spdx_identifier(&format!("SPDXRef-Package-{}", input.image_digest));
+    let image_id = format!("SPDXRef-Package-{}", spdx_identifier(&input.image_digest));
     let platform_quals = [
         ("arch", input.oci_arch.as_str()),
         ("mediaType", MANIFEST_MEDIA_TYPE),
@@ -194,55 +239,27 @@ pub fn spdx_image(input: &ImageSbomInput) -> Value {
         }));
         doc.rel(&image_id, "CONTAINS", &id);
     }
-    // The operating-system package, as apko's addOperatingSystem builds it.
-    let (os_id, os_name, os_version) = match os {
-        Some(o) if !o.id.is_empty() => (o.id.clone(), o.name.clone(), o.version_id.clone()),
-        _ => (
-            "unknown".to_string(),
-            "apko-generated image".to_string(),
-            "unknown".to_string(),
-        ),
+    // The operating-system package, as apko's addOperatingSystem builds it. apko writes the
+    // purpose as `OPERATING_SYSTEM`, which SPDX 2.3 does not allow; the spec spelling is used.
+    let (os_id, os_version) = match os {
+        Some(o) if !o.id.is_empty() => (o.id.clone(), o.version_id.clone()),
+        _ => ("unknown".to_string(), "unknown".to_string()),
     };
-    let os_spdx = format!(
-        "SPDXRef-OperatingSystem-{}",
-        spdx_identifier(&format!("{os_id}-{os_version}"))
-    );
+    let os_spdx = format!("SPDXRef-OperatingSystem-{}", spdx_identifier(&os_id));
     doc.add(json!({
         "SPDXID": os_spdx,
         "name": os_id,
         "versionInfo": if os_version.is_empty() { "unknown" } else { &os_version },
         "filesAnalyzed": false,
-        "description": if os_name.is_empty() { "Operating System".to_string() } else { os_name },
+        "description": "Operating System",
         "downloadLocation": NOASSERTION,
         "supplier": supplier(os),
         "copyrightText": NOASSERTION,
         "primaryPackagePurpose": "OPERATING-SYSTEM",
     }));
     doc.rel(&image_id, "CONTAINS", &os_spdx);
-    if let Some((url, sha)) = input
-        .vcs_url
-        .rsplit_once('@')
-        .filter(|(u, s)| !u.is_empty() && !s.is_empty())
-    {
-        let id = format!("SPDXRef-Package-{}", spdx_identifier(&input.vcs_url));
-        let mut p = json!({
-            "SPDXID": id,
-            "name": url,
-            "versionInfo": sha,
-            "filesAnalyzed": false,
-            "downloadLocation": if url.starts_with("https://") || url.starts_with("http://") { url } else { NOASSERTION },
-            "supplier": NOASSERTION,
-            "copyrightText": NOASSERTION,
-            "primaryPackagePurpose": "SOURCE",
-        });
-        if let Some(path) = url.strip_prefix("https://github.com/") {
-            let path = path.trim_end_matches(".git");
-            if let Some((owner, repo)) = path.split_once('/') {
-                p["externalRefs"] = json!([purl_ref(purl("github", owner, repo, sha, &[]))]);
-            }
-        }
-        doc.add(p);
-        doc.rel(&image_id, "GENERATED_FROM", &id);
+    if !input.vcs_url.is_empty() {
+        add_source_package(&mut doc, &image_id, &input.vcs_url, os);
     }
     for pkg in &input.packages {
         if let Some(embedded) = &pkg.embedded_spdx
@@ -411,13 +428,14 @@ fn merge_embedded(doc: &mut Doc, image_id: &str, src: &Value, os: Option<&OsRele
 pub fn spdx_index(input: &IndexSbomInput) -> Value {
     let os = input.os.as_ref();
     let mut doc = Doc::new();
-    let index_id = spdx_identifier(&format!("SPDXRef-Package-{}", input.index_digest));
+    let index_id = format!("SPDXRef-Package-{}", spdx_identifier(&input.index_digest));
     doc.add(json!({
         "SPDXID": index_id,
         "name": input.index_digest,
         "versionInfo": input.index_digest,
         "filesAnalyzed": false,
         "description": "Multi-arch image index",
+        "sourceInfo": "Generated at image build time by pallet",
         "downloadLocation": NOASSERTION,
         "supplier": supplier(os),
         "copyrightText": NOASSERTION,
@@ -426,10 +444,7 @@ pub fn spdx_index(input: &IndexSbomInput) -> Value {
         "externalRefs": [purl_ref(image_purl(&input.image_name, &input.repository_url, &input.index_digest, &[("mediaType", INDEX_MEDIA_TYPE)]))],
     }));
     for img in &input.images {
-        let id = spdx_identifier(&format!(
-            "SPDXRef-Package-{}-{}",
-            input.image_name, img.digest
-        ));
+        let id = format!("SPDXRef-Package-{}", spdx_identifier(&img.digest));
         let quals = [
             ("arch", img.oci_arch.as_str()),
             ("mediaType", MANIFEST_MEDIA_TYPE),
@@ -438,10 +453,10 @@ pub fn spdx_index(input: &IndexSbomInput) -> Value {
         ];
         doc.add(json!({
             "SPDXID": id,
-            "name": format!("{}-{}", input.image_name, img.apk_arch),
+            "name": img.digest,
             "versionInfo": img.digest,
             "filesAnalyzed": false,
-            "description": format!("apko image for {}", img.apk_arch),
+            "description": format!("apko container image for {}", img.apk_arch),
             "downloadLocation": NOASSERTION,
             "supplier": supplier(os),
             "copyrightText": NOASSERTION,
@@ -449,7 +464,11 @@ pub fn spdx_index(input: &IndexSbomInput) -> Value {
             "checksums": [{"algorithm": "SHA256", "checksumValue": img.digest.trim_start_matches("sha256:")}],
             "externalRefs": [purl_ref(image_purl(&input.image_name, &input.repository_url, &img.digest, &quals))],
         }));
-        doc.rel(&id, "VARIANT_OF", &index_id);
+        // apko's direction: the index is a VARIANT_OF each arch image.
+        doc.rel(&index_id, "VARIANT_OF", &id);
+    }
+    if !input.vcs_url.is_empty() {
+        add_source_package(&mut doc, &index_id, &input.vcs_url, os);
     }
     let name = format!("sbom-{}", input.index_digest);
     doc.finish(name, input.created, &input.tool_version, &index_id)

@@ -177,6 +177,8 @@ fn index_input() -> IndexSbomInput {
         ],
         created: 0,
         os: Some(alpine()),
+        vcs_url: "https://github.com/example/images@0123456789abcdef0123456789abcdef01234567"
+            .into(),
         tool_version: "0.1.0".into(),
     }
 }
