@@ -246,3 +246,36 @@ mod tests {
         assert!(n.expression.starts_with("LicenseRef-"));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+
+    /// The spec grammar with deprecated ids allowed (SPDX validators accept them) and
+    /// nothing else relaxed.
+    const SPEC: spdx::ParseMode = spdx::ParseMode {
+        allow_slash_as_or_operator: false,
+        allow_imprecise_license_names: false,
+        allow_postfix_plus_on_gpl: true,
+        allow_deprecated: true,
+        allow_unknown: false,
+    };
+
+    proptest::proptest! {
+        #[test]
+        fn output_is_always_a_valid_expression(
+            s in "(MIT|GPL-2.0-only|custom|BSD|and|or|AND|OR|WITH|Classpath-exception-2.0|\\(|\\)| |[a-z+_:]{1,6}){0,8}"
+        ) {
+            let n = normalize(&s);
+            if n.expression != "NOASSERTION" && n.expression != "NONE" {
+                proptest::prop_assert!(
+                    spdx::Expression::parse_mode(&n.expression, SPEC).is_ok(),
+                    "{s:?} -> {:?}", n.expression
+                );
+                for e in &n.extracted {
+                    proptest::prop_assert!(n.expression.contains(&e.id));
+                }
+            }
+        }
+    }
+}

@@ -473,3 +473,80 @@ pub fn spdx_index(input: &IndexSbomInput) -> Value {
     let name = format!("sbom-{}", input.index_digest);
     doc.finish(name, input.created, &input.tool_version, &index_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SbomPackage;
+
+    #[test]
+    fn identifiers_keep_only_allowed_characters() {
+        assert_eq!(spdx_identifier("sha256:ab"), "sha256-ab");
+        assert_eq!(spdx_identifier("libstdc++"), "libstdcC43C43");
+        assert_eq!(spdx_identifier("py3-ruamel.yaml_x"), "py3-ruamel.yamlC95x");
+    }
+
+    #[test]
+    fn embedded_described_by_relationship() {
+        let src = json!({
+            "packages": [
+                {"SPDXID": "SPDXRef-Package-foo:1", "name": "foo", "licenseDeclared": "MIT and BSD",
+                 "downloadLocation": "NOASSERTION", "filesAnalyzed": true},
+                {"SPDXID": "SPDXRef-Package-dep", "name": "dep", "downloadLocation": "NOASSERTION"}
+            ],
+            "relationships": [
+                {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Package-foo:1"},
+                {"spdxElementId": "SPDXRef-Package-foo:1", "relationshipType": "DEPENDS_ON", "relatedSpdxElement": "SPDXRef-Package-dep"}
+            ]
+        });
+        let input = ImageSbomInput {
+            image_digest: "sha256:00".into(),
+            layer_digests: vec!["sha256:11".into()],
+            packages: vec![SbomPackage {
+                name: "foo".into(),
+                version: "1".into(),
+                embedded_spdx: Some(src),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let doc = spdx_image(&input);
+        let pkgs = doc["packages"].as_array().unwrap();
+        let foo = pkgs.iter().find(|p| p["name"] == "foo").unwrap();
+        assert_eq!(foo["SPDXID"], "SPDXRef-Package-foo-1");
+        assert_eq!(foo["licenseDeclared"], "MIT AND LicenseRef-BSD");
+        assert_eq!(foo["filesAnalyzed"], false);
+        assert_eq!(foo["supplier"], "NOASSERTION");
+        assert!(pkgs.iter().any(|p| p["name"] == "dep"));
+        let rels = doc["relationships"].as_array().unwrap();
+        assert!(rels.contains(&json!({"spdxElementId": "SPDXRef-Package-sha256-00", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-Package-foo-1"})));
+        assert!(rels.contains(&json!({"spdxElementId": "SPDXRef-Package-foo-1", "relationshipType": "DEPENDS_ON", "relatedSpdxElement": "SPDXRef-Package-dep"})));
+        assert_eq!(doc["name"], "sbom-sha256:11");
+        assert_eq!(
+            doc["documentDescribes"],
+            json!(["SPDXRef-Package-sha256-00"])
+        );
+    }
+
+    #[test]
+    fn embedded_without_description_falls_back_to_apk_metadata() {
+        let input = ImageSbomInput {
+            image_digest: "sha256:00".into(),
+            packages: vec![SbomPackage {
+                name: "foo".into(),
+                version: "1".into(),
+                embedded_spdx: Some(json!({"packages": []})),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let doc = spdx_image(&input);
+        assert!(
+            doc["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["SPDXID"] == "SPDXRef-Package-apk-foo-1")
+        );
+    }
+}
