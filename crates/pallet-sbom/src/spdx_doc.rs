@@ -263,7 +263,7 @@ pub fn spdx_image(input: &ImageSbomInput) -> Value {
     }
     for pkg in &input.packages {
         if let Some(embedded) = &pkg.embedded_spdx
-            && merge_embedded(&mut doc, &image_id, embedded, os)
+            && merge_embedded(&mut doc, &image_id, embedded, os, pkg)
         {
             continue;
         }
@@ -314,7 +314,13 @@ pub fn spdx_image(input: &ImageSbomInput) -> Value {
 
 /// Merge a package's own SPDX document as apko's `ProcessInternalApkSBOM` does. Returns
 /// false when it describes nothing usable, so the caller falls back to APK metadata.
-fn merge_embedded(doc: &mut Doc, image_id: &str, src: &Value, os: Option<&OsRelease>) -> bool {
+fn merge_embedded(
+    doc: &mut Doc,
+    image_id: &str,
+    src: &Value,
+    os: Option<&OsRelease>,
+    pkg: &crate::SbomPackage,
+) -> bool {
     let empty = Vec::new();
     let packages = src["packages"].as_array().unwrap_or(&empty);
     let rels = src["relationships"].as_array().unwrap_or(&empty);
@@ -374,6 +380,18 @@ fn merge_embedded(doc: &mut Doc, image_id: &str, src: &Value, os: Option<&OsRele
         // Files are not carried over, so the file facts cannot stand.
         obj.insert("filesAnalyzed".into(), json!(false));
         obj.remove("packageVerificationCode");
+        // melange's package SBOM cannot know the signed control checksum; the index does.
+        if obj.get("name").and_then(Value::as_str) == Some(pkg.name.as_str())
+            && obj
+                .get("checksums")
+                .is_none_or(|c| c.as_array().is_none_or(Vec::is_empty))
+            && let Some(sha1) = q1_to_sha1_hex(&pkg.checksum_q1)
+        {
+            obj.insert(
+                "checksums".into(),
+                json!([{"algorithm": "SHA1", "checksumValue": sha1}]),
+            );
+        }
         obj.remove("hasFiles");
         for key in ["licenseDeclared", "licenseConcluded"] {
             if let Some(l) = obj.get(key).and_then(Value::as_str) {

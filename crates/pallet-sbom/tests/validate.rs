@@ -136,6 +136,7 @@ fn input() -> ImageSbomInput {
         version: "1.0.0-r0".into(),
         arch: "x86_64".into(),
         license: "custom".into(),
+        checksum_q1: q1(200),
         embedded_spdx: Some(embedded()),
         ..Default::default()
     });
@@ -272,6 +273,7 @@ fn spdx_image_sbom_is_valid() {
     let replayout = by_name("replayout");
     assert_eq!(replayout["filesAnalyzed"], false);
     assert!(replayout.get("packageVerificationCode").is_none());
+    assert_eq!(replayout["checksums"][0]["checksumValue"], "c8".repeat(20));
     assert!(pkgs.iter().all(|p| p["name"] != "unrelated"));
     let infos = doc["hasExtractedLicensingInfos"].as_array().unwrap();
     assert!(
