@@ -96,7 +96,12 @@ impl Arch {
 
     /// The architecture this program was compiled for.
     pub fn host() -> Result<Arch, UnknownArch> {
-        Arch::parse(std::env::consts::ARCH)
+        // Rust names two of these differently from Go and apk.
+        match std::env::consts::ARCH {
+            "powerpc64" if cfg!(target_endian = "little") => Ok(Arch::Ppc64le),
+            "arm" => Ok(Arch::ArmV7),
+            other => Arch::parse(other),
+        }
     }
 
     /// apko's canonical name (`amd64`, `arm/v7`).
