@@ -818,8 +818,10 @@ impl ImageConfiguration {
     }
 }
 
-/// Replace `user:pass@` in a URL (after an optional `@tag ` prefix) with `REDACTED@`... apko
-/// drops the password and keeps nothing secret; we drop the whole userinfo.
+/// Mask the password in a repository or key URL (after an optional `@tag ` prefix) as Go's
+/// `url.Redacted` does for apko's `show-config`: `https://user:xxxxx@host/…`. Runtime
+/// repositories are masked too, though apko leaves them as written, since they carry the
+/// same tokens.
 pub fn redact_userinfo(repo: &str) -> String {
     let (prefix, url) = match repo.strip_prefix('@').and_then(|r| r.split_once(' ')) {
         Some((tag, rest)) => (format!("@{tag} "), rest),
@@ -827,8 +829,10 @@ pub fn redact_userinfo(repo: &str) -> String {
     };
     if let Some((scheme, rest)) = url.split_once("://") {
         let host_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..host_end].rfind('@') {
-            return format!("{prefix}{scheme}://{}", &rest[at + 1..]);
+        if let Some(at) = rest[..host_end].rfind('@')
+            && let Some((user, _password)) = rest[..at].split_once(':')
+        {
+            return format!("{prefix}{scheme}://{user}:xxxxx@{}", &rest[at + 1..]);
         }
     }
     repo.to_string()

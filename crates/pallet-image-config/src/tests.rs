@@ -204,7 +204,12 @@ fn show_config_round_trips() {
     let c = parse(y).unwrap();
     let out = c.to_show_config_yaml();
     assert!(!out.contains("tok"), "{out}");
-    assert!(out.contains("https://example.com/os"), "{out}");
+    assert!(out.contains("https://user:xxxxx@example.com/os"), "{out}");
+    assert_eq!(
+        redact_userinfo("@tag https://u:p@h/x"),
+        "@tag https://u:xxxxx@h/x"
+    );
+    assert_eq!(redact_userinfo("https://h/x@y"), "https://h/x@y");
     let back = parse(&out).unwrap();
     assert_eq!(back.accounts.run_as, "65532");
     assert_eq!(back.paths[0].permissions, Some(0o755));
