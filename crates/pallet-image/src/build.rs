@@ -79,6 +79,8 @@ pub struct ArchResult {
     pub packages: Vec<(PackageInfo, String)>,
     pub created: u64,
     pub os_release: BTreeMap<String, String>,
+    /// The SPDX documents packages carry under `var/lib/db/sbom/`, by file name.
+    pub embedded_sboms: BTreeMap<String, Value>,
 }
 
 /// A repository line: optional `@tag `, then a path or `file://` URL.
@@ -546,6 +548,13 @@ pub fn build_arch(
         packages: resolved,
         created: epoch,
         os_release,
+        embedded_sboms: embedded_spdx(&tree)
+            .into_iter()
+            .filter_map(|(path, bytes)| {
+                let name = path.rsplit('/').next()?.to_string();
+                Some((name, serde_json::from_slice(&bytes).ok()?))
+            })
+            .collect(),
     })
 }
 

@@ -503,15 +503,64 @@ fn build_all(
             let pkgs: Vec<_> = r.packages.iter().map(|(p, _)| p.clone()).collect();
             let os_id = r.os_release.get("ID").cloned().unwrap_or_default();
             let os_ver = r.os_release.get("VERSION_ID").cloned().unwrap_or_default();
-            let digest = &r.image.manifest.digest;
+            let (oci_arch, variant) = r.image.arch.oci();
+            let os = r.os_release.get("ID").map(|_| pallet_sbom::OsRelease {
+                id: os_id.clone(),
+                name: r.os_release.get("NAME").cloned().unwrap_or_default(),
+                version_id: os_ver.clone(),
+            });
+            let (repo_url, image_name) = match oci::split_ref(tag).0.rsplit_once('/') {
+                Some((a, b)) => (a.to_string(), b.to_string()),
+                None => (String::new(), oci::split_ref(tag).0),
+            };
+            let input = pallet_sbom::ImageSbomInput {
+                image_name,
+                repository_url: repo_url,
+                oci_arch: oci_arch.to_string(),
+                oci_variant: variant.unwrap_or("").to_string(),
+                apk_arch: r.image.arch.apk().to_string(),
+                image_digest: r.image.manifest.digest.clone(),
+                layer_digests: r.image.layers.iter().map(|l| l.digest.clone()).collect(),
+                created: created as i64,
+                os,
+                vcs_url: cfg.vcs_url.clone().unwrap_or_default(),
+                tool_version: env!("CARGO_PKG_VERSION").to_string(),
+                packages: pkgs
+                    .iter()
+                    .map(|p| {
+                        // melange writes `<name>-<version>.spdx.json`; the package's own
+                        // document is merged into the image SBOM.
+                        let embedded = r
+                            .embedded_sboms
+                            .get(&format!("{}-{}.spdx.json", p.name, p.version))
+                            .cloned();
+                        pallet_sbom::SbomPackage {
+                            name: p.name.clone(),
+                            version: p.version.clone(),
+                            arch: p.arch.clone(),
+                            origin: p.origin.clone().unwrap_or_default(),
+                            license: p.license.clone(),
+                            description: p.description.clone(),
+                            url: p.url.clone(),
+                            maintainer: p.maintainer.clone().unwrap_or_default(),
+                            checksum_q1: p.checksum.clone().unwrap_or_default(),
+                            embedded_spdx: embedded,
+                        }
+                    })
+                    .collect(),
+            };
             let arch = r.image.arch.apk();
             if spdx {
-                let doc = sbom::image_spdx(digest, arch, &date, &os_id, &os_ver, &pkgs);
-                sboms.push((format!("sbom-{arch}.spdx.json"), doc));
+                sboms.push((
+                    pallet_sbom::spdx_file_name(arch),
+                    pallet_sbom::spdx_image(&input),
+                ));
             }
             if cdx {
-                let doc = sbom::image_cyclonedx(digest, arch, &date, &os_id, &pkgs);
-                sboms.push((format!("sbom-{arch}.cdx.json"), doc));
+                sboms.push((
+                    pallet_sbom::cyclonedx_file_name(arch),
+                    pallet_sbom::cyclonedx_image(&input),
+                ));
             }
         }
         let imgs: Vec<(String, String, Vec<_>)> = results
