@@ -235,7 +235,7 @@ pub fn write_docker_archive(file: &Path, images: &[(&BuiltImage, Vec<String>)]) 
         source: e,
     };
     for (img, tags) in images {
-        let cfg_name = format!("{}", crate::image::sha256_digest(&img.config));
+        let cfg_name = crate::image::sha256_digest(&img.config);
         if seen.insert(cfg_name.clone()) {
             let mut h = header(img.config.len() as u64);
             tar.append_data(&mut h, &cfg_name, img.config.as_slice())
