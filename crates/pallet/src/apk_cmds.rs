@@ -200,7 +200,7 @@ pub fn info_cmd(a: InfoArgs) -> anyhow::Result<ExitCode> {
                 "sha1": e.sha1.map(hex_encode),
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}-{} ({})", i.name, i.version, i.arch);

@@ -744,7 +744,7 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
 fn show_config(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&a.config, &a.common.include_paths)?;
     let y = serde_saphyr::to_string(&loaded.config).context("rendering YAML")?;
-    print!("{y}");
+    crate::emit(&y)?;
     Ok(ExitCode::SUCCESS)
 }
 

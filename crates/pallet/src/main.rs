@@ -76,6 +76,17 @@ pub(crate) fn host_arch() -> &'static str {
     }
 }
 
+/// Write command output to stdout. A reader that went away (`| head`) is not an error: the
+/// output was simply not wanted any further.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 /// Parse and run a `pallet` command line.
 pub(crate) fn run_pallet_argv<I, T>(argv: I) -> anyhow::Result<ExitCode>
 where

@@ -407,12 +407,9 @@ pub fn compile_cmd(a: CompileArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if a.yaml {
-        print!(
-            "{}",
-            serde_saphyr::to_string(&compiled).context("rendering YAML")?
-        );
+        crate::emit(&serde_saphyr::to_string(&compiled).context("rendering YAML")?)?;
     } else {
-        println!("{}", serde_json::to_string_pretty(&compiled)?);
+        crate::emit(&(serde_json::to_string_pretty(&compiled)? + "\n"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
