@@ -4,6 +4,7 @@
 pub mod error;
 pub mod gzip;
 pub mod image;
+pub mod push;
 pub mod write;
 
 pub use error::{Error, Result};

@@ -1,0 +1,415 @@
+//! A small OCI distribution client on `ureq` for pushing images and indexes.
+//!
+//! Only loopback registries (or hosts the caller marks insecure) are spoken to
+//! over plain http.
+
+use std::fs::File;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::image::{MEDIA_INDEX, MEDIA_MANIFEST, sha256_digest};
+use crate::write::{BuiltImage, index_of};
+
+/// Push failures, naming the registry, blob or manifest, the HTTP status and
+/// the registry's error body.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The registry answered with an unexpected status.
+    #[error("{what} at {url}: HTTP {status}: {body}")]
+    Status {
+        /// What was being done.
+        what: String,
+        /// Request URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Registry error body.
+        body: String,
+    },
+    /// Authentication failed.
+    #[error("authentication to {registry} failed: HTTP {status}: {body}")]
+    Auth {
+        /// Registry host.
+        registry: String,
+        /// HTTP status.
+        status: u16,
+        /// Error body.
+        body: String,
+    },
+    /// The registry could not be reached.
+    #[error("{what} at {url}: {source}")]
+    Transport {
+        /// What was being done.
+        what: String,
+        /// URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// Reading a local blob failed.
+    #[error("read {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad reference or configuration.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Credentials for one registry.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+/// A registry client for one `host[:port]`.
+pub struct Registry {
+    host: String,
+    scheme: &'static str,
+    agent: ureq::Agent,
+    creds: Option<Credentials>,
+    auth_header: std::sync::Mutex<Option<String>>,
+    /// Blob uploads performed (not skipped), for tests and progress.
+    pub uploads: AtomicU64,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    h == "localhost" || h.starts_with("127.") || h == "[::1]"
+}
+
+impl Registry {
+    /// A client for `host` (`host[:port]`); http only for loopback hosts or
+    /// when `insecure`.
+    pub fn new(host: &str, creds: Option<Credentials>, insecure: bool) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build();
+        Registry {
+            host: host.to_string(),
+            scheme: if insecure || is_loopback(host) {
+                "http"
+            } else {
+                "https"
+            },
+            agent: ureq::Agent::new_with_config(config),
+            creds,
+            auth_header: std::sync::Mutex::new(None),
+            uploads: AtomicU64::new(0),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}://{}{}", self.scheme, self.host, path)
+        }
+    }
+
+    /// Sends a request, answering one auth challenge, retrying transport
+    /// errors and 5xx with backoff.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: Body<'_>,
+        what: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, PushError> {
+        let mut attempt = 0;
+        let mut challenged = false;
+        loop {
+            let mut b = ureq::http::Request::builder().method(method).uri(url);
+            if let Some(a) = self.auth_header.lock().unwrap().clone() {
+                b = b.header("Authorization", a);
+            }
+            if let Some(ct) = content_type {
+                b = b.header("Content-Type", ct);
+            }
+            let res = match &body {
+                Body::Empty => self.agent.run(b.body(()).unwrap()),
+                Body::Bytes(bytes) => self.agent.run(b.body(bytes.to_vec()).unwrap()),
+                Body::File(path, size) => {
+                    let mut f = File::open(path).map_err(|e| PushError::Io {
+                        path: path.display().to_string(),
+                        source: e,
+                    })?;
+                    let mut reader: &mut dyn Read = &mut f;
+                    let b = b.header("Content-Length", size.to_string());
+                    self.agent
+                        .run(b.body(ureq::SendBody::from_reader(&mut reader)).unwrap())
+                }
+            };
+            match res {
+                Ok(mut r) => {
+                    let status = r.status().as_u16();
+                    if status == 401 && !challenged {
+                        challenged = true;
+                        let ch = r
+                            .headers()
+                            .get("www-authenticate")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        self.authenticate(&ch)?;
+                        continue;
+                    }
+                    if status == 401 || status == 403 {
+                        let body = r.body_mut().read_to_string().unwrap_or_default();
+                        return Err(PushError::Auth {
+                            registry: self.host.clone(),
+                            status,
+                            body,
+                        });
+                    }
+                    if status >= 500 && attempt < 3 {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(200 << attempt));
+                        continue;
+                    }
+                    return Ok(r);
+                }
+                Err(e) => {
+                    if attempt < 3 {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(200 << attempt));
+                        continue;
+                    }
+                    return Err(PushError::Transport {
+                        what: what.into(),
+                        url: url.into(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+    }
+
+    fn basic(&self) -> Option<String> {
+        self.creds.as_ref().map(|c| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", c.username, c.password))
+            )
+        })
+    }
+
+    fn authenticate(&self, challenge: &str) -> Result<(), PushError> {
+        let lower = challenge.to_ascii_lowercase();
+        if lower.starts_with("basic") {
+            let Some(b) = self.basic() else {
+                return Err(PushError::Auth {
+                    registry: self.host.clone(),
+                    status: 401,
+                    body: "credentials required".into(),
+                });
+            };
+            *self.auth_header.lock().unwrap() = Some(b);
+            return Ok(());
+        }
+        if lower.starts_with("bearer") {
+            let params = parse_challenge(&challenge[6..]);
+            let realm = params
+                .iter()
+                .find(|(k, _)| k == "realm")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let mut url = realm.clone();
+            let mut sep = if url.contains('?') { '&' } else { '?' };
+            for (k, v) in &params {
+                if k == "service" || k == "scope" {
+                    url.push(sep);
+                    sep = '&';
+                    url.push_str(&format!("{k}={}", v.replace(' ', "%20")));
+                }
+            }
+            let mut req = self.agent.get(&url);
+            if let Some(b) = self.basic() {
+                req = req.header("Authorization", b);
+            }
+            let mut r = req.call().map_err(|e| PushError::Transport {
+                what: "token".into(),
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
+            let status = r.status().as_u16();
+            let body = r.body_mut().read_to_string().unwrap_or_default();
+            if status != 200 {
+                return Err(PushError::Auth {
+                    registry: self.host.clone(),
+                    status,
+                    body,
+                });
+            }
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let tok = v["token"]
+                .as_str()
+                .or(v["access_token"].as_str())
+                .unwrap_or_default();
+            *self.auth_header.lock().unwrap() = Some(format!("Bearer {tok}"));
+            return Ok(());
+        }
+        Err(PushError::Auth {
+            registry: self.host.clone(),
+            status: 401,
+            body: format!("unsupported challenge: {challenge}"),
+        })
+    }
+
+    fn check(
+        &self,
+        mut r: ureq::http::Response<ureq::Body>,
+        ok: &[u16],
+        what: &str,
+        url: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, PushError> {
+        let status = r.status().as_u16();
+        if ok.contains(&status) {
+            Ok(r)
+        } else {
+            let body = r.body_mut().read_to_string().unwrap_or_default();
+            Err(PushError::Status {
+                what: what.into(),
+                url: url.into(),
+                status,
+                body,
+            })
+        }
+    }
+
+    /// Uploads a blob unless the registry has it (HEAD first); monolithic PUT.
+    pub fn push_blob(&self, repo: &str, digest: &str, body: Body<'_>) -> Result<(), PushError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let r = self.send(
+            "HEAD",
+            &url,
+            None,
+            Body::Empty,
+            &format!("check blob {digest}"),
+        )?;
+        if r.status().as_u16() == 200 {
+            return Ok(());
+        }
+        let what = format!("upload blob {digest}");
+        let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let r = self.send("POST", &start, None, Body::Empty, &what)?;
+        let r = self.check(r, &[202], &what, &start)?;
+        let loc = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let loc = self.url(&loc);
+        let put = format!(
+            "{loc}{}digest={digest}",
+            if loc.contains('?') { '&' } else { '?' }
+        );
+        let r = self.send("PUT", &put, Some("application/octet-stream"), body, &what)?;
+        self.check(r, &[201], &what, &put)?;
+        self.uploads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// PUTs a manifest or index under `reference` (tag or digest).
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), PushError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let what = format!("put manifest {}", sha256_digest(bytes));
+        let r = self.send("PUT", &url, Some(media_type), Body::Bytes(bytes), &what)?;
+        self.check(r, &[201], &what, &url)?;
+        Ok(())
+    }
+}
+
+/// A request body.
+pub enum Body<'a> {
+    /// None.
+    Empty,
+    /// In memory.
+    Bytes(&'a [u8]),
+    /// Streamed from a file of the given size.
+    File(&'a std::path::Path, u64),
+}
+
+fn parse_challenge(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        rest = &rest[eq + 1..];
+        let (val, r) = if let Some(r) = rest.strip_prefix('"') {
+            let end = r.find('"').unwrap_or(r.len());
+            (r[..end].to_string(), &r[(end + 1).min(r.len())..])
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            (rest[..end].to_string(), &rest[end..])
+        };
+        out.push((key, val));
+        rest = r;
+    }
+    out
+}
+
+/// Pushes `images` to `registry/repo`: blobs, each manifest by digest, then
+/// the index (for several images; the manifest itself for one) under every tag,
+/// so no tag points at a half-pushed image. Returns `REPO@sha256:…` per tag.
+pub fn push(
+    reg: &Registry,
+    repo: &str,
+    images: &[BuiltImage],
+    tags: &[String],
+) -> Result<Vec<String>, PushError> {
+    if images.is_empty() {
+        return Err(PushError::Invalid("no image to push".into()));
+    }
+    for img in images {
+        for l in &img.layers {
+            reg.push_blob(repo, &l.digests.digest, Body::File(&l.path, l.digests.size))?;
+        }
+        reg.push_blob(repo, &sha256_digest(&img.config), Body::Bytes(&img.config))?;
+        reg.put_manifest(repo, &img.digest(), MEDIA_MANIFEST, &img.manifest)?;
+    }
+    let (top_bytes, media) = if images.len() == 1 {
+        (images[0].manifest.clone(), MEDIA_MANIFEST)
+    } else {
+        (index_of(images).to_bytes(), MEDIA_INDEX)
+    };
+    let top = sha256_digest(&top_bytes);
+    reg.put_manifest(repo, &top, media, &top_bytes)?;
+    let mut refs = Vec::new();
+    for t in tags {
+        reg.put_manifest(repo, t, media, &top_bytes)?;
+        refs.push(format!("{}/{repo}@{top}", reg.host));
+    }
+    Ok(refs)
+}

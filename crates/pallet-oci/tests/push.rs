@@ -1,0 +1,144 @@
+//! Pushes to Debian's docker-registry on 127.0.0.1 and checks with skopeo.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pallet_oci::push::{Registry, push};
+
+struct Reg(Child, u16);
+impl Drop for Reg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_registry(dir: &Path) -> Option<Reg> {
+    if Command::new("sh")
+        .args(["-c", "command -v docker-registry && command -v skopeo"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        eprintln!("SKIPPED: docker-registry or skopeo not installed");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIPPED: /bin/busybox missing");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("storage").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(Reg(child, port));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("registry did not start");
+}
+
+fn skopeo_raw(r: &str) -> Vec<u8> {
+    let o = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{r}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+#[test]
+fn push_two_arch_index_then_again_without_uploads() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(reg) = start_registry(t.path()) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.1);
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let images = vec![common::image(&a, "x86_64"), common::image(&b, "aarch64")];
+    let client = Registry::new(&host, None, false);
+    let refs = push(
+        &client,
+        "test/busybox",
+        &images,
+        &["latest".into(), "v1".into()],
+    )
+    .unwrap();
+    let uploads = client.uploads.load(Ordering::Relaxed);
+    eprintln!("first push: {uploads} blob uploads; refs {refs:?}");
+    // One shared layer (same busybox) plus two configs.
+    assert_eq!(uploads, 3);
+    let index = pallet_oci::write::index_of(&images).to_bytes();
+    let top = pallet_oci::image::sha256_digest(&index);
+    assert_eq!(refs, vec![format!("{host}/test/busybox@{top}"); 2]);
+    assert_eq!(skopeo_raw(&format!("{host}/test/busybox:latest")), index);
+    assert_eq!(skopeo_raw(&format!("{host}/test/busybox:v1")), index);
+    assert_eq!(
+        skopeo_raw(&format!("{host}/test/busybox@{}", images[1].digest())),
+        images[1].manifest
+    );
+
+    let again = Registry::new(&host, None, false);
+    push(&again, "test/busybox", &images, &["latest".into()]).unwrap();
+    assert_eq!(
+        again.uploads.load(Ordering::Relaxed),
+        0,
+        "second push uploaded blobs"
+    );
+}
+
+#[test]
+fn registry_gone_is_a_clear_error_and_no_tag() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(reg) = start_registry(t.path()) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.1);
+    let img = common::image(t.path(), "x86_64");
+    drop(reg);
+    let client = Registry::new(&host, None, false);
+    let err = push(
+        &client,
+        "test/busybox",
+        std::slice::from_ref(&img),
+        &["latest".into()],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(
+        msg.contains(&img.layers[0].digests.digest) && msg.contains("127.0.0.1"),
+        "{msg}"
+    );
+}
