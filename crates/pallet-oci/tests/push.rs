@@ -53,9 +53,10 @@ fn start_registry(dir: &Path) -> Option<Reg> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let reg = Reg(child, port);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(Reg(child, port));
+            return Some(reg);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
