@@ -1,6 +1,7 @@
 //! Everything OCI for pallet: deterministic parallel gzip for layers, image
 //! config/manifest/index JSON, and the OCI layout and docker-archive writers.
 
+pub mod auth;
 pub mod error;
 pub mod gzip;
 pub mod image;

@@ -19,6 +19,10 @@ impl Drop for Reg {
 }
 
 fn start_registry(dir: &Path) -> Option<Reg> {
+    start_registry_with(dir, "")
+}
+
+fn start_registry_with(dir: &Path, extra: &str) -> Option<Reg> {
     if Command::new("sh")
         .args(["-c", "command -v docker-registry && command -v skopeo"])
         .output()
@@ -41,7 +45,7 @@ fn start_registry(dir: &Path) -> Option<Reg> {
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
             dir.join("storage").display()
         ),
     )
@@ -140,6 +144,66 @@ fn registry_gone_is_a_clear_error_and_no_tag() {
     eprintln!("{msg}");
     assert!(
         msg.contains(&img.layers[0].digests.digest) && msg.contains("127.0.0.1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn htpasswd_basic_auth_via_login_and_wrong_password() {
+    let t = tempfile::tempdir().unwrap();
+    let o = Command::new("htpasswd")
+        .args(["-Bbn", "alice", "s3cret"])
+        .output();
+    let Some(o) = o.ok().filter(|o| o.status.success()) else {
+        eprintln!("SKIPPED: htpasswd (apache2-utils) not installed");
+        return;
+    };
+    let pw = t.path().join("htpasswd");
+    std::fs::write(&pw, o.stdout).unwrap();
+    let extra = format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        pw.display()
+    );
+    let Some(reg) = start_registry_with(t.path(), &extra) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.1);
+    let img = common::image(t.path(), "x86_64");
+
+    let cfg = t.path().join("docker/config.json");
+    pallet_oci::auth::login(&host, "alice", "s3cret", Some(&cfg)).unwrap();
+    let creds = pallet_oci::auth::lookup(&host, Some(&cfg))
+        .unwrap()
+        .unwrap();
+    let client = Registry::new(&host, Some(creds), false);
+    let refs = push(
+        &client,
+        "auth/busybox",
+        std::slice::from_ref(&img),
+        &["latest".into()],
+    )
+    .unwrap();
+    assert_eq!(refs, vec![format!("{host}/auth/busybox@{}", img.digest())]);
+
+    let bad = Registry::new(
+        &host,
+        Some(pallet_oci::push::Credentials {
+            username: "alice".into(),
+            password: "wrong".into(),
+        }),
+        false,
+    );
+    let err = push(
+        &bad,
+        "auth/busybox",
+        std::slice::from_ref(&img),
+        &["latest".into()],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(
+        msg.contains("authentication to 127.0.0.1") && msg.contains("401"),
         "{msg}"
     );
 }
