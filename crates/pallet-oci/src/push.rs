@@ -413,3 +413,73 @@ pub fn push(
     }
     Ok(refs)
 }
+
+/// SPDX SBOM artifact type.
+pub const SPDX_ARTIFACT: &str = "application/spdx+json";
+const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+
+/// Attaches `sbom` (SPDX JSON) to the manifest `subject` (its bytes and media
+/// type) as an OCI referrer: an artifact manifest with `subject`. When the
+/// registry has no referrers API (no `OCI-Subject` in the answer, as with
+/// docker-registry 2.8), the referrers index under the tag `sha256-<hex>` is
+/// updated as the distribution spec's fallback says. Returns the artifact
+/// manifest's digest.
+pub fn attach_sbom(
+    reg: &Registry,
+    repo: &str,
+    subject: &[u8],
+    subject_media: &str,
+    sbom: &[u8],
+) -> Result<String, PushError> {
+    use crate::image::{Descriptor, Index, Manifest};
+    reg.push_blob(repo, &sha256_digest(b"{}"), Body::Bytes(b"{}"))?;
+    reg.push_blob(repo, &sha256_digest(sbom), Body::Bytes(sbom))?;
+    let subject_desc = Descriptor::of(subject_media, subject);
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: MEDIA_MANIFEST.into(),
+        artifact_type: Some(SPDX_ARTIFACT.into()),
+        config: Descriptor::of(EMPTY_CONFIG, b"{}"),
+        layers: vec![Descriptor::of(SPDX_ARTIFACT, sbom)],
+        subject: Some(subject_desc.clone()),
+        annotations: Default::default(),
+    }
+    .to_bytes();
+    let digest = sha256_digest(&manifest);
+    let url = reg.url(&format!("/v2/{repo}/manifests/{digest}"));
+    let what = format!("put SBOM manifest {digest}");
+    let r = reg.send(
+        "PUT",
+        &url,
+        Some(MEDIA_MANIFEST),
+        Body::Bytes(&manifest),
+        &what,
+    )?;
+    let r = reg.check(r, &[201], &what, &url)?;
+    if r.headers().get("oci-subject").is_some() {
+        return Ok(digest);
+    }
+    let tag = subject_desc.digest.replace(':', "-");
+    let url = reg.url(&format!("/v2/{repo}/manifests/{tag}"));
+    let mut get = ureq::http::Request::builder()
+        .method("GET")
+        .uri(&url)
+        .header("Accept", MEDIA_INDEX);
+    if let Some(a) = reg.auth_header.lock().unwrap().clone() {
+        get = get.header("Authorization", a);
+    }
+    let mut index = match reg.agent.run(get.body(()).unwrap()) {
+        Ok(mut r) if r.status().as_u16() == 200 => {
+            let body = r.body_mut().read_to_vec().unwrap_or_default();
+            serde_json::from_slice::<Index>(&body).unwrap_or_else(|_| Index::new(vec![]))
+        }
+        _ => Index::new(vec![]),
+    };
+    let mut desc = Descriptor::of(MEDIA_MANIFEST, &manifest);
+    desc.artifact_type = Some(SPDX_ARTIFACT.into());
+    if !index.manifests.iter().any(|m| m.digest == digest) {
+        index.manifests.push(desc);
+    }
+    reg.put_manifest(repo, &tag, MEDIA_INDEX, &index.to_bytes())?;
+    Ok(digest)
+}

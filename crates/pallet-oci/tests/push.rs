@@ -114,6 +114,25 @@ fn push_two_arch_index_then_again_without_uploads() {
         images[1].manifest
     );
 
+    // SBOMs as referrers; docker-registry 2.8 has no referrers API, so the
+    // `sha256-<hex>` tag index is used.
+    for img in &images {
+        let sbom = br#"{"spdxVersion":"SPDX-2.3"}"#;
+        let d = pallet_oci::push::attach_sbom(
+            &client,
+            "test/busybox",
+            &img.manifest,
+            pallet_oci::MEDIA_MANIFEST,
+            sbom,
+        )
+        .unwrap();
+        let tag = img.digest().replace(':', "-");
+        let idx: serde_json::Value =
+            serde_json::from_slice(&skopeo_raw(&format!("{host}/test/busybox:{tag}"))).unwrap();
+        assert_eq!(idx["manifests"][0]["digest"], d.as_str());
+        assert_eq!(idx["manifests"][0]["artifactType"], "application/spdx+json");
+    }
+
     let again = Registry::new(&host, None, false);
     push(&again, "test/busybox", &images, &["latest".into()]).unwrap();
     assert_eq!(
