@@ -80,8 +80,23 @@ pub struct Registry {
     agent: ureq::Agent,
     creds: Option<Credentials>,
     auth_header: std::sync::Mutex<Option<String>>,
+    mount_from: std::sync::Mutex<Option<String>>,
     /// Blob uploads performed (not skipped), for tests and progress.
     pub uploads: AtomicU64,
+    /// Blobs mounted from another repository.
+    pub mounts: AtomicU64,
+    /// Of `uploads`, those sent in chunks.
+    pub chunked: AtomicU64,
+}
+
+/// PATCH chunk size; bounds memory per upload.
+const CHUNK: usize = 8 << 20;
+
+fn location(r: &ureq::http::Response<ureq::Body>) -> &str {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -113,7 +128,10 @@ impl Registry {
             agent: ureq::Agent::new_with_config(config),
             creds,
             auth_header: std::sync::Mutex::new(None),
+            mount_from: std::sync::Mutex::new(None),
             uploads: AtomicU64::new(0),
+            mounts: AtomicU64::new(0),
+            chunked: AtomicU64::new(0),
         }
     }
 
@@ -297,7 +315,10 @@ impl Registry {
         }
     }
 
-    /// Uploads a blob unless the registry has it (HEAD first); monolithic PUT.
+    /// Uploads a blob unless the registry has it (HEAD first): a cross-repo
+    /// mount from [`Registry::mount_from`] when set, else chunked PATCHes for
+    /// files (bounded memory), falling back to one monolithic PUT when the
+    /// registry refuses chunks.
     pub fn push_blob(&self, repo: &str, digest: &str, body: Body<'_>) -> Result<(), PushError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let r = self.send(
@@ -311,16 +332,27 @@ impl Registry {
             return Ok(());
         }
         let what = format!("upload blob {digest}");
-        let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
-        let r = self.send("POST", &start, None, Body::Empty, &what)?;
-        let r = self.check(r, &[202], &what, &start)?;
-        let loc = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let loc = self.url(&loc);
+        let mount = self.mount_from.lock().unwrap().clone();
+        if let Some(from) = mount.filter(|f| f != repo) {
+            let m = self.url(&format!(
+                "/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+            ));
+            let r = self.send("POST", &m, None, Body::Empty, &what)?;
+            if r.status().as_u16() == 201 {
+                self.mounts.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            // 202: the registry opened an ordinary upload instead; start afresh.
+        }
+        if let Body::File(path, size) = body
+            && size > CHUNK as u64
+            && self.push_chunked(repo, digest, path, &what)?
+        {
+            self.uploads.fetch_add(1, Ordering::Relaxed);
+            self.chunked.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let loc = self.start_upload(repo, &what)?;
         let put = format!(
             "{loc}{}digest={digest}",
             if loc.contains('?') { '&' } else { '?' }
@@ -329,6 +361,92 @@ impl Registry {
         self.check(r, &[201], &what, &put)?;
         self.uploads.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn start_upload(&self, repo: &str, what: &str) -> Result<String, PushError> {
+        let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let r = self.send("POST", &start, None, Body::Empty, what)?;
+        let r = self.check(r, &[202], what, &start)?;
+        Ok(self.url(location(&r)))
+    }
+
+    /// Returns false when the registry refused a chunk (then the caller
+    /// uploads monolithically).
+    fn push_chunked(
+        &self,
+        repo: &str,
+        digest: &str,
+        path: &std::path::Path,
+        what: &str,
+    ) -> Result<bool, PushError> {
+        let mut loc = self.start_upload(repo, what)?;
+        let mut f = File::open(path).map_err(|e| PushError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut offset = 0u64;
+        loop {
+            let mut n = 0;
+            while n < CHUNK {
+                let k = f.read(&mut buf[n..]).map_err(|e| PushError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            if n == 0 {
+                break;
+            }
+            let end = offset + n as u64 - 1;
+            let r = self.send_range(&loc, offset, end, &buf[..n], what)?;
+            if r.status().as_u16() != 202 {
+                return Ok(false);
+            }
+            loc = self.url(location(&r));
+            offset += n as u64;
+        }
+        let put = format!(
+            "{loc}{}digest={digest}",
+            if loc.contains('?') { '&' } else { '?' }
+        );
+        let r = self.send("PUT", &put, None, Body::Empty, what)?;
+        self.check(r, &[201], what, &put)?;
+        Ok(true)
+    }
+
+    fn send_range(
+        &self,
+        url: &str,
+        start: u64,
+        end: u64,
+        chunk: &[u8],
+        what: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, PushError> {
+        let mut b = ureq::http::Request::builder()
+            .method("PATCH")
+            .uri(url)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Range", format!("{start}-{end}"));
+        if let Some(a) = self.auth_header.lock().unwrap().clone() {
+            b = b.header("Authorization", a);
+        }
+        self.agent
+            .run(b.body(chunk.to_vec()).unwrap())
+            .map_err(|e| PushError::Transport {
+                what: what.into(),
+                url: url.into(),
+                source: Box::new(e),
+            })
+    }
+
+    /// Blobs missing here are first tried as a cross-repository mount from
+    /// `repo` on the same registry.
+    pub fn set_mount_from(&self, repo: Option<String>) {
+        *self.mount_from.lock().unwrap() = repo;
     }
 
     /// PUTs a manifest or index under `reference` (tag or digest).

@@ -226,3 +226,50 @@ fn htpasswd_basic_auth_via_login_and_wrong_password() {
         "{msg}"
     );
 }
+
+#[test]
+fn large_blob_goes_up_in_chunks() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(reg) = start_registry(t.path()) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.1);
+    let mut x: u32 = 7;
+    let data: Vec<u8> = (0..(20 << 20) + 3)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    let path = t.path().join("blob");
+    std::fs::write(&path, &data).unwrap();
+    let digest = pallet_oci::image::sha256_digest(&data);
+    let client = Registry::new(&host, None, false);
+    client
+        .push_blob(
+            "big/blob",
+            &digest,
+            pallet_oci::push::Body::File(&path, data.len() as u64),
+        )
+        .unwrap();
+    assert_eq!(client.uploads.load(Ordering::Relaxed), 1);
+    assert_eq!(client.chunked.load(Ordering::Relaxed), 1);
+    let stored = t.path().join(format!(
+        "storage/docker/registry/v2/blobs/sha256/{}/{}/data",
+        &digest[7..9],
+        &digest[7..]
+    ));
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), data.len() as u64);
+    client
+        .push_blob(
+            "big/blob",
+            &digest,
+            pallet_oci::push::Body::File(&path, data.len() as u64),
+        )
+        .unwrap();
+    assert_eq!(
+        client.uploads.load(Ordering::Relaxed),
+        1,
+        "present blob uploaded again"
+    );
+}
