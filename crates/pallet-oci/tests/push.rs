@@ -114,6 +114,64 @@ fn push_two_arch_index_then_again_without_uploads() {
         images[1].manifest
     );
 
+    // Pull back with skopeo and run with umoci + runc.
+    let pulled = t.path().join("pulled");
+    let o = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--override-arch", "amd64"])
+        .arg(format!("docker://{host}/test/busybox:latest"))
+        .arg(format!("oci:{}:latest", pulled.display()))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    let tools = Command::new("sh")
+        .args(["-c", "command -v umoci && command -v runc"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if root && tools {
+        let bundle = t.path().join("bundle");
+        let o = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:latest", pulled.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "umoci: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let cfg_path = bundle.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+        cfg["process"]["terminal"] = false.into();
+        std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+        let id = format!("pallet-oci-push-{}", std::process::id());
+        let o = Command::new("runc")
+            .args(["run", &id])
+            .current_dir(&bundle)
+            .output()
+            .unwrap();
+        let _ = Command::new("runc").args(["delete", "-f", &id]).output();
+        assert!(
+            o.status.success(),
+            "runc: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hello");
+    } else {
+        eprintln!("SKIPPED: umoci/runc run of the pulled image (needs root and both tools)");
+    }
+
     // SBOMs as referrers; docker-registry 2.8 has no referrers API, so the
     // `sha256-<hex>` tag index is used.
     for img in &images {
