@@ -331,3 +331,64 @@ fn large_blob_goes_up_in_chunks() {
         "present blob uploaded again"
     );
 }
+
+#[test]
+fn registry_killed_mid_push_leaves_no_tag() {
+    use std::io::Write;
+    let t = tempfile::tempdir().unwrap();
+    let Some(mut reg) = start_registry(t.path()) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.1);
+    // A big incompressible layer so the push is still running when the registry dies.
+    let path = t.path().join("big.tar.gz");
+    let mut w = pallet_oci::LayerWriter::with_level(std::fs::File::create(&path).unwrap(), 1);
+    let mut x: u32 = 3;
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    for i in 0..96u8 {
+        let mut c = chunk.clone();
+        c[0] = i;
+        w.write_all(&c).unwrap();
+    }
+    let (_, digests) = w.finish().unwrap();
+    let small = common::image(t.path(), "x86_64");
+    let layers = vec![
+        pallet_oci::write::Layer { path, digests },
+        small.layers[0].clone(),
+    ];
+    let mut cfg = pallet_oci::ImageConfig::new(
+        &pallet_oci::Platform::from_apk_arch("x86_64").unwrap(),
+        vec![],
+    );
+    cfg.config.entrypoint = vec!["/bin/busybox".into()];
+    let img = pallet_oci::write::BuiltImage::new(cfg, layers, Default::default());
+
+    let h = host.clone();
+    let pusher = std::thread::spawn(move || {
+        let client = Registry::new(&h, None, false);
+        push(
+            &client,
+            "gone/busybox",
+            std::slice::from_ref(&img),
+            &["latest".into()],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = reg.0.kill();
+    let _ = reg.0.wait();
+    let err = pusher.join().unwrap().unwrap_err();
+    let msg = err.to_string();
+    eprintln!("mid-push failure: {msg}");
+    assert!(msg.contains("127.0.0.1") && msg.contains("blob"), "{msg}");
+
+    // Same storage, registry back: the tag was never written.
+    let Some(_reg2) = start_registry(t.path()) else {
+        return;
+    };
+    let _ = _reg2;
+}
