@@ -601,3 +601,100 @@ pub fn attach_sbom(
     reg.put_manifest(repo, &tag, MEDIA_INDEX, &index.to_bytes())?;
     Ok(digest)
 }
+
+/// A parsed image reference `[host[:port]/]repo[:tag][@digest]`, with Docker
+/// Hub defaults (`index.docker.io`, `library/`) as docker and apko apply them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// Registry host, with port.
+    pub host: String,
+    /// Repository path.
+    pub repo: String,
+    /// Tag, `latest` when neither tag nor digest is given.
+    pub tag: Option<String>,
+    /// `sha256:…` when given.
+    pub digest: Option<String>,
+}
+
+impl Reference {
+    /// Parses `s`.
+    pub fn parse(s: &str) -> Result<Reference, PushError> {
+        let bad = || PushError::Invalid(format!("invalid image reference: {s:?}"));
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (r, Some(d.to_string())),
+            None => (s, None),
+        };
+        let (host, path) = match rest.split_once('/') {
+            Some((h, p)) if h.contains('.') || h.contains(':') || h == "localhost" => {
+                (h.to_string(), p.to_string())
+            }
+            _ => ("index.docker.io".to_string(), rest.to_string()),
+        };
+        let (repo, tag) = match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_string(), Some(t.to_string())),
+            _ => (path.clone(), None),
+        };
+        let repo = if host == "index.docker.io" && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo
+        };
+        if repo.is_empty()
+            || !repo
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
+        {
+            return Err(bad());
+        }
+        let tag = if tag.is_none() && digest.is_none() {
+            Some("latest".into())
+        } else {
+            tag
+        };
+        Ok(Reference {
+            host,
+            repo,
+            tag,
+            digest,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        let r = Reference::parse("127.0.0.1:5000/a/b:v1").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.repo.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "a/b", Some("v1"))
+        );
+        let r = Reference::parse("alpine").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.repo.as_str(), r.tag.as_deref()),
+            ("index.docker.io", "library/alpine", Some("latest"))
+        );
+        let r = Reference::parse("localhost/x@sha256:00").unwrap();
+        assert_eq!(
+            (r.repo.as_str(), r.tag, r.digest.as_deref()),
+            ("x", None, Some("sha256:00"))
+        );
+        assert!(Reference::parse("Bad/Repo").is_err());
+        assert!(
+            is_loopback("127.0.0.1:5000") && is_loopback("localhost") && is_loopback("[::1]:80")
+        );
+        assert!(!is_loopback("example.com:5000"));
+        assert_eq!(
+            parse_challenge(
+                r#"realm="https://a/token",service="reg",scope="repository:x:push,pull""#
+            ),
+            vec![
+                ("realm".to_string(), "https://a/token".to_string()),
+                ("service".to_string(), "reg".to_string()),
+                ("scope".to_string(), "repository:x:push,pull".to_string())
+            ]
+        );
+    }
+}
