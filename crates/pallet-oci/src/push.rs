@@ -499,7 +499,7 @@ fn parse_challenge(s: &str) -> Vec<(String, String)> {
 }
 
 /// Pushes `images` to `registry/repo`: blobs, each manifest by digest, then
-/// the index (for several images; the manifest itself for one) under every tag,
+/// the index (always, as apko) under every tag,
 /// so no tag points at a half-pushed image. Returns `REPO@sha256:…` per tag.
 pub fn push(
     reg: &Registry,
@@ -517,11 +517,8 @@ pub fn push(
         reg.push_blob(repo, &sha256_digest(&img.config), Body::Bytes(&img.config))?;
         reg.put_manifest(repo, &img.digest(), MEDIA_MANIFEST, &img.manifest)?;
     }
-    let (top_bytes, media) = if images.len() == 1 {
-        (images[0].manifest.clone(), MEDIA_MANIFEST)
-    } else {
-        (index_of(images).to_bytes(), MEDIA_INDEX)
-    };
+    // Always an index, even for one architecture, as apko publishes.
+    let (top_bytes, media) = (index_of(images).to_bytes(), MEDIA_INDEX);
     let top = sha256_digest(&top_bytes);
     reg.put_manifest(repo, &top, media, &top_bytes)?;
     let mut refs = Vec::new();

@@ -91,9 +91,30 @@ impl BuiltImage {
     }
 }
 
-/// The index of `images` (one manifest per platform) as apko writes it.
+/// The index of `images` (one manifest per platform, sorted by architecture
+/// string as apko sorts them).
 pub fn index_of(images: &[BuiltImage]) -> Index {
-    Index::new(images.iter().map(BuiltImage::descriptor).collect())
+    let mut d: Vec<_> = images.iter().map(BuiltImage::descriptor).collect();
+    d.sort_by_key(|d| {
+        let p = d.platform.clone().unwrap_or_default();
+        format!(
+            "{}/{}/{}",
+            p.os,
+            p.architecture,
+            p.variant.unwrap_or_default()
+        )
+    });
+    Index::new(d)
+}
+
+/// The docker-archive tag apko gives one architecture of a build: `TAG-ARCH`
+/// with the `/` of `arm/v7` made `_`.
+pub fn docker_arch_tag(tag: &str, platform: &Platform) -> String {
+    let arch = match &platform.variant {
+        Some(v) if platform.architecture == "arm" => format!("arm_{v}"),
+        _ => platform.architecture.clone(),
+    };
+    format!("{tag}-{arch}")
 }
 
 fn hex_of(digest: &str) -> Result<&str> {
@@ -110,8 +131,7 @@ fn copy_file(from: &Path, to: &mut impl Write) -> Result<()> {
 }
 
 /// Writes an OCI image layout at `dir`: every image's blobs, the index blob
-/// (for more than one image) and `index.json`. `index.json` points at the index
-/// (multi-arch) or the single manifest, annotated with `org.opencontainers.image.ref.name`
+/// (always, as apko) and `index.json` pointing at it, annotated with `org.opencontainers.image.ref.name`
 /// per tag. An existing `dir` is replaced. Returns the top digest.
 pub fn write_oci_layout(dir: &Path, images: &[BuiltImage], tags: &[String]) -> Result<String> {
     if images.is_empty() {
@@ -158,14 +178,10 @@ pub fn write_oci_layout(dir: &Path, images: &[BuiltImage], tags: &[String]) -> R
         )?;
         put(&img.digest(), Some(&img.manifest), None, &mut written)?;
     }
-    let top = if images.len() == 1 {
-        images[0].descriptor()
-    } else {
-        let index = index_of(images).to_bytes();
-        let d = Descriptor::of(crate::image::MEDIA_INDEX, &index);
-        put(&d.digest, Some(&index), None, &mut written)?;
-        d
-    };
+    // apko writes an index even for a single architecture.
+    let index = index_of(images).to_bytes();
+    let top = Descriptor::of(crate::image::MEDIA_INDEX, &index);
+    put(&top.digest, Some(&index), None, &mut written)?;
     let mut entries = Vec::new();
     if tags.is_empty() {
         entries.push(top.clone());

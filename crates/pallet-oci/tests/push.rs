@@ -260,7 +260,14 @@ fn htpasswd_basic_auth_via_login_and_wrong_password() {
         &["latest".into()],
     )
     .unwrap();
-    assert_eq!(refs, vec![format!("{host}/auth/busybox@{}", img.digest())]);
+    let index = pallet_oci::write::index_of(std::slice::from_ref(&img)).to_bytes();
+    assert_eq!(
+        refs,
+        vec![format!(
+            "{host}/auth/busybox@{}",
+            pallet_oci::image::sha256_digest(&index)
+        )]
+    );
 
     let bad = Registry::new(
         &host,
