@@ -168,26 +168,7 @@ impl Assembly<'_> {
             format!("LicenseRef-{}", id(&spec.license))
         };
         let pkg_id = format!("SPDXRef-Package-{}-{}", id(&spec.name), id(&full));
-        let created = {
-            let s = self.source_date_epoch;
-            let days = s / 86400;
-            // Days → civil date (proleptic Gregorian), so the document needs no clock.
-            let z = days as i64 + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let d = doy - (153 * mp + 2) / 5 + 1;
-            let m = if mp < 10 { mp + 3 } else { mp - 9 };
-            let y = yoe + era * 400 + i64::from(m <= 2);
-            format!(
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-                s % 86400 / 3600,
-                s % 3600 / 60,
-                s % 60
-            )
-        };
+        let created = pallet_image::build::rfc3339(self.source_date_epoch);
         let mut doc = json!({
             "SPDXID": "SPDXRef-DOCUMENT",
             "name": format!("apk-{}-{full}", spec.name),

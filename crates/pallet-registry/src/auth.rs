@@ -46,19 +46,14 @@ fn helper(name: &str, registry: &str) -> Option<Credentials> {
 
 /// Credentials for `registry` from the environment and docker's configuration.
 pub fn lookup_credentials(registry: &str) -> Option<Credentials> {
-    if let Ok(v) = std::env::var("HTTP_AUTH") {
-        for e in v.split(',') {
-            let mut it = e.trim().splitn(4, ':');
-            if let (Some("basic"), Some(h), Some(u), Some(p)) =
-                (it.next(), it.next(), it.next(), it.next())
-                && (h == registry || registry.split(':').next() == Some(h))
-            {
-                return Some(Credentials {
-                    username: u.into(),
-                    password: p.into(),
-                });
-            }
-        }
+    // HTTP_AUTH names a host with or without its port.
+    let env = pallet_repo::Auth::from_env();
+    let host = registry.split(':').next().unwrap_or(registry);
+    if let Some((u, p)) = env.for_host(registry).or_else(|| env.for_host(host)) {
+        return Some(Credentials {
+            username: u.into(),
+            password: p.into(),
+        });
     }
     let text = std::fs::read_to_string(config_path()).ok()?;
     let cfg: serde_json::Value = serde_json::from_str(&text).ok()?;

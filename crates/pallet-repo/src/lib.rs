@@ -54,7 +54,8 @@ impl Auth {
             .collect();
         Auth { entries }
     }
-    fn for_host(&self, host: &str) -> Option<(&str, &str)> {
+    /// The user and password given for `host`.
+    pub fn for_host(&self, host: &str) -> Option<(&str, &str)> {
         self.entries
             .iter()
             .find(|(h, _, _)| h == host)
