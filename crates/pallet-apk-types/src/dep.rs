@@ -86,6 +86,12 @@ impl Dependency {
 
     fn parse_inner(s: &str, validate: bool) -> Result<Self, DepError> {
         let invalid = || DepError::Invalid(s.to_string());
+        // No part of an atom (name, tag or version) may hold white space or a control
+        // character: the atom is written into line-based files (.PKGINFO, APKINDEX, world),
+        // where a line break would add a line of the attacker's choosing.
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
         let (conflict, rest) = match s.strip_prefix('!') {
             Some(r) => (true, r),
             None => (false, s),
@@ -206,6 +212,14 @@ pub fn format_list(deps: &[Dependency]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn white_space_anywhere_is_refused() {
+        for s in ["a=1\nprovides=x", "a@t\nb", "a>1 b", "a\r", "a=1\u{0}"] {
+            assert!(Dependency::parse_lenient(s).is_err(), "{s:?}");
+            assert!(Dependency::parse(s).is_err(), "{s:?}");
+        }
+    }
 
     #[test]
     fn parses_every_operator_and_round_trips() {

@@ -6,6 +6,23 @@ use std::fmt::Write as _;
 use crate::dep::{self, DepError, Dependency};
 use crate::version;
 
+/// `v` as one line: every control character (line breaks first of all) becomes a space.
+///
+/// `.PKGINFO`, APKINDEX and the installed database are line-based `key = value` / `X:value`
+/// files, and apk-tools trusts every line it reads there. A value that came from a recipe or a
+/// package (a description, a URL) must therefore never end its line early: a `\n` inside a
+/// description would otherwise add `depend = …` or `provides = …` lines of the writer's choice.
+pub fn one_line(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.chars().any(char::is_control) {
+        v.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        v.into()
+    }
+}
+
 /// Metadata of one package, as `.PKGINFO` declares it and the index records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackageInfo {
@@ -139,7 +156,9 @@ impl PackageInfo {
     pub fn to_pkginfo(&self) -> String {
         let mut s = String::new();
         let mut kv = |k: &str, v: &str| {
-            let _ = writeln!(s, "{k} = {v}");
+            // A key with `=` or a line break could forge another line as well as a value.
+            let k = one_line(k).replace(['=', ' '], "_");
+            let _ = writeln!(s, "{k} = {}", one_line(v));
         };
         kv("pkgname", &self.name);
         kv("pkgver", &self.version);
@@ -226,7 +245,7 @@ impl PackageInfo {
     /// Write the index header lines in apk-tools' order (`C P V A S I T U L o m t c k D p i`).
     pub fn write_index_header(&self, out: &mut String) {
         let mut line = |k: char, v: &str| {
-            let _ = writeln!(out, "{k}:{v}");
+            let _ = writeln!(out, "{k}:{}", one_line(v));
         };
         if let Some(c) = &self.checksum {
             line('C', c);
@@ -391,6 +410,28 @@ i:docs mandoc=1.14.6-r6
         let recs = parse_index(text).unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(write_index(&recs), text);
+    }
+
+    #[test]
+    fn no_value_adds_a_line() {
+        let p = PackageInfo {
+            name: "x".into(),
+            version: "1-r0".into(),
+            description: "ok\ndepend = evil\r\nprovides = cmd:sudo".into(),
+            url: "u\nlicense = none".into(),
+            extra: vec![("k\nx = y".into(), "v".into())],
+            ..Default::default()
+        };
+        let text = p.to_pkginfo();
+        assert!(!text.lines().any(|l| l.starts_with("depend")
+            || l.starts_with("provides")
+            || l.starts_with("license = none")
+            || l.starts_with("x = y")));
+        assert_eq!(PackageInfo::parse_pkginfo(&text).unwrap().depends, vec![]);
+        let mut index = String::new();
+        p.write_index_header(&mut index);
+        assert_eq!(index.lines().filter(|l| l.starts_with('T')).count(), 1);
+        assert!(!index.lines().any(|l| l.starts_with("license")));
     }
 
     #[test]

@@ -120,9 +120,32 @@ fn spec(
     path: &Path,
 ) -> Result<PackageSpec, CompileError> {
     let (scripts, triggers) = scripts(scriptlets);
+    let invalid = |message: String| CompileError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    if !is_package_name(name) {
+        return Err(invalid(format!(
+            "package name {name:?} is not a valid apk name: use letters, digits and . _ + - \
+             (it names the .apk file and the index record, so '/', '..' and white space are refused)"
+        )));
+    }
+    for (field, v) in [("url", url), ("license", license)]
+        .into_iter()
+        .chain(commit.as_deref().map(|c| ("commit", c)))
+    {
+        if v.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "{name}: {field} {v:?} holds a line break or control character, which would \
+                 add a line to .PKGINFO: write it on one line"
+            )));
+        }
+    }
     Ok(PackageSpec {
         name: name.to_string(),
-        description: description.to_string(),
+        // A description is prose and YAML block scalars end it with a line break: fold every
+        // run of white space (line breaks included) into one space, as the one line it becomes.
+        description: description.split_whitespace().collect::<Vec<_>>().join(" "),
         url: url.to_string(),
         commit: commit.clone(),
         license: license.to_string(),
@@ -139,6 +162,14 @@ fn spec(
             .map(|c| c.disabled.clone())
             .unwrap_or_default(),
     })
+}
+
+/// Whether `name` may name a package: apk's name characters, and nothing that reads as a path.
+pub fn is_package_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+        && !name.contains("..")
 }
 
 /// Read, compile and plan a melange YAML file for `arch`.
@@ -166,6 +197,24 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         return Err(CompileError::SkipArch {
             name: p.name.clone(),
             arch: c.arch.clone(),
+        });
+    }
+    // The version names the output file (NAME-VERSION.apk) and a .PKGINFO line. Whether apk
+    // can order it is the `valid-version` lint's call (which `checks.disabled` may relax); a
+    // version that reads as a path or holds a line break is refused outright.
+    if p.version.is_empty()
+        || p.version.contains(['/', '\\'])
+        || p.version.contains("..")
+        || p.version
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(CompileError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "package.version {:?} cannot name a package file: no '/', '..' or white space",
+                p.version
+            ),
         });
     }
     let license = p
