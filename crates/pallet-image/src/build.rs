@@ -61,6 +61,8 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Repository URL prefixes read from somewhere else (air-gapped mirrors).
     pub mirrors: Vec<(String, String)>,
+    /// Allow keys over plain http from hosts other than loopback.
+    pub insecure_keys: bool,
 }
 
 impl BuildOptions {
@@ -68,6 +70,7 @@ impl BuildOptions {
         let mut c = pallet_repo::Client::new(self.cache_dir.clone());
         c.offline = self.offline;
         c.mirrors = self.mirrors.clone();
+        c.insecure_keys = self.insecure_keys;
         c
     }
 }
@@ -97,6 +100,29 @@ fn parse_repo(line: &str) -> (Option<String>, String) {
     (None, line.trim_end_matches('/').to_string())
 }
 
+/// The local files of the configured keys (`contents.keyring` and `--keyring-append`): paths
+/// as given, URLs fetched into the cache (or taken from it offline).
+pub fn keyring_files(
+    cfg: &ImageConfiguration,
+    opts: &BuildOptions,
+) -> Result<Vec<PathBuf>, BuildError> {
+    let client = opts.client();
+    let mut out = vec![];
+    for k in cfg.contents.keyring.iter().chain(&opts.extra_keyring) {
+        let path = client
+            .key(k)
+            .map_err(|e| BuildError::Config(format!("keyring {e}")))?;
+        if !path.exists() {
+            return Err(BuildError::Config(format!(
+                "keyring file {} does not exist (contents.keyring or --keyring-append)",
+                path.display()
+            )));
+        }
+        out.push(path);
+    }
+    Ok(out)
+}
+
 /// The repositories read, the packages chosen from them in install order, the keyring, and
 /// the world asked for.
 pub type Resolved = (Vec<Repo>, Vec<resolve::Pick>, Keyring, Vec<Dependency>);
@@ -107,21 +133,7 @@ pub fn resolve(
     arch: Arch,
     opts: &BuildOptions,
 ) -> Result<Resolved, BuildError> {
-    let keyring = Keyring::from_paths(
-        cfg.contents
-            .keyring
-            .iter()
-            .chain(&opts.extra_keyring)
-            .map(|k| PathBuf::from(k.strip_prefix("file://").unwrap_or(k))),
-    );
-    for k in keyring.key_files() {
-        if !k.exists() {
-            return Err(BuildError::Config(format!(
-                "keyring file {} does not exist",
-                k.display()
-            )));
-        }
-    }
+    let keyring = Keyring::from_paths(keyring_files(cfg, opts)?);
     if let Some(locked) = &opts.locked {
         return Ok(from_lock(locked, arch, keyring));
     }

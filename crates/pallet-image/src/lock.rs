@@ -94,8 +94,14 @@ pub fn generate(
     let mut contents = LockContents::default();
     let client = opts.client();
     let mut keys: Vec<LockKey> = vec![];
-    for k in cfg.contents.keyring.iter().chain(&opts.extra_keyring) {
-        let path = k.strip_prefix("file://").unwrap_or(k);
+    let files = crate::build::keyring_files(cfg, opts)?;
+    for (k, path) in cfg
+        .contents
+        .keyring
+        .iter()
+        .chain(&opts.extra_keyring)
+        .zip(&files)
+    {
         let content = std::fs::read_to_string(path)
             .map_err(|e| BuildError::Config(format!("keyring {k}: {e}")))?;
         keys.push(LockKey {

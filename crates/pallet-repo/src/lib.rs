@@ -11,6 +11,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use sha2::Digest as _;
 
+/// The largest index accepted from a server. Wolfi's, the largest real one, is about 20 MiB
+/// compressed; anything far past that is a broken or hostile server filling the disk.
+pub const MAX_INDEX_BYTES: u64 = 256 << 20;
+/// The largest public key accepted from a server: an RSA-8192 PEM is under 2 KiB.
+pub const MAX_KEY_BYTES: u64 = 64 << 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     #[error("{url}: {message}")]
@@ -68,6 +74,9 @@ impl Auth {
 pub struct Client {
     pub cache_dir: PathBuf,
     pub offline: bool,
+    /// Fetch keys over plain http from hosts other than loopback. A key is what every
+    /// signature is checked against, so one read over plain http trusts whoever is on the path.
+    pub insecure_keys: bool,
     /// (prefix, replacement) pairs: a repository URL starting with `prefix` is read from
     /// `replacement` instead (a local folder or another server).
     pub mirrors: Vec<(String, String)>,
@@ -122,6 +131,7 @@ impl Client {
         Client {
             cache_dir,
             offline: false,
+            insecure_keys: false,
             mirrors: vec![],
             auth: Auth::from_env(),
         }
@@ -176,7 +186,7 @@ impl Client {
                 Err(e) if attempt == 3 => {
                     return Err(RepoError::Http {
                         url: p.clean,
-                        message: format!("{e} (is the repository reachable?)"),
+                        message: format!("{e} (is the server reachable?)"),
                     });
                 }
                 Err(_) => {}
@@ -199,33 +209,75 @@ impl Client {
             return Ok(dir.join(arch).join("APKINDEX.tar.gz"));
         }
         let full = format!("{}/{arch}/APKINDEX.tar.gz", url.trim_end_matches('/'));
-        let clean = parse_url(&full).clean;
-        let key: String = sha2::Sha256::digest(clean.as_bytes())
-            .iter()
-            .take(12)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let key = url_key(&parse_url(&full).clean);
         let dir = self.cache_dir.join("indexes-v1");
-        let path = dir.join(format!("{key}-APKINDEX.tar.gz"));
-        let etag_path = dir.join(format!("{key}.etag"));
+        self.cached_get(
+            &full,
+            &dir.join(format!("{key}-APKINDEX.tar.gz")),
+            &dir.join(format!("{key}.etag")),
+            MAX_INDEX_BYTES,
+        )
+    }
+
+    /// The local path of a public key named by `key` (a path, a `file://` URL or an http(s)
+    /// URL). Remote keys are kept in the cache under their own file name, since signatures
+    /// name the key they were made with, and revalidated with their ETag; offline, the cached
+    /// copy is used.
+    pub fn key(&self, key: &str) -> Result<PathBuf, RepoError> {
+        let url = self.rewrite(key);
+        if !is_remote(&url) {
+            return Ok(PathBuf::from(url.strip_prefix("file://").unwrap_or(&url)));
+        }
+        let p = parse_url(&url);
+        if url.starts_with("http://") && !self.insecure_keys && !is_loopback(&p.host) {
+            return Err(RepoError::Http {
+                url: p.clean,
+                message: "keys are fetched over https only (plain http lets anyone on the path \
+                          choose the key); use https, a local copy, or --insecure-keyring"
+                    .into(),
+            });
+        }
+        let path_part = p.clean.split(['?', '#']).next().unwrap_or("");
+        let name = path_part.rsplit('/').next().unwrap_or("");
+        if !pallet_keys_name_ok(name) {
+            return Err(RepoError::Http {
+                url: p.clean,
+                message: "the URL does not end in a key file name (NAME.rsa.pub)".into(),
+            });
+        }
+        let dir = self.cache_dir.join("keys-v1").join(url_key(&p.clean));
+        self.cached_get(&url, &dir.join(name), &dir.join(".etag"), MAX_KEY_BYTES)
+    }
+
+    /// Download `url` to `path` (at most `limit` bytes), or revalidate the copy there with the
+    /// ETag kept in `etag_path`. Offline, the cached copy or an error.
+    fn cached_get(
+        &self,
+        url: &str,
+        path: &Path,
+        etag_path: &Path,
+        limit: u64,
+    ) -> Result<PathBuf, RepoError> {
+        let clean = parse_url(url).clean;
         if self.offline {
             return if path.exists() {
-                Ok(path)
+                Ok(path.to_path_buf())
             } else {
                 Err(RepoError::Offline { url: clean })
             };
         }
-        fs::create_dir_all(&dir).map_err(|source| RepoError::Io {
-            path: dir.clone(),
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|source| RepoError::Io {
+            path: dir.to_path_buf(),
             source,
         })?;
         let etag = path
             .exists()
-            .then(|| fs::read_to_string(&etag_path).ok())
+            .then(|| fs::read_to_string(etag_path).ok())
             .flatten();
-        let resp = self.get(&full, etag.as_deref())?;
+        let resp = self.get(url, etag.as_deref())?;
         match resp.status().as_u16() {
-            304 => Ok(path),
+            304 if path.exists() => Ok(path.to_path_buf()),
             200 => {
                 let new_etag = resp
                     .headers()
@@ -233,15 +285,41 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 let mut body = resp.into_body();
-                let mut reader = body.as_reader();
-                write_atomic_from(&path, &mut reader)?;
+                let mut reader = Limited {
+                    inner: body.as_reader(),
+                    left: limit,
+                };
+                write_atomic_from(path, &mut reader).map_err(|e| match e {
+                    RepoError::Io { source, .. }
+                        if source.kind() == io::ErrorKind::FileTooLarge =>
+                    {
+                        RepoError::Http {
+                            url: clean.clone(),
+                            message: format!("the answer is larger than the {limit}-byte limit"),
+                        }
+                    }
+                    RepoError::Io { source, .. }
+                        if !matches!(
+                            source.kind(),
+                            io::ErrorKind::PermissionDenied | io::ErrorKind::StorageFull
+                        ) =>
+                    {
+                        RepoError::Http {
+                            url: clean.clone(),
+                            message: format!("reading the answer failed: {source}"),
+                        }
+                    }
+                    e => e,
+                })?;
+                // The ETag is written after the body, so a kill between the two leaves a body
+                // with no ETag (fetched again next time), never an ETag for a body not there.
                 match new_etag {
-                    Some(e) => write_atomic_from(&etag_path, &mut e.as_bytes())?,
+                    Some(e) => write_atomic_from(etag_path, &mut e.as_bytes())?,
                     None => {
-                        let _ = fs::remove_file(&etag_path);
+                        let _ = fs::remove_file(etag_path);
                     }
                 }
-                Ok(path)
+                Ok(path.to_path_buf())
             }
             s => Err(RepoError::Http {
                 url: clean,
@@ -287,6 +365,58 @@ impl Client {
             });
         }
         Ok(Box::new(resp.into_body().into_reader()))
+    }
+}
+
+/// The cache's name for a URL: a short hash of it without credentials.
+fn url_key(clean: &str) -> String {
+    sha2::Sha256::digest(clean.as_bytes())
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `host` is this machine (plain http to it never leaves the host).
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A key file name that may be written into `etc/apk/keys/`: one plain path component.
+fn pallet_keys_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\')
+}
+
+/// A reader that fails once more than `left` bytes come through it.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Read one byte past the limit so that an answer of exactly the limit still passes.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left + 1).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "over the size limit",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

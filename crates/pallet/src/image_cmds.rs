@@ -72,6 +72,10 @@ pub struct CommonArgs {
     /// Extra folders to search for included files.
     #[arg(long = "include-paths")]
     include_paths: Vec<PathBuf>,
+    /// Allow keyring URLs over plain http to hosts other than loopback (a key read over plain
+    /// http can be swapped by anyone on the path).
+    #[arg(long)]
+    insecure_keyring: bool,
 }
 
 #[derive(Args)]
@@ -343,6 +347,7 @@ fn options(c: &CommonArgs) -> BuildOptions {
         extra_packages: c.package_append.clone(),
         ignore_signatures: c.ignore_signatures,
         offline: c.offline,
+        insecure_keys: c.insecure_keyring,
         mirrors: c
             .mirror
             .iter()

@@ -121,3 +121,129 @@ fn http_cache_offline_mirror_and_auth() {
     assert!(!o.status.success());
     assert!(text(&o).contains("offline"), "{}", text(&o));
 }
+
+/// `contents.keyring` and `--keyring-append` given as URLs (as every Wolfi configuration gives
+/// them): fetched from a server on 127.0.0.1, cached by URL with their ETag, revalidated on the
+/// next build without a second download, used offline with the server gone, and a key that
+/// cannot be had is an error naming its URL. Plain http to another host is refused.
+#[test]
+fn keyrings_given_as_urls() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let srv = FileServer::start(a.clone(), None);
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    let mut keys: Vec<String> = fs::read_dir(a.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    keys.sort();
+    // All but one key in the YAML, the last one through --keyring-append.
+    let last = keys.pop().unwrap();
+    let yaml_keys: String = keys
+        .iter()
+        .map(|k| format!("    - {base}/keys/{k}\n"))
+        .collect();
+    let c = t.path().join("c.yaml");
+    fs::write(
+        &c,
+        format!(
+            "contents:\n  repositories:\n    - {base}\n  keyring:\n{yaml_keys}  packages: [busybox]\narchs: [x86_64]\n"
+        ),
+    )
+    .unwrap();
+    let append = format!("{base}/keys/{last}");
+    let build = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "image",
+            "build",
+            c.to_str().unwrap(),
+            "k:1",
+            out,
+            "--sbom=false",
+            "--cache-dir",
+            "cache",
+            "--keyring-append",
+            &append,
+        ];
+        args.extend_from_slice(extra);
+        run(&args, t.path(), &[])
+    };
+    let o = build("a.tar", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cached: Vec<_> = walk(&t.path().join("cache/keys-v1"));
+    assert_eq!(
+        cached.iter().filter(|p| p.ends_with(".pub")).count(),
+        keys.len() + 1,
+        "{cached:?}"
+    );
+    // A second build revalidates (304) instead of downloading the keys again.
+    let before = srv.full_responses.load(Ordering::Relaxed);
+    let o = build("b.tar", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let after = srv.full_responses.load(Ordering::Relaxed);
+    assert_eq!(after, before, "keys or index downloaded again");
+    // A key that is not cached and cannot be fetched: the error names its URL.
+    let missing = format!("{base}/keys/not-there.rsa.pub");
+    let o = run(
+        &[
+            "image",
+            "build",
+            c.to_str().unwrap(),
+            "k:1",
+            "d.tar",
+            "--cache-dir",
+            "cache",
+            "--keyring-append",
+            &missing,
+        ],
+        t.path(),
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains(&missing), "{}", text(&o));
+    assert!(!t.path().join("d.tar").exists());
+    // Offline, with the server gone: the cached keys serve.
+    drop(srv);
+    let o = build("c.tar", &["--offline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        fs::read(t.path().join("b.tar")).unwrap(),
+        fs::read(t.path().join("c.tar")).unwrap()
+    );
+    // Plain http to a host that is not this machine is refused before anything is fetched.
+    let o = run(
+        &[
+            "image",
+            "build",
+            c.to_str().unwrap(),
+            "k:1",
+            "e.tar",
+            "--cache-dir",
+            "cache",
+            "--offline",
+            "--keyring-append",
+            "http://keys.example.invalid/k.rsa.pub",
+        ],
+        t.path(),
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("https"),
+        "{}",
+        text(&o)
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = vec![];
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
