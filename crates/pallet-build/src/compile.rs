@@ -1,8 +1,10 @@
 //! melange's configuration format, compiled exactly: the strict schema (unknown keys are
-//! errors with line and column), `${{…}}` substitution, `if:` conditions, `range` subpackages,
-//! `var-transforms`, build options, pipeline inputs with defaults and required checks, the
-//! built-in pipelines (embedded; `--pipeline-dir` is searched first), and `needs.packages`
-//! merged into the environment. Compiling never resolves packages or touches the network.
+//! errors with line and column; a null or empty value is the field's zero value, as Go's
+//! yaml.v3 reads it into melange's structs), `${{…}}` substitution, `if:` conditions,
+//! `range` subpackages, `var-transforms`, build options, pipeline inputs with defaults and
+//! required checks, the built-in pipelines (embedded; `--pipeline-dir` is searched first),
+//! and `needs.packages` merged into the environment. Compiling never resolves packages or
+//! touches the network.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,24 +18,45 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Configuration {
+    #[serde(deserialize_with = "null::zero")]
     pub package: Package,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub environment: ImageConfiguration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::seq")]
     pub pipeline: Vec<Pipeline>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub subpackages: Vec<Subpackage>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub data: Vec<Data>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<Update>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null::map"
+    )]
     pub vars: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub var_transforms: Vec<VarTransform>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null::map"
+    )]
     pub options: BTreeMap<String, BuildOption>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<Test>,
@@ -42,23 +65,49 @@ pub struct Configuration {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Package {
+    #[serde(deserialize_with = "null::zero")]
     pub name: String,
+    #[serde(deserialize_with = "null::zero")]
     pub version: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub epoch: u64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null::zero"
+    )]
     pub description: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null::map"
+    )]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null::zero"
+    )]
     pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub commit: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub target_architecture: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub copyright: Vec<Copyright>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub dependencies: Dependencies,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<PackageOptions>,
@@ -66,11 +115,23 @@ pub struct Package {
     pub scriptlets: Option<Scriptlets>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Checks>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::opt_map"
+    )]
     pub cpe: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub setcap: Vec<Setcap>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
@@ -81,60 +142,120 @@ pub struct Package {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Copyright {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub paths: Vec<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null::zero"
+    )]
     pub attestation: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub license: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null::zero"
+    )]
     pub license_path: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null::zero"
+    )]
     pub detection_override: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Dependencies {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub runtime: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub provides: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub replaces: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub provider_priority: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub replaces_priority: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PackageOptions {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub no_provides: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub no_depends: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub no_commands: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub no_versioned_shlib_deps: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Scriptlets {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub pre_install: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub post_install: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub pre_deinstall: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub post_deinstall: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub pre_upgrade: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub post_upgrade: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
@@ -143,175 +264,299 @@ pub struct Scriptlets {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub script: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::seq")]
     pub paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checks {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub enabled: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub disabled: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Setcap {
+    #[serde(deserialize_with = "null::zero")]
     pub path: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::map")]
     pub add: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub cpu: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub cpumodel: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub memory: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub disk: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub add: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub drop: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Pipeline {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub uses: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null::map"
+    )]
     pub with: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub runs: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub pipeline: Vec<Pipeline>,
-    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "if",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub if_: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub working_directory: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null::map"
+    )]
     pub environment: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs: Option<Needs>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub label: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assertions: Option<Assertions>,
     /// Only in pipeline definition files.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null::map"
+    )]
     pub inputs: BTreeMap<String, Input>,
     /// Only in pipeline definition files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Needs {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::seq")]
     pub packages: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Assertions {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub required_steps: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null::zero"
+    )]
     pub description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub default: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub required: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Subpackage {
+    #[serde(deserialize_with = "null::zero")]
     pub name: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub pipeline: Vec<Pipeline>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub dependencies: Dependencies,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<PackageOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scriptlets: Option<Scriptlets>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null::zero"
+    )]
     pub description: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null::map"
+    )]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null::zero"
+    )]
     pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Checks>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<Test>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub setcap: Vec<Setcap>,
-    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "if",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub if_: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub range: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Data {
+    #[serde(deserialize_with = "null::zero")]
     pub name: String,
     /// An item may have no value (`3.10:`): its value is then empty.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub items: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Test {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub environment: ImageConfiguration,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::seq")]
     pub pipeline: Vec<Pipeline>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VarTransform {
+    #[serde(deserialize_with = "null::zero")]
     pub from: String,
-    #[serde(rename = "match")]
+    #[serde(rename = "match", deserialize_with = "null::zero")]
     pub match_: String,
+    #[serde(deserialize_with = "null::zero")]
     pub replace: String,
+    #[serde(deserialize_with = "null::zero")]
     pub to: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildOption {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::map")]
     pub vars: BTreeMap<String, String>,
     #[serde(default)]
     pub environment: Option<OptionEnvironment>,
@@ -334,16 +579,16 @@ pub struct OptionContents {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddRemove {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::seq")]
     pub add: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::seq")]
     pub remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Update {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual: Option<bool>,
@@ -351,17 +596,33 @@ pub struct Update {
     pub require_sequential: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub version_separator: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub ignore_regex_patterns: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub exclude_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_prerelease_tags: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null::seq"
+    )]
     pub version_transform: Vec<VersionTransform>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_monitor: Option<Monitor>,
@@ -382,17 +643,18 @@ pub struct Update {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub reason: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub period: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionTransform {
-    #[serde(rename = "match")]
+    #[serde(rename = "match", deserialize_with = "null::zero")]
     pub match_: String,
+    #[serde(deserialize_with = "null::zero")]
     pub replace: String,
 }
 
@@ -400,21 +662,53 @@ pub struct VersionTransform {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Monitor {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub identifier: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub strip_prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub strip_suffix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub version_filter_contains: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub version_filter_prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub tag_filter: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub tag_filter_prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null::string"
+    )]
     pub tag_filter_contains: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_tag: Option<bool>,
@@ -423,25 +717,88 @@ pub struct Monitor {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionData {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub version_format: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::seq")]
     pub sources: Vec<VersionSource>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionSource {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub stream: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::seq")]
     pub ignore: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub commit_source: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null::zero")]
     pub use_release: bool,
+}
+
+/// Go's yaml.v3 reads a YAML null (`~`, `null`, or nothing after the colon, as when every
+/// entry under a key is commented out) as the zero value of the field's type, where
+/// serde_saphyr refuses null for anything but `Option`. Every field of the schema goes through
+/// one of these so that what melange accepts, pallet accepts; unknown keys stay errors.
+mod null {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Null is the zero value: `""`, `0`, `false`, an empty struct.
+    pub(super) fn zero<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default,
+    {
+        Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+    }
+
+    /// A null list is empty, and a null item is dropped: yaml.v3 skips an element that decodes
+    /// to nothing when the element type is not a pointer (a string, a struct).
+    pub(super) fn seq<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        let items = Option::<Vec<Option<T>>>::deserialize(d)?.unwrap_or_default();
+        Ok(items.into_iter().flatten().collect())
+    }
+
+    /// A null map is empty, and a null value is the zero value under its key (`with: {opts: }`
+    /// gives `opts: ""`), as yaml.v3 stores it.
+    pub(super) fn map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de> + Default,
+    {
+        Ok(opt_map(d)?.unwrap_or_default())
+    }
+
+    /// [`map`] for a map held as an `Option` (`cpe`): null is `None`.
+    pub(super) fn opt_map<'de, D, V>(d: D) -> Result<Option<BTreeMap<String, V>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de> + Default,
+    {
+        let m = Option::<BTreeMap<String, Option<V>>>::deserialize(d)?;
+        Ok(m.map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k, v.unwrap_or_default()))
+                .collect()
+        }))
+    }
+
+    /// A Go `string` held as `Option<String>`: Go cannot tell `""` from absent (`range: ""` is
+    /// no range, `if: ""` no condition, `working-directory: ""` the parent's), so both are `None`.
+    pub(super) fn string<'de, D>(d: D) -> Result<Option<String>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,14 +884,38 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>, quote: bool) -> Resul
 /// melange's parse-time replacement: known variables are replaced, anything else is left as
 /// written (descriptions may hold text that only looks like a reference).
 fn substitute_lenient(text: &str, vars: &BTreeMap<String, String>) -> String {
+    replace_known(text, |k| vars.get(k))
+}
+
+/// A step's name is a label: melange replaces only what its parse-time replacer knows
+/// (`package.*` but `srcdir`, `vars.*`, `range.*`) and never substitutes names at compile
+/// time, so `${{inputs.x}}`, `${{targets.destdir}}` or an undefined name stay as written.
+fn substitute_label(text: &str, scope: &BTreeMap<String, String>) -> String {
+    const PACKAGE: [&str; 5] = [
+        "package.name",
+        "package.version",
+        "package.epoch",
+        "package.full-version",
+        "package.description",
+    ];
+    replace_known(text, |k| {
+        let parse_time = PACKAGE.contains(&k) || k.starts_with("vars.") || k.starts_with("range.");
+        scope.get(k).filter(|_| parse_time)
+    })
+}
+
+fn replace_known<'a>(text: &str, lookup: impl Fn(&str) -> Option<&'a String>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 3..];
-        match after.find("}}") {
-            Some(end) if vars.contains_key(after[..end].trim()) => {
-                out.push_str(&vars[after[..end].trim()]);
+        match after
+            .find("}}")
+            .and_then(|end| Some((end, lookup(after[..end].trim())?)))
+        {
+            Some((end, v)) => {
+                out.push_str(v);
                 rest = &after[end + 2..];
             }
             _ => {
@@ -881,7 +1262,8 @@ impl Compiler<'_> {
         }
     }
 
-    /// Compile one step in `scope`. Returns `None` when its `if:` is false.
+    /// Compile one step in `scope`. Returns `None` when its `if:` is false. `from_def` is set
+    /// for the steps of a `uses` definition file, whose names melange never substitutes.
     fn step(
         &mut self,
         p: &Pipeline,
@@ -889,6 +1271,7 @@ impl Compiler<'_> {
         workdir: &str,
         env: &BTreeMap<String, String>,
         depth: usize,
+        from_def: bool,
     ) -> Result<Option<CompiledStep>, CompileError> {
         let label = p
             .name
@@ -954,7 +1337,13 @@ impl Compiler<'_> {
             }
         }
         let mut out = CompiledStep {
-            name: p.name.as_ref().map(|n| sub(n)).transpose()?,
+            name: p.name.as_ref().map(|n| {
+                if from_def {
+                    n.clone()
+                } else {
+                    substitute_label(n, scope)
+                }
+            }),
             uses: p.uses.clone(),
             runs: p.runs.as_ref().map(|r| sub(r)).transpose()?,
             working_directory: workdir.clone(),
@@ -997,12 +1386,14 @@ impl Compiler<'_> {
                     .map(|v| sub(v))
                     .transpose()?
                     .filter(|v| !v.is_empty());
-                let default = input.default.as_ref().map(|d| sub(d)).transpose()?;
-                let value = match (given, default) {
-                    (Some(v), _) => v,
-                    (None, Some(d)) => d,
-                    (None, None) => String::new(),
-                };
+                // No default is the default "" (Go's zero string).
+                let default = input
+                    .default
+                    .as_ref()
+                    .map(|d| sub(d))
+                    .transpose()?
+                    .unwrap_or_default();
+                let value = given.unwrap_or_else(|| default.clone());
                 if value.is_empty() && input.required {
                     return Err(
                         self.step_err(&label, format!("pipeline '{uses}' requires input '{k}'"))
@@ -1023,12 +1414,9 @@ impl Compiler<'_> {
                         format!("input '{k}' must be {n} hex digits, got '{value}'"),
                     ));
                 }
-                if input
-                    .default
-                    .as_deref()
-                    .map(|d| substitute(d, scope, false).unwrap_or_default())
-                    != Some(value.clone())
-                {
+                // Only values that differ from the default are kept, so an input that has no
+                // default and was not given leaves nothing behind, as in melange.
+                if value != default {
                     out.with.insert(k.clone(), value.clone());
                 }
                 inner.insert(format!("inputs.{k}"), value);
@@ -1050,14 +1438,14 @@ impl Compiler<'_> {
                     .transpose()?;
             }
             for child in &def.pipeline {
-                if let Some(c) = self.step(child, &inner, &workdir, &env, depth + 1)? {
+                if let Some(c) = self.step(child, &inner, &workdir, &env, depth + 1, true)? {
                     out.pipeline.push(c);
                 }
             }
         }
         let mut ran = 0u32;
         for child in &p.pipeline {
-            if let Some(c) = self.step(child, scope, &workdir, &env, depth + 1)? {
+            if let Some(c) = self.step(child, scope, &workdir, &env, depth + 1, from_def)? {
                 out.pipeline.push(c);
                 ran += 1;
             }
@@ -1084,7 +1472,7 @@ impl Compiler<'_> {
     ) -> Result<Vec<CompiledStep>, CompileError> {
         let mut out = vec![];
         for p in list {
-            if let Some(s) = self.step(p, scope, "/home/build", &BTreeMap::new(), 0)? {
+            if let Some(s) = self.step(p, scope, "/home/build", &BTreeMap::new(), 0, false)? {
                 out.push(s);
             }
         }
@@ -1128,11 +1516,15 @@ pub fn parse(path: &Path) -> Result<(Configuration, String), CompileError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let cfg: Configuration = serde_saphyr::from_str(&text).map_err(|e| CompileError::Parse {
+    Ok((parse_str(&text, path)?, text))
+}
+
+/// Parse melange YAML held in memory; `path` names it in errors.
+pub fn parse_str(text: &str, path: &Path) -> Result<Configuration, CompileError> {
+    serde_saphyr::from_str(text).map_err(|e| CompileError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })?;
-    Ok((cfg, text))
+    })
 }
 
 const NAME_RE: &str = r"^[a-zA-Z\d][a-zA-Z\d+_.-]*$";
@@ -1420,4 +1812,161 @@ pub fn compile_file(
 ) -> Result<(Compiled, String), CompileError> {
     let (cfg, text) = parse(path)?;
     Ok((compile(&cfg, path, opts)?, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_yaml(text: &str) -> Result<Configuration, CompileError> {
+        parse_str(text, Path::new("t.yaml"))
+    }
+
+    fn compile_yaml(text: &str) -> Result<Compiled, CompileError> {
+        let opts = CompileOptions {
+            arch: Some(Arch::Amd64),
+            ..Default::default()
+        };
+        compile(&parse_yaml(text)?, Path::new("t.yaml"), &opts)
+    }
+
+    const HEAD: &str = "package:\n  name: p\n  version: 1.0.0\n  epoch: 0\n";
+
+    #[test]
+    fn null_description_is_empty() {
+        for v in ["", " ~", " null"] {
+            let c = compile_yaml(&format!(
+                "{HEAD}  description:{v}\nsubpackages:\n  - name: p-doc\n    description:{v}\n"
+            ))
+            .unwrap_or_else(|e| panic!("description:{v}: {e}"));
+            assert_eq!(c.package.description, "");
+            assert_eq!(c.subpackages[0].description, "");
+        }
+    }
+
+    #[test]
+    fn null_dependencies_and_their_lists_are_empty() {
+        // Every entry commented out leaves the key null: the common Wolfi shape.
+        let c = compile_yaml(&format!(
+            "{HEAD}  dependencies:\n    runtime:\n      # - busybox\n    provides: ~\n\
+             subpackages:\n  - name: p-dev\n    dependencies:\n"
+        ))
+        .unwrap();
+        assert!(c.package.dependencies.runtime.is_empty());
+        assert!(c.package.dependencies.provides.is_empty());
+        assert!(c.subpackages[0].dependencies.runtime.is_empty());
+        // yaml.v3 drops a null item of a string list.
+        let c = compile_yaml(&format!(
+            "{HEAD}  dependencies:\n    runtime:\n      - busybox\n      -\n      - ~\n"
+        ))
+        .unwrap();
+        assert_eq!(c.package.dependencies.runtime, ["busybox"]);
+    }
+
+    #[test]
+    fn empty_with_is_no_inputs() {
+        let c = compile_yaml(&format!(
+            "{HEAD}pipeline:\n  - uses: autoconf/make\n    with:\n      # opts: V=1\n"
+        ))
+        .unwrap();
+        assert_eq!(c.pipeline[0].uses.as_deref(), Some("autoconf/make"));
+        assert!(c.pipeline[0].with.is_empty());
+        // A null value is "" under its key, and "" takes the input's default.
+        let c = compile_yaml(&format!(
+            "{HEAD}pipeline:\n  - uses: autoconf/make\n    with:\n      dir:\n"
+        ))
+        .unwrap();
+        assert!(c.pipeline[0].with.is_empty(), "{:?}", c.pipeline[0].with);
+    }
+
+    #[test]
+    fn empty_pipeline_in_a_subpackage() {
+        let c = compile_yaml(&format!(
+            "{HEAD}pipeline:\nsubpackages:\n  - name: p-meta\n    pipeline:\n      # - runs: true\n\
+             environment:\nvars:\ndata:\nvar-transforms:\noptions:\n"
+        ))
+        .unwrap();
+        assert!(c.pipeline.is_empty());
+        assert_eq!(c.subpackages[0].name, "p-meta");
+        assert!(c.subpackages[0].pipeline.is_empty());
+        // A test with no steps and no environment.
+        let c = compile_yaml(&format!("{HEAD}test:\n  environment:\n  pipeline:\n")).unwrap();
+        assert!(c.test.unwrap().pipeline.is_empty());
+    }
+
+    #[test]
+    fn empty_range_is_no_range() {
+        let c = compile_yaml(&format!(
+            "{HEAD}subpackages:\n  - name: p-one\n    range: \"\"\n    if: \"\"\n    pipeline:\n      - runs: echo one\n        if: ''\n        working-directory: ''\n"
+        ))
+        .unwrap();
+        assert_eq!(c.subpackages.len(), 1);
+        assert_eq!(c.subpackages[0].name, "p-one");
+        let step = &c.subpackages[0].pipeline[0];
+        assert_eq!(step.runs.as_deref(), Some("echo one"));
+        assert_eq!(step.working_directory, "/home/build");
+        // A range that names no data entry is still an error.
+        let e = compile_yaml(&format!(
+            "{HEAD}subpackages:\n  - name: p-x\n    range: nope\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("range 'nope'"), "{e}");
+    }
+
+    #[test]
+    fn undefined_variable_in_a_step_name_is_kept() {
+        let c = compile_yaml(&format!(
+            "{HEAD}vars:\n  v: 2\npipeline:\n  - name: build ${{{{vars.v}}}} for ${{{{package.name}}}} with ${{{{inputs.python}}}} in ${{{{targets.destdir}}}}\n    runs: echo ok\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.pipeline[0].name.as_deref(),
+            Some("build 2 for p with ${{inputs.python}} in ${{targets.destdir}}")
+        );
+        // In runs it is still an error, naming the step as written.
+        let e = compile_yaml(&format!(
+            "{HEAD}pipeline:\n  - name: n ${{{{nope}}}}\n    runs: echo ${{{{nope}}}}\n"
+        ))
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("n ${{nope}}") && m.contains("is not defined"),
+            "{m}"
+        );
+        // And in a working directory.
+        assert!(
+            compile_yaml(&format!(
+                "{HEAD}pipeline:\n  - working-directory: ${{{{nope}}}}\n    runs: true\n"
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_stay_errors_with_line() {
+        let e = compile_yaml(&format!("{HEAD}  descripton: typo\n")).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.starts_with("t.yaml: ") && m.contains("descripton") && m.contains("line 5"),
+            "{m}"
+        );
+        // Also under a key that may be null.
+        let e = compile_yaml(&format!("{HEAD}  dependencies:\n    runtimes: [a]\n")).unwrap_err();
+        assert!(e.to_string().contains("runtimes"), "{e}");
+    }
+
+    #[test]
+    fn null_scalars_are_zero() {
+        let c = compile_yaml(
+            "package:\n  name: p\n  version: 1.0.0\n  epoch:\n  url: ~\n  commit:\n  copyright:\n    - license:\n      paths:\nupdate:\n  enabled:\n  ignore-regex-patterns:\n",
+        )
+        .unwrap();
+        assert_eq!(c.package.epoch, 0);
+        assert_eq!(c.package.commit, None);
+        assert_eq!(c.package.copyright[0].license, "");
+        assert!(!c.update.unwrap().enabled);
+        // A null package is an empty one, which then fails validation like melange's.
+        let e = compile_yaml("package:\n").unwrap_err();
+        assert!(e.to_string().contains("package.name"), "{e}");
+    }
 }

@@ -447,3 +447,213 @@ fn snapshots() {
         );
     }
 }
+
+/// Small recipes in the shapes real Wolfi files take where a key is left empty (its entries
+/// commented out, or nothing written after the colon). melange reads each with yaml.v3, where
+/// null is the zero value, so each must compile here too.
+const WOLFI_SHAPES: &[(&str, &str)] = &[
+    (
+        "meta package: no pipeline, commented-out dependencies",
+        r#"
+package:
+  name: foo-compat
+  version: "1.2"
+  epoch: 0
+  description:
+  copyright:
+    - license: MIT
+  dependencies:
+    runtime:
+      # - foo
+    provides:
+environment:
+  contents:
+    packages:
+      # - busybox
+pipeline:
+"#,
+    ),
+    (
+        "subpackage whose pipeline and dependencies are commented out",
+        r#"
+package:
+  name: bar
+  version: 2.0.1
+  epoch: 1
+  description: bar
+  copyright:
+    - license: Apache-2.0
+pipeline:
+  - runs: mkdir -p ${{targets.destdir}}/usr/bin
+subpackages:
+  - name: bar-doc
+    description: ~
+    pipeline:
+      # - uses: split/manpages
+    dependencies:
+      runtime:
+  - name: bar-dev
+    dependencies:
+    options:
+    pipeline:
+      - uses: split/dev
+        with:
+"#,
+    ),
+    (
+        "inputs left empty take their defaults",
+        r#"
+package:
+  name: baz
+  version: 0.3.0
+  epoch: 0
+  copyright:
+    - license: MIT
+vars:
+  extra-flags:
+pipeline:
+  - uses: fetch
+    with:
+      uri: https://example.com/baz-${{package.version}}.tar.gz
+      expected-sha256: 0000000000000000000000000000000000000000000000000000000000000000
+      strip-components:
+  - uses: autoconf/configure
+    with:
+      # opts: --disable-static
+  - runs: make ${{vars.extra-flags}}
+  - uses: strip
+"#,
+    ),
+    (
+        "a generated subpackage list with range: \"\"",
+        r#"
+package:
+  name: qux
+  version: "5"
+  epoch: 0
+  copyright:
+    - license: MIT
+data:
+  - name: flavours
+    items:
+      small:
+      large: big
+subpackages:
+  - name: qux-${{range.key}}
+    range: flavours
+    description: qux ${{range.value}}
+    pipeline:
+      - runs: echo ${{range.key}}
+  - name: qux-common
+    range: ""
+    if: ""
+    pipeline:
+      - runs: echo common
+"#,
+    ),
+    (
+        "step names that hold references no compile variable defines",
+        r#"
+package:
+  name: quux
+  version: 1.0.0
+  epoch: 0
+  copyright:
+    - license: MIT
+vars:
+  py: "3.12"
+pipeline:
+  - name: Build for python${{vars.py}} (${{inputs.python}})
+    runs: echo build
+  - name: Install into ${{targets.destdir}} ${{ matrix.os }}
+    working-directory:
+    runs: echo install
+"#,
+    ),
+    (
+        "empty test environment, options and capabilities",
+        r#"
+package:
+  name: corge
+  version: 4.5.6
+  epoch: 2
+  copyright:
+    - license: BSD-3-Clause
+  checks:
+    disabled:
+  scriptlets:
+    post-install:
+capabilities:
+options:
+  with-docs:
+var-transforms:
+update:
+  enabled: true
+  github:
+    identifier: corge/corge
+    strip-prefix:
+pipeline:
+  - runs: echo corge
+    environment:
+test:
+  environment:
+  pipeline:
+    - runs: corge --version
+      name:
+"#,
+    ),
+];
+
+#[test]
+fn wolfi_shapes_with_empty_keys_compile() {
+    let d = tempfile::tempdir().unwrap();
+    let mut compiled = vec![];
+    for (i, (what, text)) in WOLFI_SHAPES.iter().enumerate() {
+        let f = write(d.path(), &format!("shape{i}.yaml"), text);
+        let (c, _) =
+            compile_file(&f, &opts(Arch::Amd64, &[])).unwrap_or_else(|e| panic!("{what}: {e}"));
+        compiled.push(c);
+    }
+    let [meta, bar, baz, qux, quux, corge] = &compiled[..] else {
+        unreachable!()
+    };
+    assert!(meta.pipeline.is_empty() && meta.package.dependencies.runtime.is_empty());
+    assert!(meta.environment.contents.packages.is_empty());
+    assert!(bar.subpackages[0].pipeline.is_empty());
+    assert_eq!(
+        bar.subpackages[1].pipeline[0].uses.as_deref(),
+        Some("split/dev")
+    );
+    // strip-components: left empty is its default; the null var is "".
+    let fetch = &baz.pipeline[0];
+    assert!(
+        !fetch.with.contains_key("strip-components"),
+        "{:?}",
+        fetch.with
+    );
+    assert!(scripts(&baz.pipeline).iter().any(|s| s == "make "));
+    let names: Vec<&str> = qux.subpackages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["qux-large", "qux-small", "qux-common"]);
+    assert_eq!(qux.subpackages[1].description, "qux ");
+    assert_eq!(
+        quux.pipeline[0].name.as_deref(),
+        Some("Build for python3.12 (${{inputs.python}})")
+    );
+    assert_eq!(
+        quux.pipeline[1].name.as_deref(),
+        Some("Install into ${{targets.destdir}} ${{ matrix.os }}")
+    );
+    assert_eq!(quux.pipeline[1].working_directory, "/home/build");
+    assert!(
+        corge
+            .package
+            .scriptlets
+            .as_ref()
+            .unwrap()
+            .post_install
+            .is_none()
+    );
+    let test = corge.test.as_ref().unwrap();
+    assert_eq!(test.pipeline[0].name, None);
+    assert!(test.environment.contents.packages.contains(&"corge".into()));
+}
