@@ -23,6 +23,11 @@ pub struct Plan {
     pub environment: ImageConfiguration,
     /// The compiled configuration, embedded in each package as `.melange.yaml`.
     pub config_yaml: String,
+    /// `capabilities.add` and `capabilities.drop`, as written.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `package.timeout`: the whole build's limit.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// How to build.
@@ -181,10 +186,15 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).map_err(|e| setup("creating melange-out", e))?;
     }
+    let started = std::time::Instant::now();
+    let mut environment = plan.environment.clone();
+    crate::policy::add_build_user(&mut environment);
+    let identity = crate::policy::identity(&environment, &plan.cap_add, &plan.cap_drop)
+        .map_err(|e| setup("the build's user and capabilities", e))?;
     let guest = if opts.bootstrap {
         Guest::Bootstrap
     } else {
-        make_guest(&plan.environment, arch, opts, scratch.path())?
+        make_guest(&environment, arch, opts, scratch.path())?
     };
     let mut env = default_env(opts.source_date_epoch);
     env.extend(plan.environment.environment.clone());
@@ -200,6 +210,8 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         cache: opts.cache_dir.clone(),
         env,
         debug: opts.debug,
+        identity,
+        deadline: plan.timeout.map(|t| (started + t, t)),
     };
     for step in &plan.steps {
         eprintln!("running step '{}'", step.name);
@@ -290,7 +302,11 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     if let Some(src) = &opts.source_dir {
         copy_sources(src, &workspace)?;
     }
-    let guest = make_guest(&test.environment, arch, opts, scratch.path())?;
+    let mut environment = test.environment.clone();
+    crate::policy::add_build_user(&mut environment);
+    let identity = crate::policy::identity(&environment, &[], &[])
+        .map_err(|e| setup("the test's user", e))?;
+    let guest = make_guest(&environment, arch, opts, scratch.path())?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(test.environment.environment.clone());
     env.extend(opts.env_file.clone());
@@ -300,6 +316,8 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
         cache: opts.cache_dir.clone(),
         env,
         debug: opts.debug,
+        identity,
+        deadline: None,
     };
     let mut steps = vec![];
     crate::recipe::flatten_steps(&test.pipeline, &mut steps);

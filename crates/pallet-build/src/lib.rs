@@ -4,6 +4,7 @@ pub mod assemble;
 pub mod compile;
 pub mod driver;
 pub mod lint;
+pub mod policy;
 pub mod recipe;
 pub mod runner;
 pub mod sca;

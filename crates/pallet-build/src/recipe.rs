@@ -273,5 +273,21 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         // melange embeds the compiled configuration, so `.melange.yaml` records every step's
         // final text; the file as written is kept if rendering fails.
         config_yaml: serde_saphyr::to_string(&c).unwrap_or(text),
+        cap_add: c
+            .capabilities
+            .as_ref()
+            .map(|k| k.add.clone())
+            .unwrap_or_default(),
+        cap_drop: c
+            .capabilities
+            .as_ref()
+            .map(|k| k.drop.clone())
+            .unwrap_or_default(),
+        timeout: crate::policy::parse_timeout(p.timeout.as_deref().unwrap_or("")).map_err(|e| {
+            CompileError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?,
     })
 }

@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use crate::policy::Identity;
 
 /// One step, fully compiled: its final shell text, environment and working directory.
 #[derive(Clone, Debug, Default)]
@@ -41,6 +44,14 @@ pub enum RunError {
     },
     #[error("cannot start bwrap: {0}")]
     Spawn(std::io::Error),
+    #[error(
+        "step '{step}' was stopped: the build ran past package.timeout ({limit:?}); raise the timeout or make the step faster; last output:\n{tail}"
+    )]
+    Timeout {
+        step: String,
+        limit: std::time::Duration,
+        tail: String,
+    },
 }
 
 /// The sandbox for one build.
@@ -52,6 +63,24 @@ pub struct Sandbox {
     /// Extra environment for every step (melange's defaults and `environment.environment`).
     pub env: BTreeMap<String, String>,
     pub debug: bool,
+    /// Who the steps run as and the capabilities they keep.
+    pub identity: Identity,
+    /// When the whole build must have finished (`package.timeout`), and that limit.
+    pub deadline: Option<(Instant, Duration)>,
+}
+
+impl Default for Identity {
+    /// melange's build user with Docker's default capabilities.
+    fn default() -> Self {
+        Identity {
+            uid: crate::policy::BUILD_UID,
+            gid: crate::policy::BUILD_UID,
+            caps: crate::policy::DEFAULT_CAPS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        }
+    }
 }
 
 /// Whether `bwrap` can be run.
@@ -129,6 +158,17 @@ impl Sandbox {
             }
             c.arg("--bind").arg(cache).arg("/var/cache/melange");
         }
+        // A user namespace maps the steps' uid onto ours, so the build user owns the workspace
+        // it writes without being root anywhere; only the listed capabilities survive in it.
+        c.arg("--unshare-user")
+            .arg("--uid")
+            .arg(self.identity.uid.to_string())
+            .arg("--gid")
+            .arg(self.identity.gid.to_string());
+        c.args(["--cap-drop", "ALL"]);
+        for cap in &self.identity.caps {
+            c.arg("--cap-add").arg(cap);
+        }
         c.args([
             "--unshare-pid",
             "--die-with-parent",
@@ -191,17 +231,38 @@ impl Sandbox {
         }
         drop(tx);
         let mut tail: std::collections::VecDeque<String> = Default::default();
-        for line in rx {
-            eprintln!("  | {line}");
-            tail.push_back(line);
-            if tail.len() > 25 {
-                tail.pop_front();
+        let mut timed_out = false;
+        loop {
+            // Wake up now and then to enforce the deadline even when the step prints nothing.
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    eprintln!("  | {line}");
+                    tail.push_back(line);
+                    if tail.len() > 25 {
+                        tail.pop_front();
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if !timed_out && self.deadline.is_some_and(|(d, _)| Instant::now() >= d) {
+                // bwrap runs with --die-with-parent and its own pid namespace: killing it
+                // ends every process of the step, so the pipes close and the loop ends.
+                let _ = child.kill();
+                timed_out = true;
             }
         }
         for r in readers {
             let _ = r.join();
         }
         let status = child.wait().map_err(RunError::Spawn)?;
+        if let (true, Some((_, limit))) = (timed_out, self.deadline) {
+            return Err(RunError::Timeout {
+                step: step.name.clone(),
+                limit,
+                tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
+            });
+        }
         if status.success() {
             return Ok(());
         }
@@ -227,6 +288,8 @@ mod tests {
             cache: None,
             env: BTreeMap::new(),
             debug: false,
+            identity: Identity::default(),
+            deadline: None,
         };
         let step = Step {
             name: "x".into(),
@@ -253,6 +316,8 @@ mod tests {
             cache: None,
             env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
             debug: false,
+            identity: Identity::default(),
+            deadline: None,
         };
         let ok = Step {
             name: "write".into(),

@@ -149,3 +149,121 @@ fn path_like_names_and_multi_line_fields_are_refused() {
             .exists()
     );
 }
+
+fn write_recipe(d: &Path, name: &str, top: &str, pkg: &str, runs: &str) -> String {
+    let file = format!("{name}.yaml");
+    let runs: String = runs.lines().map(|l| format!("      {l}\n")).collect();
+    fs::write(
+        d.join(&file),
+        format!(
+            "package:\n  name: {name}\n  version: 1.0.0\n  epoch: 0\n  description: d\n{pkg}{top}pipeline:\n  - name: main\n    runs: |\n{runs}"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Steps run as melange's build user (uid 1000) with Docker's default capabilities, never as
+/// root with all of them: a step cannot write the host's files (the bootstrap guest is the
+/// host's root, read-only), and `capabilities.add` is what grants more.
+#[test]
+fn steps_run_unprivileged() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let probe = "mkdir -p ${{targets.destdir}}/out\nid -u > ${{targets.destdir}}/out/uid\ngrep CapEff /proc/self/status | awk '{print $2}' > ${{targets.destdir}}/out/capeff\nif touch /etc/pallet-escape 2>/dev/null; then echo yes; else echo no; fi > ${{targets.destdir}}/out/wrote-etc";
+    let a = write_recipe(d, "plain", "", "", probe);
+    let b = write_recipe(
+        d,
+        "admin",
+        "capabilities:\n  add: [CAP_SYS_ADMIN]\n  drop: [chown]\n",
+        "",
+        probe,
+    );
+    for f in [&a, &b] {
+        let o = run(
+            &["pkg", "build", "--bootstrap", f, "--arch", "x86_64"],
+            d,
+            &[],
+        );
+        assert!(o.status.success(), "{f}: {}", text(&o));
+    }
+    let get = |pkg: &str, f: &str| {
+        let o = std::process::Command::new("tar")
+            .arg("-xzOf")
+            .arg(d.join(format!("packages/x86_64/{pkg}-1.0.0-r0.apk")))
+            .arg(format!("out/{f}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(get("plain", "uid"), "1000");
+    assert_eq!(get("plain", "wrote-etc"), "no");
+    assert!(!Path::new("/etc/pallet-escape").exists());
+    let caps = |pkg| u64::from_str_radix(&get(pkg, "capeff"), 16).unwrap();
+    let (sys_admin, chown) = (1u64 << 21, 1u64);
+    assert_eq!(caps("plain") & sys_admin, 0, "{:x}", caps("plain"));
+    assert_ne!(caps("admin") & sys_admin, 0, "{:x}", caps("admin"));
+    assert_eq!(caps("admin") & chown, 0, "{:x}", caps("admin"));
+    // An unknown capability is named.
+    let c = write_recipe(
+        d,
+        "badcap",
+        "capabilities:\n  add: [CAP_WIZARD]\n",
+        "",
+        probe,
+    );
+    let o = run(&["pkg", "build", "--bootstrap", &c], d, &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("CAP_WIZARD"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `package.timeout` stops a build that runs too long, with a message that names the step and
+/// the limit; a process a step leaves running in the background dies with the sandbox.
+#[test]
+fn timeouts_and_leftover_processes_end_with_the_build() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let slow = write_recipe(d, "slow", "", "  timeout: 2s\n", "echo starting\nsleep 120");
+    let start = std::time::Instant::now();
+    let o = run(&["pkg", "build", "--bootstrap", &slow], d, &[]);
+    let took = start.elapsed();
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(
+        msg.contains("timeout") && msg.contains("'main'") && msg.contains("starting"),
+        "{msg}"
+    );
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    assert!(!d.join("packages/x86_64/slow-1.0.0-r0.apk").exists());
+    // A step that leaves `sleep` running: the build ends, and so does the sleeper.
+    let marker = format!("31{}.25", std::process::id() % 1000);
+    let fork = write_recipe(
+        d,
+        "fork",
+        "",
+        "",
+        &format!(
+            "mkdir -p ${{{{targets.destdir}}}}/x\n(sleep {marker}; echo late) &\necho left it running"
+        ),
+    );
+    let o = run(&["pkg", "build", "--bootstrap", &fork], d, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {marker}")])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "a step's background process outlived the build: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
