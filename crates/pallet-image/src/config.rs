@@ -375,7 +375,64 @@ fn validate(c: &ImageConfiguration, path: &Path) -> Result<(), ConfigError> {
             message,
         })
     };
+    // Values that become lines or `:`-separated fields of generated files (passwd, group,
+    // repositories): a line break or a `:` would add a user or a repository of the writer's
+    // choosing.
+    let field = |what: &str, v: &str, colon: bool| -> Result<(), ConfigError> {
+        if v.chars().any(char::is_control) || (colon && v.contains(':')) {
+            return bad(format!(
+                "{what} {v:?} holds a line break, control character{} (it would add a line to a generated file)",
+                if colon { " or ':'" } else { "" }
+            ));
+        }
+        Ok(())
+    };
+    for r in c
+        .contents
+        .repositories
+        .iter()
+        .chain(&c.contents.build_repositories)
+        .chain(&c.contents.runtime_repositories)
+    {
+        field("contents.repositories entry", r, false)?;
+    }
+    for k in &c.contents.keyring {
+        field("contents.keyring entry", k, false)?;
+    }
+    for k in &c.contents.runtime_keyring {
+        // The name becomes a file under etc/apk/keys/: one plain file name only.
+        if k.name.is_empty()
+            || k.name == "."
+            || k.name == ".."
+            || k.name.contains(['/', '\\'])
+            || k.name.chars().any(char::is_control)
+        {
+            return bad(format!(
+                "contents.runtime_keyring name {:?} must be a plain file name (it is written to etc/apk/keys/NAME)",
+                k.name
+            ));
+        }
+    }
     if let Some(a) = &c.accounts {
+        for u in &a.users {
+            field("accounts user name", &u.username, true)?;
+            field(
+                "accounts user homedir",
+                u.homedir.as_deref().unwrap_or(""),
+                true,
+            )?;
+            field(
+                "accounts user shell",
+                u.shell.as_deref().unwrap_or(""),
+                true,
+            )?;
+        }
+        for g in &a.groups {
+            field("accounts group name", &g.groupname, true)?;
+            for m in &g.members {
+                field("accounts group member", m, true)?;
+            }
+        }
         for u in &a.users {
             if u.username.is_empty() {
                 return bad("configured user has no username".into());
@@ -569,6 +626,36 @@ mod tests {
         assert!(err.contains("pakages") && err.contains("line 3"), "{err}");
         let err = parse("os-release:\n  name: x\n").unwrap_err();
         assert!(err.contains("os-release"), "{err}");
+    }
+
+    #[test]
+    fn values_that_would_add_lines_are_refused() {
+        for (y, want) in [
+            (
+                "contents:\n  runtime_keyring:\n    - name: ../../etc/shadow\n      content: x\n",
+                "plain file name",
+            ),
+            (
+                "contents:\n  runtime_keyring:\n    - name: a/b.pub\n      content: x\n",
+                "plain file name",
+            ),
+            (
+                "contents:\n  repositories: [\"/r\\nhttps://evil.example/x\"]\n",
+                "line break",
+            ),
+            (
+                "accounts:\n  users:\n    - username: \"a\\nroot2::0:0::/:/bin/sh\"\n      uid: 5\n",
+                "line break",
+            ),
+            (
+                "accounts:\n  users:\n    - username: u\n      uid: 5\n      homedir: \"/h:0:0\"\n",
+                "':'",
+            ),
+        ] {
+            let c = parse(y).unwrap();
+            let err = validate(&c, Path::new("x.yaml")).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains("x.yaml"), "{y}: {err}");
+        }
     }
 
     #[test]
