@@ -91,6 +91,8 @@ pub enum FsError {
         path: String,
         reason: String,
     },
+    #[error("cannot create directory {path}: {blocked} is not a directory")]
+    NotADirectory { path: String, blocked: String },
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -112,6 +114,18 @@ pub struct Tree {
     shipped: Vec<Vec<String>>,
 }
 
+/// Where [`Tree::walk`] ended.
+enum Walk {
+    /// The real path of the whole path.
+    Done(String),
+    /// The real path of the first component that does not exist.
+    Missing(String),
+    /// A component that exists but is not a directory.
+    NotDir(String),
+    /// Too many symlinks.
+    Loop(String),
+}
+
 /// A normalised relative path without leading or trailing slashes.
 fn norm(p: &str) -> String {
     p.trim_matches('/').to_string()
@@ -126,9 +140,11 @@ impl Tree {
         Tree::default()
     }
 
-    /// Follow symlinks in the tree for a directory path (`lib` → `usr/lib`), bounded so a
-    /// loop cannot hang the build. Returns the real directory path.
-    pub fn resolve_dir(&self, path: &str) -> Option<String> {
+    /// Walk `path` component by component through the tree's directories, following
+    /// symlinks the way the kernel would inside a chroot: absolute targets start again at the
+    /// image root and `..` never climbs above it, so a link can never lead outside the image.
+    /// Stops at the first component that is missing.
+    fn walk(&self, path: &str) -> Walk {
         let mut cur = String::new();
         let mut hops = 0;
         let mut parts: Vec<String> = path
@@ -153,60 +169,161 @@ impl Tree {
             match self.nodes.get(&next) {
                 Some(n) if n.kind == Kind::Dir => cur = next,
                 Some(n) if n.kind == Kind::Symlink => {
+                    // The same bound as the kernel's ELOOP, so a link cycle cannot hang a build.
                     hops += 1;
                     if hops > 40 {
-                        return None;
+                        return Walk::Loop(next);
                     }
-                    let target = n.link.clone();
-                    if target.starts_with('/') {
+                    if n.link.starts_with('/') {
                         cur.clear();
                     }
-                    let mut t: Vec<String> = target
-                        .split('/')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect();
-                    t.reverse();
-                    parts.extend(t);
+                    parts.extend(
+                        n.link
+                            .split('/')
+                            .filter(|s| !s.is_empty())
+                            .rev()
+                            .map(String::from),
+                    );
                 }
-                _ => return None,
+                Some(_) => return Walk::NotDir(next),
+                None => return Walk::Missing(next),
             }
         }
-        Some(cur)
+        Walk::Done(cur)
+    }
+
+    /// Follow symlinks in the tree for a directory path (`lib` → `usr/lib`), bounded so a
+    /// loop cannot hang the build. Returns the real directory path (`""` for the root).
+    pub fn resolve_dir(&self, path: &str) -> Option<String> {
+        match self.walk(path) {
+            Walk::Done(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Where an entry named `path` really lives: its parent resolved through the tree's
+    /// symlinks, its last component kept as it is (a symlink there is the entry itself).
+    /// `None` when the parent is missing or not a directory.
+    pub fn real_path(&self, path: &str) -> Option<String> {
+        let p = norm(path);
+        match p.rsplit_once('/') {
+            None => Some(p),
+            Some((dir, base)) => {
+                let real = self.resolve_dir(dir)?;
+                Some(if real.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{real}/{base}")
+                })
+            }
+        }
+    }
+
+    /// The node `path` finally names, following symlinks and hard links (what `stat` sees),
+    /// with its real path. `None` for a missing, dangling or looping path.
+    pub fn follow(&self, path: &str) -> Option<(String, &Node)> {
+        let mut p = norm(path);
+        for _ in 0..40 {
+            let real = self.real_path(&p)?;
+            let n = self.nodes.get(&real)?;
+            p = match n.kind {
+                Kind::Symlink if n.link.starts_with('/') => n.link.clone(),
+                Kind::Symlink => match parent(&real) {
+                    Some(dir) => format!("{dir}/{}", n.link),
+                    None => n.link.clone(),
+                },
+                // A hard link names its target by its path in the image.
+                Kind::HardLink => n.link.clone(),
+                _ => return Some((real, n)),
+            };
+        }
+        None
+    }
+
+    /// The entries directly inside the real directory `dir` (`""` for the root), by name in
+    /// byte order. Subtrees are skipped rather than walked, so listing `usr/lib` does not
+    /// visit every file below it.
+    pub fn children<'a>(
+        &'a self,
+        dir: &str,
+    ) -> impl Iterator<Item = (&'a str, &'a Node)> + use<'a> {
+        use std::ops::Bound;
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", norm(dir))
+        };
+        let mut from = Bound::Excluded(prefix.clone());
+        std::iter::from_fn(move || {
+            loop {
+                let (k, n) = self
+                    .nodes
+                    .range::<String, _>((from.clone(), Bound::Unbounded))
+                    .next()?;
+                let rest = k.strip_prefix(prefix.as_str())?;
+                match rest.find('/') {
+                    None => {
+                        from = Bound::Excluded(k.clone());
+                        return Some((rest, n));
+                    }
+                    // Everything from `name/` up to `name0` (`0` follows `/`) is inside `name`.
+                    Some(i) => from = Bound::Included(format!("{prefix}{}0", &rest[..i])),
+                }
+            }
+        })
     }
 
     /// Insert a node created by the builder (accounts, paths, generated files), replacing
-    /// whatever was there.
+    /// whatever was there. The parent is resolved through the tree's symlinks, so with
+    /// `lib -> usr/lib` a node put at `lib/x` lands at `usr/lib/x`: a layer never holds an
+    /// entry below a symlink, which GNU tar would refuse or extract wrongly.
     pub fn put(&mut self, path: &str, node: Node) {
-        self.nodes.insert(norm(path), node);
+        let p = self.real_path(path).unwrap_or_else(|| norm(path));
+        self.nodes.insert(p, node);
     }
 
-    /// Create a directory and its missing parents (root owned, 0755).
+    /// Create a directory and its missing parents (root owned), following symlinks on the
+    /// way like `mkdir -p` (a dangling link gets its target created). A component that is a
+    /// file, or a link loop, stops it; [`Tree::try_mkdir_all`] reports that.
     pub fn mkdir_all(&mut self, path: &str, mode: u32, mtime: u64) {
-        let p = norm(path);
-        let mut cur = String::new();
-        for part in p.split('/').filter(|s| !s.is_empty()) {
-            cur = if cur.is_empty() {
-                part.to_string()
-            } else {
-                format!("{cur}/{part}")
-            };
-            self.nodes
-                .entry(cur.clone())
-                .or_insert_with(|| Node::dir(mode, mtime));
+        let _ = self.try_mkdir_all(path, mode, mtime);
+    }
+
+    /// [`Tree::mkdir_all`], returning the real path of the directory.
+    pub fn try_mkdir_all(&mut self, path: &str, mode: u32, mtime: u64) -> Result<String, FsError> {
+        loop {
+            match self.walk(path) {
+                Walk::Done(p) => return Ok(p),
+                Walk::Missing(p) => {
+                    self.nodes.insert(p, Node::dir(mode, mtime));
+                }
+                Walk::NotDir(p) | Walk::Loop(p) => {
+                    return Err(FsError::NotADirectory {
+                        path: norm(path),
+                        blocked: p,
+                    });
+                }
+            }
         }
     }
 
+    /// The node at `path`, its parent resolved through symlinks.
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(&norm(path))
+        self.nodes
+            .get(&self.real_path(path).unwrap_or_else(|| norm(path)))
     }
 
     /// The bytes of a file in the tree (generated or from a package).
     pub fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
-        let Some(n) = self.nodes.get(&norm(path)) else {
+        let Some(n) = self.get(path) else {
             return Ok(None);
         };
-        Ok(Some(match &n.content {
+        self.content(n).map(Some)
+    }
+
+    /// The bytes of a node's content.
+    pub fn content(&self, n: &Node) -> io::Result<Vec<u8>> {
+        Ok(match &n.content {
             Content::None => vec![],
             Content::Bytes(b) => b.as_ref().clone(),
             Content::Extent { file, offset, len } => {
@@ -216,7 +333,7 @@ impl Tree {
                 f.read_exact(&mut v)?;
                 v
             }
-        }))
+        })
     }
 
     /// Install one package whose data section was cached as an uncompressed tar at `tar_path`
