@@ -3,6 +3,9 @@
 //! written. Installing follows apk's extraction and file-conflict rules; nothing from a package
 //! is ever executed or written to the host outside the cache.
 
+mod ldcache;
+pub mod ldso;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
