@@ -804,7 +804,7 @@ fn post_install(
         serde_json::to_vec_pretty(&json!({"config": cfg, "checksum": cfg_checksum})).expect("JSON");
     file(tree, "etc/apko.json", apko_json, 0o444, 0);
     paths(tree, cfg)?;
-    busybox_links(tree)?;
+    crate::busybox::install_links(tree)?;
     // Character devices apko creates (harmless where the runtime mounts its own /dev).
     for (name, major, minor, mode) in [
         ("null", 1, 3, 0o666),
@@ -825,6 +825,7 @@ fn post_install(
             );
         }
     }
+    crate::ldso::update_cache(tree)?;
     Ok(())
 }
 
@@ -1009,6 +1010,9 @@ fn paths(tree: &mut Tree, cfg: &ImageConfiguration) -> Result<(), BuildError> {
             }
             _ => {}
         }
+        // Permissions apply where the entry really is (`/lib/x` is `usr/lib/x` with a
+        // usr-merged `/lib`).
+        let path = tree.real_path(&path).unwrap_or(path);
         let targets: Vec<String> = if p.recursive {
             tree.nodes
                 .keys()
@@ -1033,40 +1037,6 @@ fn paths(tree: &mut Tree, cfg: &ImageConfiguration) -> Result<(), BuildError> {
                 n.uid = p.uid.unwrap_or(0);
                 n.gid = p.gid.unwrap_or(0);
             }
-        }
-    }
-    Ok(())
-}
-
-/// What busybox's skipped post-install (`busybox --install -s`) would have done: a symlink to
-/// `/bin/busybox` for every applet listed in `/etc/busybox-paths.d/*`, leaving existing files.
-fn busybox_links(tree: &mut Tree) -> Result<(), BuildError> {
-    if tree.get("bin/busybox").is_none() {
-        return Ok(());
-    }
-    let lists: Vec<String> = tree
-        .nodes
-        .keys()
-        .filter(|k| k.starts_with("etc/busybox-paths.d/"))
-        .cloned()
-        .collect();
-    let mtime = tree.get("bin/busybox").map(|n| n.mtime).unwrap_or(0);
-    for l in lists {
-        let text = tree
-            .read(&l)
-            .map_err(io_ctx(l.clone()))?
-            .unwrap_or_default();
-        for line in String::from_utf8_lossy(&text).lines() {
-            let p = line.trim().trim_start_matches('/');
-            if p.is_empty() || p.starts_with('#') || tree.get(p).is_some() {
-                continue;
-            }
-            if let Some((dir, _)) = p.rsplit_once('/')
-                && tree.resolve_dir(dir).is_none()
-            {
-                tree.mkdir_all(dir, 0o755, mtime);
-            }
-            tree.put(p, Node::symlink("/bin/busybox", mtime));
         }
     }
     Ok(())

@@ -2,7 +2,9 @@
 //! layer, OCI image), and SBOMs. The CLI is a thin layer over [`build::build_arch`].
 
 pub mod build;
+mod busybox;
 pub mod config;
+mod ldso;
 pub mod lock;
 pub mod oci;
 pub mod publish;
