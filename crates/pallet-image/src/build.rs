@@ -789,6 +789,14 @@ fn post_install(
         file(tree, &format!("etc/apk/keys/{name}"), data, 0o644, epoch);
     }
     for rk in &cfg.contents.runtime_keyring {
+        // Configurations that skipped `config::load` (melange's environment) are checked here
+        // too: the name must not leave etc/apk/keys.
+        if rk.name.is_empty() || rk.name.contains(['/', '\\']) || rk.name.starts_with('.') {
+            return Err(BuildError::Config(format!(
+                "contents.runtime_keyring name {:?} must be a plain file name",
+                rk.name
+            )));
+        }
         file(
             tree,
             &format!("etc/apk/keys/{}", rk.name),

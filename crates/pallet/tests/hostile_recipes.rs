@@ -267,3 +267,74 @@ fn timeouts_and_leftover_processes_end_with_the_build() {
         String::from_utf8_lossy(&ps.stdout)
     );
 }
+
+/// Symlinks a step leaves in its output are packaged as symlinks: the packager runs on the host
+/// and must never read the host file a link points at, nor walk a host folder when the output
+/// folder itself was replaced by a link.
+#[test]
+fn output_symlinks_never_read_host_files() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("secret.txt");
+    fs::write(&secret, "host secret 4711\n").unwrap();
+    let s = secret.display();
+    let sd = secret_dir.path().display();
+    let links = "links.yaml".to_string();
+    // The recipe text is easier to read written out whole.
+    fs::write(
+        d.join(&links),
+        format!(
+            "package:\n  name: links\n  version: 1.0.0\n  epoch: 0\n  description: d\npipeline:\n  - runs: |\n      mkdir -p ${{{{targets.destdir}}}}/etc\n      ln -s {s} ${{{{targets.destdir}}}}/etc/shadow-link\n      ln -s /etc/shadow ${{{{targets.destdir}}}}/etc/shadow\n      ln -s {sd} ${{{{targets.destdir}}}}/hostdir\nsubpackages:\n  - name: links-swapped\n    pipeline:\n      - runs: |\n          rm -rf ${{{{targets.contextdir}}}}\n          ln -s {sd} ${{{{targets.contextdir}}}}\n"
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &["pkg", "build", "--bootstrap", &links, "--arch", "x86_64"],
+        d,
+        &[],
+    );
+    let msg = text(&o);
+    // Whether the build refuses the swapped output folder or packages it empty, no package may
+    // hold the secret's bytes.
+    for e in fs::read_dir(d.join("packages/x86_64"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let bytes = fs::read(e.path()).unwrap();
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar -xzOf '{}' 2>/dev/null | grep -c 'host secret 4711' || true",
+                e.path().display()
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "0",
+            "{} holds the host file's bytes ({} bytes)",
+            e.path().display(),
+            bytes.len()
+        );
+    }
+    let main = d.join("packages/x86_64/links-1.0.0-r0.apk");
+    if main.exists() {
+        let o = std::process::Command::new("tar")
+            .arg("-tvzf")
+            .arg(&main)
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            listing.contains(&format!("etc/shadow-link -> {s}")),
+            "{listing}"
+        );
+    } else {
+        assert!(msg.contains("links-swapped"), "{msg}");
+    }
+}
