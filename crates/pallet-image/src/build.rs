@@ -808,6 +808,20 @@ fn post_install(
     accounts(tree, cfg, epoch)?;
     services(tree, cfg);
     certificates(tree, cfg, epoch)?;
+    // Legacy `os-release:` (old apko): a package's own file wins, as the key only ever filled
+    // in for distributions that shipped none.
+    if let Some(os) = &cfg.os_release
+        && tree.get("etc/os-release").is_none()
+        && tree.get("usr/lib/os-release").is_none()
+    {
+        file(
+            tree,
+            "etc/os-release",
+            os.render().into_bytes(),
+            0o644,
+            epoch,
+        );
+    }
     let apko_json =
         serde_json::to_vec_pretty(&json!({"config": cfg, "checksum": cfg_checksum})).expect("JSON");
     file(tree, "etc/apko.json", apko_json, 0o444, 0);

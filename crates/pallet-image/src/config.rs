@@ -54,6 +54,95 @@ pub struct ImageConfiguration {
     pub format: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<Certificates>,
+    /// apko's `os-release:`, removed from apko in 2024-07 but still in many files: read with a
+    /// deprecation warning, written to `/etc/os-release` only when no package ships one, and
+    /// never echoed (apko today has no such key).
+    #[serde(default, rename = "os-release", skip_serializing)]
+    pub os_release: Option<OsRelease>,
+}
+
+/// The legacy `os-release:` block.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OsRelease {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub pretty_name: String,
+    #[serde(default)]
+    pub version_id: String,
+    #[serde(default)]
+    pub home_url: String,
+    #[serde(default)]
+    pub bug_report_url: String,
+}
+
+impl OsRelease {
+    /// The `/etc/os-release` text, in the order old apko wrote it; empty values are left out,
+    /// and values are quoted with line breaks removed so none can add a line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in [
+            ("ID", &self.id),
+            ("NAME", &self.name),
+            ("PRETTY_NAME", &self.pretty_name),
+            ("VERSION_ID", &self.version_id),
+            ("HOME_URL", &self.home_url),
+            ("BUG_REPORT_URL", &self.bug_report_url),
+        ] {
+            if v.is_empty() {
+                continue;
+            }
+            let clean: String = v
+                .chars()
+                .filter(|c| !c.is_control())
+                .map(|c| if c == '"' { '\'' } else { c })
+                .collect();
+            if k == "ID" || k == "VERSION_ID" {
+                out.push_str(&format!("{k}={clean}\n"));
+            } else {
+                out.push_str(&format!("{k}=\"{clean}\"\n"));
+            }
+        }
+        out
+    }
+}
+
+/// The known key nearest to an unknown one in a serde "unknown field `x`, expected one of a,
+/// b" message, as a hint to append; `None` when nothing is close enough to be a typo.
+pub fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let list = rest.split("expected one of ").nth(1)?;
+    let list = list.lines().next().unwrap_or("");
+    let known = list
+        .split(',')
+        .map(|k| k.trim().trim_matches('`').trim())
+        .filter(|k| !k.is_empty());
+    let (best, d) = known
+        .map(|k| (k, edit_distance(&unknown.to_lowercase(), &k.to_lowercase())))
+        .min_by_key(|(_, d)| *d)?;
+    // Close enough to be a typo: up to a third of the word, at least one edit.
+    (d <= (unknown.len() / 3).max(1)
+        || unknown.replace(['-', '_'], "") == best.replace(['-', '_'], ""))
+    .then(|| format!("did you mean `{best}`?"))
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -248,6 +337,8 @@ pub enum ConfigError {
 pub struct Loaded {
     pub config: ImageConfiguration,
     pub files: Vec<PathBuf>,
+    /// Deprecations found while loading, each naming its file, for the caller to show.
+    pub warnings: Vec<String>,
     /// `sha256-` + base64 of the SHA-256 of every byte read (includes too), like apko.
     pub checksum: String,
 }
@@ -257,7 +348,15 @@ pub struct Loaded {
 pub fn load(path: &Path, include_paths: &[PathBuf]) -> Result<Loaded, ConfigError> {
     let mut bytes = Vec::new();
     let mut files = Vec::new();
-    let config = load_rec(path, include_paths, &mut bytes, &mut files, 0)?;
+    let mut warnings = Vec::new();
+    let config = load_rec(
+        path,
+        include_paths,
+        &mut bytes,
+        &mut files,
+        0,
+        &mut warnings,
+    )?;
     validate(&config, path)?;
     use base64::Engine as _;
     use sha2::Digest as _;
@@ -268,6 +367,7 @@ pub fn load(path: &Path, include_paths: &[PathBuf]) -> Result<Loaded, ConfigErro
     Ok(Loaded {
         config,
         files,
+        warnings,
         checksum,
     })
 }
@@ -278,6 +378,7 @@ fn load_rec(
     bytes: &mut Vec<u8>,
     files: &mut Vec<PathBuf>,
     depth: usize,
+    warnings: &mut Vec<String>,
 ) -> Result<ImageConfiguration, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -285,11 +386,26 @@ fn load_rec(
     })?;
     bytes.extend_from_slice(text.as_bytes());
     files.push(path.to_path_buf());
-    let mut cfg: ImageConfiguration =
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+    let mut cfg: ImageConfiguration = serde_saphyr::from_str(&text).map_err(|e| {
+        let mut message = e.to_string();
+        if let Some(hint) = did_you_mean(&message) {
+            // The hint goes on the first line, which is what a terminal user reads.
+            message = match message.split_once('\n') {
+                Some((first, rest)) => format!("{first} ({hint})\n{rest}"),
+                None => format!("{message} ({hint})"),
+            };
+        }
+        ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        }
+    })?;
+    if cfg.os_release.is_some() {
+        warnings.push(format!(
+            "{}: `os-release:` is deprecated (apko removed it in 2024); pallet writes /etc/os-release from it only when no package ships one: ship the file in a package instead",
+            path.display()
+        ));
+    }
     if let Some(inc) = cfg.include.take() {
         if depth > 16 {
             return Err(ConfigError::Invalid {
@@ -308,7 +424,7 @@ fn load_rec(
                 message: format!("include '{inc}' not found (searched beside the file, the working folder and --include-paths)"),
             }
         })?;
-        let base = load_rec(&found, include_paths, bytes, files, depth + 1)?;
+        let base = load_rec(&found, include_paths, bytes, files, depth + 1, warnings)?;
         cfg = merge(base, cfg);
     }
     Ok(cfg)
@@ -340,6 +456,7 @@ fn merge(base: ImageConfiguration, mut top: ImageConfiguration) -> ImageConfigur
     top.entrypoint = top.entrypoint.or(base.entrypoint);
     top.cmd = top.cmd.or(base.cmd);
     top.stop_signal = top.stop_signal.or(base.stop_signal);
+    top.os_release = top.os_release.or(base.os_release);
     top.work_dir = top.work_dir.or(base.work_dir);
     top.accounts = match (base.accounts, top.accounts) {
         (Some(b), Some(mut t)) => {
@@ -624,8 +741,21 @@ mod tests {
     fn unknown_keys_name_line_and_column() {
         let err = parse("contents:\n  packages: [a]\n  pakages: [b]\n").unwrap_err();
         assert!(err.contains("pakages") && err.contains("line 3"), "{err}");
-        let err = parse("os-release:\n  name: x\n").unwrap_err();
-        assert!(err.contains("os-release"), "{err}");
+        let c = parse("os-release:\n  name: Acme\n  id: acme\n  version-id: \"1.0\"\n").unwrap();
+        assert_eq!(
+            c.os_release.unwrap().render(),
+            "ID=acme\nNAME=\"Acme\"\nVERSION_ID=1.0\n"
+        );
+        let err = parse("os-release:\n  nmae: x\n").unwrap_err();
+        assert!(err.contains("nmae"), "{err}");
+        assert_eq!(
+            did_you_mean("unknown field `pakages`, expected one of repositories, packages"),
+            Some("did you mean `packages`?".into())
+        );
+        assert_eq!(
+            did_you_mean("unknown field `entirely`, expected one of repositories, packages"),
+            None
+        );
     }
 
     #[test]

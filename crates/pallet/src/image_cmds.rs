@@ -188,7 +188,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let loaded = load_config(&a.config, &a.common.include_paths)?;
     let arch = crate::melange_build::one_arch(&a.build_arch)?;
     if !loaded.config.archs.is_empty() {
         eprintln!(
@@ -239,7 +239,7 @@ fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn lock_cmd(a: LockArgs) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let loaded = load_config(&a.config, &a.common.include_paths)?;
     let archs = archs(&a.common, &loaded.config)?;
     let opts = options(&a.common);
     let name = a
@@ -411,7 +411,7 @@ fn build_all(
     f: &BuildFlags,
     work_parent: &Path,
 ) -> anyhow::Result<Built> {
-    let loaded = config::load(config_path, &f.common.include_paths)?;
+    let loaded = load_config(config_path, &f.common.include_paths)?;
     let cfg = &loaded.config;
     let archs = archs(&f.common, cfg)?;
     let mut opts = options(&f.common);
@@ -747,14 +747,14 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn show_config(a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let loaded = load_config(&a.config, &a.common.include_paths)?;
     let y = serde_saphyr::to_string(&loaded.config).context("rendering YAML")?;
     crate::emit(&y)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn show_packages(a: ShowPackagesArgs) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&a.config, &a.common.include_paths)?;
+    let loaded = load_config(&a.config, &a.common.include_paths)?;
     let archs = archs(&a.common, &loaded.config)?;
     let opts = options(&a.common);
     let arch = archs[0];
@@ -817,4 +817,13 @@ pub fn login_cmd(a: LoginArgs) -> anyhow::Result<ExitCode> {
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Load a configuration and show its deprecation warnings on stderr.
+fn load_config(path: &Path, include_paths: &[PathBuf]) -> anyhow::Result<config::Loaded> {
+    let loaded = config::load(path, include_paths)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(loaded)
 }

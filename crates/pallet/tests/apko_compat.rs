@@ -1,0 +1,109 @@
+//! End to end: apko behaviours that real configurations and command lines rely on, checked on
+//! the root filesystem the real binary writes (`build-minirootfs`, read back with GNU tar).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn config(dir: &Path, a: &Path, body: &str) -> std::path::PathBuf {
+    let p = dir.join("c.yaml");
+    fs::write(
+        &p,
+        format!(
+            "contents:\n  repositories:\n    - {}\n  keyring:\n{}{body}archs: [x86_64]\n",
+            a.display(),
+            keyring_yaml(&a.join("keys"))
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// One file of a `.tar.gz` root filesystem, or `None`.
+fn member(tgz: &Path, name: &str) -> Option<String> {
+    let o = Command::new("tar")
+        .arg("-xzOf")
+        .arg(tgz)
+        .arg(name)
+        .output()
+        .unwrap();
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn rootfs(d: &Path, cfg: &Path, extra: &[&str]) -> (std::process::Output, std::path::PathBuf) {
+    let out = d.join("rootfs.tar.gz");
+    let _ = fs::remove_file(&out);
+    let mut args = vec![
+        "image",
+        "build-minirootfs",
+        cfg.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--build-arch",
+        "x86_64",
+        "--cache-dir",
+        "cache",
+    ];
+    args.extend_from_slice(extra);
+    (run(&args, d, &[("SOURCE_DATE_EPOCH", "1700000000")]), out)
+}
+
+/// Legacy `os-release:` loads with a deprecation warning that names the file, and writes
+/// `/etc/os-release` when no package ships one; a package's file wins.
+#[test]
+fn legacy_os_release_is_honoured_with_a_warning() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let cfg = config(
+        d,
+        &a,
+        "  packages: [busybox]\nos-release:\n  id: acme\n  name: Acme Linux\n  version-id: \"2.1\"\n",
+    );
+    let (o, out) = rootfs(d, &cfg, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let msg = text(&o);
+    assert!(
+        msg.contains("deprecated") && msg.contains("c.yaml") && msg.contains("os-release"),
+        "{msg}"
+    );
+    let os = member(&out, "etc/os-release").expect("etc/os-release written");
+    assert_eq!(os, "ID=acme\nNAME=\"Acme Linux\"\nVERSION_ID=2.1\n");
+    // alpine-release ships /etc/os-release: the package's file is kept.
+    let cfg = config(
+        d,
+        &a,
+        "  packages: [busybox, alpine-release]\nos-release:\n  id: acme\n",
+    );
+    let (o, out) = rootfs(d, &cfg, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let os = member(&out, "etc/os-release").unwrap();
+    assert!(os.contains("ID=alpine"), "{os}");
+}
+
+/// An unknown key stays an error with the file, line and column, and a near miss gets a hint.
+#[test]
+fn unknown_keys_say_what_was_meant() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let cfg = config(d, &a, "  pakages: [busybox]\n");
+    let (o, out) = rootfs(d, &cfg, &[]);
+    let msg = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        msg.contains("c.yaml")
+            && msg.contains("line 22 column 3")
+            && msg.contains("pakages")
+            && msg.contains("did you mean `packages`?"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+}
