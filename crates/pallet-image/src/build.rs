@@ -434,6 +434,7 @@ pub fn install(
         &world,
         &repos,
         &resolved,
+        &opts.extra_repositories,
         epoch,
     )?;
     Ok(Installed {
@@ -699,6 +700,7 @@ fn post_install(
     world: &[Dependency],
     repos: &[Repo],
     resolved: &[(PackageInfo, String)],
+    extra_repositories: &[String],
     epoch: u64,
 ) -> Result<(), BuildError> {
     // The apk database, as apk-tools 2 lays it out (lib/apk/db).
@@ -758,6 +760,8 @@ fn post_install(
         .repositories
         .iter()
         .chain(&cfg.contents.runtime_repositories)
+        // apko's `-r/--repository-append` repositories are the image's too (postBuildSetApk).
+        .chain(extra_repositories)
         .cloned()
         .collect();
     repo_lines.sort();

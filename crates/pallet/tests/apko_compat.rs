@@ -107,3 +107,26 @@ fn unknown_keys_say_what_was_meant() {
     );
     assert!(!out.exists());
 }
+
+/// `-r/--repository-append` repositories are used to resolve and are written to the image's
+/// `/etc/apk/repositories` with the configured ones (apko's postBuildSetApk); `-b` ones are not.
+#[test]
+fn appended_repositories_reach_the_image() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // The same repository under two more names, so each flag has a distinct line to show.
+    std::os::unix::fs::symlink(&a, d.join("appended")).unwrap();
+    std::os::unix::fs::symlink(&a, d.join("build-only")).unwrap();
+    let cfg = config(d, &a, "  packages: [busybox]\n");
+    let appended = d.join("appended").display().to_string();
+    let build_only = d.join("build-only").display().to_string();
+    let (o, out) = rootfs(d, &cfg, &["-r", &appended, "-b", &build_only]);
+    assert!(o.status.success(), "{}", text(&o));
+    let repos = member(&out, "etc/apk/repositories").unwrap();
+    let lines: Vec<&str> = repos.lines().collect();
+    assert!(lines.contains(&a.display().to_string().as_str()), "{repos}");
+    assert!(lines.contains(&appended.as_str()), "{repos}");
+    assert!(!lines.contains(&build_only.as_str()), "{repos}");
+}
