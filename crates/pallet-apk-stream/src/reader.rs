@@ -56,12 +56,26 @@ pub struct ReadOptions<'a> {
     pub control_only: bool,
 }
 
+static DEFAULT_MAX_CONTROL: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(10 << 20);
+static DEFAULT_MAX_DATA: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(16 << 30);
+
+/// Set, for this process, the limits [`ReadOptions::default`] starts from (10 MiB control,
+/// 16 GiB data unless set); `u64::MAX` for none. apko's `--max-apk-control-size` and
+/// `--max-apk-data-size`.
+pub fn set_default_limits(max_control_size: u64, max_data_size: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    DEFAULT_MAX_CONTROL.store(max_control_size, Relaxed);
+    DEFAULT_MAX_DATA.store(max_data_size, Relaxed);
+}
+
 impl Default for ReadOptions<'_> {
     fn default() -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
         ReadOptions {
             keyring: None,
-            max_control_size: 10 << 20,
-            max_data_size: 16 << 30,
+            max_control_size: DEFAULT_MAX_CONTROL.load(Relaxed),
+            max_data_size: DEFAULT_MAX_DATA.load(Relaxed),
             control_only: false,
         }
     }
@@ -115,7 +129,7 @@ fn too_large(what: &'static str, limit: u64) -> ApkError {
 /// Decompress one gzip member fully into memory, within `limit`.
 fn read_member<R: BufRead>(r: R, limit: u64, what: &'static str) -> Result<Vec<u8>, ApkError> {
     let mut out = Vec::new();
-    let mut d = GzDecoder::new(r).take(limit + 1);
+    let mut d = GzDecoder::new(r).take(limit.saturating_add(1));
     d.read_to_end(&mut out)?;
     if out.len() as u64 > limit {
         return Err(too_large(what, limit));
@@ -545,7 +559,7 @@ pub fn read_signed_archive<R: Read>(
         let mut rest = Vec::new();
         if !hr.at_eof()? {
             MultiGzDecoder::new(&mut hr)
-                .take(max_size + 1)
+                .take(max_size.saturating_add(1))
                 .read_to_end(&mut rest)?;
         }
         let mut all = first;
@@ -555,7 +569,7 @@ pub fn read_signed_archive<R: Read>(
     hr.taps.copy = Some(Vec::new());
     let mut body = Vec::new();
     MultiGzDecoder::new(&mut hr)
-        .take(max_size + 1)
+        .take(max_size.saturating_add(1))
         .read_to_end(&mut body)?;
     if body.len() as u64 > max_size || hr.copy_overflow {
         return Err(too_large("the index", max_size));

@@ -13,6 +13,14 @@ use rayon::prelude::*;
 /// Largest decompressed index accepted (apko's default guard is 300 MiB).
 pub const MAX_INDEX_SIZE: u64 = 300 << 20;
 
+static MAX_INDEX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(MAX_INDEX_SIZE);
+
+/// Set, for this process, the largest decompressed index [`read_index`] accepts; `u64::MAX`
+/// for none. apko's `--max-apkindex-decompressed-size`.
+pub fn set_max_index_size(bytes: u64) {
+    MAX_INDEX.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("{path}: {source}")]
@@ -66,11 +74,15 @@ pub fn read_index_from<R: Read>(
     path: &Path,
     keyring: Option<&Keyring>,
 ) -> Result<Index, IndexError> {
-    let (trust, entries) =
-        read_signed_archive(r, keyring, MAX_INDEX_SIZE).map_err(|source| IndexError::Apk {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let (trust, entries) = read_signed_archive(
+        r,
+        keyring,
+        MAX_INDEX.load(std::sync::atomic::Ordering::Relaxed),
+    )
+    .map_err(|source| IndexError::Apk {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut description = None;
     let mut text = None;
     for (name, data) in entries {

@@ -16,6 +16,22 @@ use sha2::Digest as _;
 pub const MAX_INDEX_BYTES: u64 = 256 << 20;
 /// The largest public key accepted from a server: an RSA-8192 PEM is under 2 KiB.
 pub const MAX_KEY_BYTES: u64 = 64 << 10;
+/// The largest HTTP answer of any kind by default (apko's `--max-http-response-size`).
+pub const DEFAULT_MAX_HTTP_RESPONSE: u64 = 8 << 30;
+
+static MAX_HTTP_RESPONSE: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_HTTP_RESPONSE);
+
+/// Set, for this process, the largest HTTP answer read from a server (indexes and keys keep
+/// their own smaller limits too); `u64::MAX` for none. apko's `--max-http-response-size`.
+pub fn set_max_http_response_size(bytes: u64) {
+    MAX_HTTP_RESPONSE.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The largest HTTP answer read from a server, as set by [`set_max_http_response_size`].
+pub fn max_http_response_size() -> u64 {
+    MAX_HTTP_RESPONSE.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -258,6 +274,7 @@ impl Client {
         etag_path: &Path,
         limit: u64,
     ) -> Result<PathBuf, RepoError> {
+        let limit = limit.min(max_http_response_size());
         let clean = parse_url(url).clean;
         if self.offline {
             return if path.exists() {
@@ -288,6 +305,7 @@ impl Client {
                 let mut reader = Limited {
                     inner: body.as_reader(),
                     left: limit,
+                    limit,
                 };
                 write_atomic_from(path, &mut reader).map_err(|e| match e {
                     RepoError::Io { source, .. }
@@ -364,7 +382,12 @@ impl Client {
                 message: format!("HTTP {}", resp.status().as_u16()),
             });
         }
-        Ok(Box::new(resp.into_body().into_reader()))
+        let limit = max_http_response_size();
+        Ok(Box::new(Limited {
+            inner: resp.into_body().into_reader(),
+            left: limit,
+            limit,
+        }))
     }
 }
 
@@ -400,6 +423,7 @@ fn pallet_keys_name_ok(name: &str) -> bool {
 struct Limited<R> {
     inner: R,
     left: u64,
+    limit: u64,
 }
 
 impl<R: Read> Read for Limited<R> {
@@ -407,12 +431,12 @@ impl<R: Read> Read for Limited<R> {
         // Read one byte past the limit so that an answer of exactly the limit still passes.
         let want = buf
             .len()
-            .min(usize::try_from(self.left + 1).unwrap_or(usize::MAX));
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n as u64 > self.left {
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
-                "over the size limit",
+                format!("the answer is larger than the {}-byte limit", self.limit),
             ));
         }
         self.left -= n as u64;
