@@ -76,6 +76,8 @@ fn main() {
         source_date_epoch: 0,
         signing_key: None,
         config_yaml: String::new(),
+        config_source: Default::default(),
+        dependency_log: None,
     };
     let spec = PackageSpec {
         name: "big".into(),

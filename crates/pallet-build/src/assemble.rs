@@ -47,6 +47,20 @@ pub enum AssembleError {
     },
 }
 
+/// Where the build configuration came from: the SBOM's build-configuration package, as melange
+/// writes it from `--git-repo-url`, `--git-commit` and `--license`.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    /// The configuration file as named on the command line; empty leaves the package out.
+    pub path: String,
+    /// The repository holding it (melange's default: `https://unknown/unknown/unknown`).
+    pub repository_url: String,
+    /// The commit it was built from (`unknown` when neither given nor detected).
+    pub commit: String,
+    /// The configuration file's own licence (melange's default: `NOASSERTION`).
+    pub license: String,
+}
+
 /// Everything shared by the packages of one build.
 pub struct Assembly<'a> {
     pub version: String,
@@ -58,6 +72,78 @@ pub struct Assembly<'a> {
     pub signing_key: Option<&'a SigningKey>,
     /// The compiled configuration embedded as `.melange.yaml`.
     pub config_yaml: String,
+    /// The build configuration's provenance for the SBOM.
+    pub config_source: ConfigSource,
+    /// melange's `--dependency-log`: the generated dependencies of each package, as JSON, in
+    /// `FILE.ARCH` (rewritten per package, so it ends with the last one, as melange's does).
+    pub dependency_log: Option<PathBuf>,
+}
+
+/// Go's `cases.Title` for a namespace: the first letter of each word upper case, the rest
+/// lower case (`wolfi` → `Wolfi`, `chainguard-dev` → `Chainguard-Dev`).
+pub fn title_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    for c in s.chars() {
+        if c.is_alphanumeric() || c == '\'' {
+            if start {
+                out.extend(c.to_uppercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
+            start = false;
+        } else {
+            out.push(c);
+            start = true;
+        }
+    }
+    out
+}
+
+/// The package URL of the build configuration: `pkg:github/ORG/REPO@COMMIT#PATH` for GitHub
+/// repositories (melange's form), else a generic one carrying the repository as `vcs_url`.
+fn config_purl(c: &ConfigSource) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let sub: Vec<String> = c
+        .path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+        .map(enc)
+        .collect();
+    let sub = sub.join("/");
+    let url = c
+        .repository_url
+        .trim_end_matches('/')
+        .trim_end_matches(".git");
+    if let Some(rest) = url.strip_prefix("https://github.com/")
+        && let Some((org, repo)) = rest.split_once('/')
+        && !org.is_empty()
+        && !repo.is_empty()
+        && !repo.contains('/')
+    {
+        return format!(
+            "pkg:github/{}/{}@{}#{sub}",
+            enc(&org.to_ascii_lowercase()),
+            enc(&repo.to_ascii_lowercase()),
+            enc(&c.commit)
+        );
+    }
+    let name = sub.rsplit('/').next().unwrap_or("melange.yaml").to_string();
+    format!(
+        "pkg:generic/{name}@{}?vcs_url={}#{sub}",
+        enc(&c.commit),
+        enc(&format!("git+{url}"))
+    )
 }
 
 impl Assembly<'_> {
@@ -78,6 +164,9 @@ impl Assembly<'_> {
         };
         let full = self.full_version();
         let g = sca::analyze(destdir, &full, spec.sca).map_err(io)?;
+        if let Some(log) = &self.dependency_log {
+            self.write_dependency_log(log, &g).map_err(io)?;
+        }
         // Configured dependencies plus generated ones, minus what the package provides itself.
         let mut provides: Vec<Dependency> = spec.provides.clone();
         for p in g.provides {
@@ -116,6 +205,8 @@ impl Assembly<'_> {
             provider_priority: spec.provider_priority,
             replaces_priority: spec.replaces_priority,
             triggers: spec.triggers.clone(),
+            // melange writes `maintainer = NAMESPACE`.
+            maintainer: (!self.namespace.is_empty()).then(|| self.namespace.clone()),
             // Written as melange's `# vendored = …` comment lines, which apk ignores.
             extra: g
                 .vendored
@@ -146,6 +237,28 @@ impl Assembly<'_> {
         Ok((out, w.info))
     }
 
+    /// `FILE.ARCH`: `{"runtime":[…],"provides":[…]}` and a line break, as melange's JSON
+    /// encoder writes its generated `Dependencies` (empty lists left out).
+    fn write_dependency_log(&self, log: &Path, g: &sca::Generated) -> std::io::Result<()> {
+        let mut doc = serde_json::Map::new();
+        let list = |d: &[Dependency]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        if !g.depends.is_empty() {
+            doc.insert("runtime".into(), json!(list(&g.depends)));
+        }
+        if !g.provides.is_empty() {
+            doc.insert("provides".into(), json!(list(&g.provides)));
+        }
+        let mut name = log.as_os_str().to_owned();
+        name.push(format!(".{}", self.arch));
+        let path = PathBuf::from(name);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
+        }
+        let mut text = serde_json::to_vec(&serde_json::Value::Object(doc)).expect("JSON");
+        text.push(b'\n');
+        fs::write(&path, text)
+    }
+
     /// melange's per-package SPDX document, where apko and scanners look for it.
     fn write_sbom(&self, spec: &PackageSpec, destdir: &Path) -> std::io::Result<()> {
         let full = self.full_version();
@@ -169,11 +282,12 @@ impl Assembly<'_> {
         };
         let pkg_id = format!("SPDXRef-Package-{}-{}", id(&spec.name), id(&full));
         let created = pallet_image::build::rfc3339(self.source_date_epoch);
+        let org = format!("Organization: {}", title_case(&self.namespace));
         let mut doc = json!({
             "SPDXID": "SPDXRef-DOCUMENT",
             "name": format!("apk-{}-{full}", spec.name),
             "spdxVersion": "SPDX-2.3",
-            "creationInfo": {"created": created, "creators": ["Tool: pallet (melange compatible)", format!("Organization: {}", self.namespace)], "licenseListVersion": "3.22"},
+            "creationInfo": {"created": created, "creators": ["Tool: pallet (melange compatible)", org], "licenseListVersion": "3.22"},
             "dataLicense": "CC0-1.0",
             "documentNamespace": format!("https://spdx.org/spdxdocs/pallet/{}-{full}-{}", spec.name, self.arch),
             "documentDescribes": [pkg_id],
@@ -185,8 +299,8 @@ impl Assembly<'_> {
                 "licenseConcluded": "NOASSERTION",
                 "licenseDeclared": lic,
                 "downloadLocation": "NOASSERTION",
-                "originator": format!("Organization: {}", self.namespace),
-                "supplier": format!("Organization: {}", self.namespace),
+                "originator": org,
+                "supplier": org,
                 "copyrightText": "NOASSERTION",
                 "externalRefs": [{
                     "referenceCategory": "PACKAGE-MANAGER",
@@ -195,6 +309,54 @@ impl Assembly<'_> {
                 }],
             }],
         });
+        let c = &self.config_source;
+        if !c.path.is_empty() {
+            // melange's build-configuration package: the file, at its commit, under its own
+            // licence, related to the package by DESCRIBED_BY.
+            let commit = if c.commit.is_empty() {
+                "unknown"
+            } else {
+                &c.commit
+            };
+            let with_commit = ConfigSource {
+                commit: commit.to_string(),
+                repository_url: if c.repository_url.is_empty() {
+                    "https://unknown/unknown/unknown".into()
+                } else {
+                    c.repository_url.clone()
+                },
+                ..c.clone()
+            };
+            let cfg_id = format!("SPDXRef-Package-Melange-{}-{}", id(&c.path), id(commit));
+            let license = if c.license.is_empty() {
+                "NOASSERTION"
+            } else {
+                &c.license
+            };
+            doc["packages"].as_array_mut().expect("list").push(json!({
+                "SPDXID": cfg_id,
+                "name": c.path,
+                "versionInfo": commit,
+                "filesAnalyzed": false,
+                "licenseConcluded": "NOASSERTION",
+                "licenseDeclared": license,
+                "downloadLocation": "NOASSERTION",
+                "originator": org,
+                "supplier": org,
+                "copyrightText": "NOASSERTION",
+                "externalRefs": [{
+                    "referenceCategory": "PACKAGE-MANAGER",
+                    "referenceLocator": config_purl(&with_commit),
+                    "referenceType": "purl",
+                }],
+                "primaryPackagePurpose": "INSTALL",
+            }));
+            doc["relationships"] = json!([{
+                "spdxElementId": doc["documentDescribes"][0].clone(),
+                "relationshipType": "DESCRIBED_BY",
+                "relatedSpdxElement": cfg_id,
+            }]);
+        }
         if !spec.license.is_empty() {
             doc["hasExtractedLicensingInfos"] =
                 json!([{"licenseId": lic, "extractedText": spec.license, "name": spec.license}]);
@@ -221,4 +383,32 @@ pub fn update_index(
     }
     pallet_index::write_index(&records, None, key, epoch, &index)?;
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_title_cased_as_go_does() {
+        assert_eq!(title_case("wolfi"), "Wolfi");
+        assert_eq!(title_case("chainguard-dev"), "Chainguard-Dev");
+        assert_eq!(title_case("ALPINE"), "Alpine");
+    }
+
+    #[test]
+    fn config_purls() {
+        let mut c = ConfigSource {
+            path: "./crane.yaml".into(),
+            repository_url: "https://github.com/Wolfi-Dev/os.git".into(),
+            commit: "abc".into(),
+            license: String::new(),
+        };
+        assert_eq!(config_purl(&c), "pkg:github/wolfi-dev/os@abc#crane.yaml");
+        c.repository_url = "https://unknown/unknown/unknown".into();
+        assert_eq!(
+            config_purl(&c),
+            "pkg:generic/crane.yaml@abc?vcs_url=git%2Bhttps%3A%2F%2Funknown%2Funknown%2Funknown#crane.yaml"
+        );
+    }
 }

@@ -53,7 +53,17 @@ pub struct Options {
     pub extra_keyring: Vec<String>,
     pub extra_packages: Vec<String>,
     pub ignore_signatures: bool,
+    /// Variables from `--env-file`s (the first file naming a variable wins). The
+    /// configuration's own `environment.environment` wins over them, as in melange.
     pub env_file: BTreeMap<String, String>,
+    /// melange's `--fail-on-lint-warning`: lint warnings fail the build as required rules do.
+    pub fail_on_lint_warning: bool,
+    /// melange's `--persist-lint-results`: findings as `OUT/ARCH/lint-NAME-VERSION-rN.json`.
+    pub persist_lint_results: bool,
+    /// melange's `--dependency-log FILE`: generated dependencies as JSON in `FILE.ARCH`.
+    pub dependency_log: Option<PathBuf>,
+    /// The configuration's file, repository, commit and licence for the SBOM.
+    pub config_source: crate::assemble::ConfigSource,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +163,99 @@ fn make_guest(
     Ok(Guest::Root(root))
 }
 
+/// `workspace/melange-out/NAME`, refused unless both folders are real folders (not links).
+fn real_output_dir(workspace: &Path, name: &str) -> Result<PathBuf, BuildError> {
+    let out = workspace.join("melange-out");
+    let dir = out.join(name);
+    for p in [&out, &dir] {
+        let is_dir = fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir());
+        if !is_dir {
+            return Err(BuildError::Setup(format!(
+                "{name}: {} is no longer a folder (a step replaced or removed it{}); \
+                 write the package's files into it instead",
+                p.strip_prefix(workspace).unwrap_or(p).display(),
+                if fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+                    ", with a symlink that would make the packager read host files"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// melange's lint rules on what the build produced: a failing required rule (or, with
+/// `--fail-on-lint-warning`, any finding) stops the build before anything is written; the
+/// others are reported. With `--persist-lint-results` the findings of each package go to
+/// `OUT/ARCH/lint-NAME-VERSION-rN.json` in melange's layout, failing or not.
+fn lint_outputs(
+    plan: &Plan,
+    all: &[&PackageSpec],
+    workspace: &Path,
+    arch: Arch,
+    opts: &Options,
+) -> Result<(), BuildError> {
+    use crate::lint::Severity;
+    let mut failures = vec![];
+    let mut warned = vec![];
+    for p in all {
+        let dir = workspace.join("melange-out").join(&p.name);
+        let entries = crate::lint::entries_of(&dir).map_err(|e| setup("reading melange-out", e))?;
+        let found = crate::lint::lint_package(&p.name, &entries, &p.checks_disabled, &[]);
+        for f in &found {
+            let line = format!("{}: {} ({})", f.package, f.rule, f.message);
+            match f.severity {
+                Severity::Require => failures.push(line),
+                _ if opts.fail_on_lint_warning => {
+                    eprintln!("lint warning (an error with --fail-on-lint-warning): {line}");
+                    warned.push(line)
+                }
+                _ => eprintln!("lint warning: {line}"),
+            }
+        }
+        if opts.persist_lint_results && !found.is_empty() {
+            let full = format!("{}-{}-r{}", p.name, plan.version, plan.epoch);
+            let mut findings = serde_json::Map::new();
+            for f in &found {
+                let list = findings
+                    .entry(f.rule.to_string())
+                    .or_insert_with(|| serde_json::json!([]));
+                list.as_array_mut()
+                    .expect("list")
+                    .push(serde_json::json!({"message": f.message}));
+            }
+            let doc = serde_json::json!({"package_name": full, "findings": findings});
+            let dir = opts.out_dir.join(arch.apk());
+            let path = dir.join(format!("lint-{full}.json"));
+            fs::create_dir_all(&dir)
+                .and_then(|_| {
+                    fs::write(
+                        &path,
+                        serde_json::to_string_pretty(&doc)
+                            .expect("JSON")
+                            .into_bytes(),
+                    )
+                })
+                .map_err(|e| setup(&format!("writing {}", path.display()), e))?;
+            eprintln!("saved lint results to {}", path.display());
+        }
+    }
+    if !failures.is_empty() {
+        return Err(BuildError::Setup(format!(
+            "required lint rules failed (fix the files, or list the rule under checks.disabled):\n  {}",
+            failures.join("\n  ")
+        )));
+    }
+    if !warned.is_empty() {
+        return Err(BuildError::Setup(format!(
+            "lint warnings fail the build with --fail-on-lint-warning:\n  {}",
+            warned.join("\n  ")
+        )));
+    }
+    Ok(())
+}
+
 /// Build every package of `plan`; returns the written `.apk` files.
 pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     let arch = opts.arch.unwrap_or_else(Arch::host);
@@ -197,8 +300,8 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         make_guest(&environment, arch, opts, scratch.path())?
     };
     let mut env = default_env(opts.source_date_epoch);
-    env.extend(plan.environment.environment.clone());
     env.extend(opts.env_file.clone());
+    env.extend(plan.environment.environment.clone());
     // The fetch cache (`sha256:<hex>` files) lives in --cache-dir; creating it means a second
     // build of the same sources works offline.
     if let Some(c) = &opts.cache_dir {
@@ -236,28 +339,16 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         source_date_epoch: opts.source_date_epoch,
         signing_key: key.as_ref(),
         config_yaml: plan.config_yaml.clone(),
+        config_source: opts.config_source.clone(),
+        dependency_log: opts.dependency_log.clone(),
     };
-    // melange's lint rules on what the build produced: a failing required rule stops the
-    // build before anything is written; the others are reported.
-    let mut failures = vec![];
+    // The steps are over (the sandbox and everything it started are gone), so what is in the
+    // workspace now stays put. The packager runs on the host: an output folder that a step
+    // replaced by a symlink would make it read whatever host folder the link names.
     for p in &all {
-        let dir = workspace.join("melange-out").join(&p.name);
-        let entries = crate::lint::entries_of(&dir).map_err(|e| setup("reading melange-out", e))?;
-        for f in crate::lint::lint_package(&p.name, &entries, &p.checks_disabled, &[]) {
-            match f.severity {
-                crate::lint::Severity::Require => {
-                    failures.push(format!("{}: {} ({})", f.package, f.rule, f.message))
-                }
-                _ => eprintln!("lint warning: {}: {} ({})", f.package, f.rule, f.message),
-            }
-        }
+        real_output_dir(&workspace, &p.name)?;
     }
-    if !failures.is_empty() {
-        return Err(BuildError::Setup(format!(
-            "required lint rules failed (fix the files, or list the rule under checks.disabled):\n  {}",
-            failures.join("\n  ")
-        )));
-    }
+    lint_outputs(plan, &all, &workspace, arch, opts)?;
     let mut written = vec![];
     for p in &all {
         let (path, info) = assembly.emit(
@@ -304,12 +395,12 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     }
     let mut environment = test.environment.clone();
     crate::policy::add_build_user(&mut environment);
-    let identity = crate::policy::identity(&environment, &[], &[])
-        .map_err(|e| setup("the test's user", e))?;
+    let identity =
+        crate::policy::identity(&environment, &[], &[]).map_err(|e| setup("the test's user", e))?;
     let guest = make_guest(&environment, arch, opts, scratch.path())?;
     let mut env = default_env(opts.source_date_epoch);
-    env.extend(test.environment.environment.clone());
     env.extend(opts.env_file.clone());
+    env.extend(test.environment.environment.clone());
     let sandbox = Sandbox {
         guest,
         workspace,

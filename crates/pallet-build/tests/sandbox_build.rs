@@ -62,6 +62,7 @@ fn plan(a: &Path) -> Plan {
             ..Default::default()
         },
         config_yaml: "package:\n  name: hello\n  version: 1.0\n  epoch: 2\n".into(),
+        ..Default::default()
     }
 }
 

@@ -18,6 +18,9 @@ use clap::{Parser, Subcommand};
     about = "Build minimal, reproducible, signed container images and APK packages"
 )]
 struct Cli {
+    /// Log level, as apko and melange take it: debug, info (default), warn, error.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +79,22 @@ pub(crate) fn host_arch() -> &'static str {
     }
 }
 
+/// apko's and melange's `--log-level`. pallet prints the same progress lines at every level:
+/// `debug` and `info` change nothing; the quieter levels say once that they do not filter.
+pub(crate) fn log_level(level: &Option<String>) -> anyhow::Result<()> {
+    let Some(l) = level else { return Ok(()) };
+    match l.to_ascii_lowercase().as_str() {
+        "debug" | "info" | "" => Ok(()),
+        "warn" | "warning" | "error" | "fatal" | "panic" => {
+            eprintln!(
+                "note: --log-level {l}: pallet's progress lines are not filtered by level yet, so they still print (errors and warnings are marked as such)"
+            );
+            Ok(())
+        }
+        other => anyhow::bail!("--log-level {other}: not a level (debug, info, warn, error)"),
+    }
+}
+
 /// Write command output to stdout. A reader that went away (`| head`) is not an error: the
 /// output was simply not wanted any further.
 pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
@@ -97,6 +116,7 @@ where
     // `pallet pkg build` is answered by the package builder; the other `pkg` commands by the
     // melange compiler's module.
     let cli = Cli::parse_from(argv);
+    log_level(&cli.log_level)?;
     match cli.command {
         Command::Pkg(cmd) => melange_build::run_pkg(cmd),
         Command::Image(cmd) => image_cmds::run(*cmd),

@@ -13,7 +13,7 @@ use pallet_image::config::Arch;
 
 #[derive(Args, Clone)]
 #[command(
-    after_help = "Examples:\n  pallet pkg build hello.yaml --signing-key melange.rsa --out-dir packages\n  pallet pkg build --bootstrap examples/hello-c/melange.yaml --source-dir examples/hello-c --signing-key melange.rsa\n  melange build hello.yaml --arch x86_64 --repository-append ./packages --keyring-append melange.rsa.pub"
+    after_help = "Examples:\n  pallet pkg build hello.yaml --signing-key melange.rsa --out-dir packages\n  pallet pkg build --bootstrap examples/hello-c/melange.yaml --source-dir examples/hello-c --signing-key melange.rsa\n  melange build hello.yaml --arch x86_64 --repository-append ./packages --keyring-append melange.rsa.pub\n  melange build hello.yaml --env-file build-x86_64.env --env-file build-common.env --namespace wolfi --license Apache-2.0 --git-repo-url https://github.com/wolfi-dev/os"
 )]
 pub struct BuildArgs {
     /// The melange YAML file (default: .melange.yaml, .melange.yml, melange.yaml or melange.yml).
@@ -24,14 +24,14 @@ pub struct BuildArgs {
     /// Private key to sign packages and the index with.
     #[arg(long)]
     signing_key: Option<PathBuf>,
-    /// Extra keys for the build environment's repositories.
-    #[arg(short = 'k', long)]
+    /// Extra keys for the build environment's repositories (paths or URLs).
+    #[arg(short = 'k', long, value_delimiter = ',')]
     keyring_append: Vec<String>,
     /// Extra repositories for the build environment.
-    #[arg(short = 'r', long)]
+    #[arg(short = 'r', long, value_delimiter = ',')]
     repository_append: Vec<String>,
     /// Extra packages for the build environment.
-    #[arg(long)]
+    #[arg(long, value_delimiter = ',')]
     package_append: Vec<String>,
     /// Where packages go (OUT/ARCH/NAME-VER-rN.apk).
     #[arg(long, default_value = "./packages/")]
@@ -42,48 +42,80 @@ pub struct BuildArgs {
     /// Keep the workspace here (WORKSPACE/ARCH) instead of a temporary folder.
     #[arg(long)]
     workspace_dir: Option<PathBuf>,
-    /// Mounted at /var/cache/melange when it exists.
+    /// Mounted at /var/cache/melange (created when missing).
     #[arg(long, default_value = "./melange-cache/")]
     cache_dir: PathBuf,
     /// Cache for the build environment's packages.
     #[arg(long)]
     apk_cache_dir: Option<PathBuf>,
-    /// Folders searched for `uses:` pipelines.
+    /// A folder searched for `uses:` pipelines before the built-ins (repeatable).
     #[arg(long)]
     pipeline_dir: Vec<PathBuf>,
+    /// Folders searched for `uses:` pipelines, after --pipeline-dir (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pipeline_dirs: Vec<PathBuf>,
     /// Write or merge OUT/ARCH/APKINDEX.tar.gz.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     generate_index: bool,
-    /// dotenv file whose variables every step sees.
-    #[arg(long)]
-    env_file: Option<PathBuf>,
+    /// dotenv files whose variables every step sees (repeatable; an earlier file wins over a
+    /// later one and the configuration's environment.environment wins over both, as in melange).
+    #[arg(long, value_delimiter = ',')]
+    env_file: Vec<PathBuf>,
     /// YAML map merged over `vars`.
     #[arg(long)]
     vars_file: Option<PathBuf>,
-    /// Vendor namespace (SBOM supplier, purl namespace).
+    /// Vendor namespace: the .PKGINFO maintainer, the SBOM supplier and the purl namespace.
     #[arg(long, default_value = "unknown")]
     namespace: String,
-    /// Runner: only bubblewrap here.
-    #[arg(long, default_value = "bubblewrap")]
-    runner: String,
-    /// Trace each step's shell (`set -x`).
+    /// Runner: bubblewrap (qemu and docker are accepted and run in bubblewrap, with a note).
     #[arg(long)]
+    runner: Option<String>,
+    /// Trace each step's shell (`set -x`).
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     debug: bool,
+    /// melange's shell-on-failure: not available in the sandbox yet (says so).
+    #[arg(short = 'i', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    interactive: bool,
     /// Remove the workspace and guest afterwards.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     rm: bool,
+    /// Remove the guest folder afterwards; --cleanup=false keeps the build folders.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    cleanup: bool,
     /// Build date, RFC 3339 (SOURCE_DATE_EPOCH overrides it; default 0).
     #[arg(long)]
     build_date: Option<String>,
     /// Use the host's root read-only as the build guest (for a repository's first packages).
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     bootstrap: bool,
     /// Skip verifying the environment repositories' signatures.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     ignore_signatures: bool,
-    /// Build options to enable (accepted for compatibility).
-    #[arg(long)]
+    /// Build options (`options:` of the configuration) to enable.
+    #[arg(long, value_delimiter = ',')]
     build_option: Vec<String>,
+    /// Repository of the configuration file, for the SBOM (default https://unknown/unknown/unknown).
+    #[arg(long)]
+    git_repo_url: Option<String>,
+    /// Commit of the configuration file (default: git HEAD of its folder); also the .PKGINFO
+    /// commit when the package names none.
+    #[arg(long)]
+    git_commit: Option<String>,
+    /// Licence of the configuration file itself, for the SBOM.
+    #[arg(long, default_value = "NOASSERTION")]
+    license: String,
+    /// Lint warnings fail the build too.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    fail_on_lint_warning: bool,
+    /// Write lint findings as OUT/ARCH/lint-NAME-VERSION-rN.json.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    persist_lint_results: bool,
+    /// Append ARCH|ORIGIN|NAME|VERSION-rN per built package to ./packages.log.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    create_build_log: bool,
+    /// Write each package's generated dependencies as JSON to FILE.ARCH.
+    #[arg(long)]
+    dependency_log: Option<PathBuf>,
 }
 
 fn find_config(c: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -126,23 +158,141 @@ fn read_vars(p: &Option<PathBuf>) -> anyhow::Result<BTreeMap<String, String>> {
     serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
 }
 
-fn read_env_file(p: &Option<PathBuf>) -> anyhow::Result<BTreeMap<String, String>> {
-    let Some(p) = p else {
-        return Ok(BTreeMap::new());
+/// The variables of `--env-file`s, read as godotenv does (`KEY=value`, `export KEY=value`,
+/// `KEY: value`, single quotes literal, double quotes with `\n` escapes and `${VAR}`, `#`
+/// comments). A variable named in several files takes the first file's value, as melange
+/// merges them.
+fn read_env_files(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for p in files {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading --env-file {}", p.display()))?;
+        let vars = parse_dotenv(&text).with_context(|| format!("--env-file {}", p.display()))?;
+        for (k, v) in vars {
+            out.entry(k).or_insert(v);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_dotenv(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let expand = |v: &str, vars: &BTreeMap<String, String>| -> String {
+        let mut out = String::new();
+        let mut it = v.chars().peekable();
+        while let Some(c) = it.next() {
+            if c == '\\' && it.peek() == Some(&'$') {
+                out.push('$');
+                it.next();
+            } else if c == '$' {
+                let braced = it.peek() == Some(&'{');
+                if braced {
+                    it.next();
+                }
+                let mut name = String::new();
+                while let Some(&n) = it.peek() {
+                    if n.is_ascii_alphanumeric() || n == '_' {
+                        name.push(n);
+                        it.next();
+                    } else {
+                        break;
+                    }
+                }
+                if braced && it.peek() == Some(&'}') {
+                    it.next();
+                }
+                if name.is_empty() {
+                    out.push('$');
+                } else {
+                    out.push_str(
+                        &vars
+                            .get(&name)
+                            .cloned()
+                            .or_else(|| std::env::var(&name).ok())
+                            .unwrap_or_default(),
+                    );
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     };
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.trim().trim_start_matches("export ").to_string(),
-                v.trim().trim_matches('"').to_string(),
-            )
-        })
-        .collect())
+    let mut lines = text.lines().enumerate();
+    while let Some((n, raw)) = lines.next() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line
+            .strip_prefix("export ")
+            .map(str::trim_start)
+            .unwrap_or(line);
+        let sep = line
+            .find(['=', ':'])
+            .with_context(|| format!("line {}: no '=' in {line:?}", n + 1))?;
+        let key = line[..sep].trim().to_string();
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            bail!("line {}: {key:?} is not a variable name", n + 1);
+        }
+        let mut rest = line[sep + 1..].trim_start().to_string();
+        let value = match rest.chars().next() {
+            Some(q @ ('\'' | '"')) => {
+                // A quoted value may run over several lines.
+                let mut body = rest[1..].to_string();
+                loop {
+                    if let Some(end) = find_closing(&body, q) {
+                        body.truncate(end);
+                        break;
+                    }
+                    match lines.next() {
+                        Some((_, more)) => {
+                            body.push('\n');
+                            body.push_str(more);
+                        }
+                        None => bail!("line {}: the {q} quote is not closed", n + 1),
+                    }
+                }
+                if q == '\'' {
+                    body
+                } else {
+                    let unescaped = body
+                        .replace("\\n", "\n")
+                        .replace("\\r", "\r")
+                        .replace("\\\"", "\"");
+                    expand(&unescaped, &vars)
+                }
+            }
+            _ => {
+                if let Some(c) = rest.find(" #") {
+                    rest.truncate(c);
+                }
+                expand(rest.trim_end(), &vars)
+            }
+        };
+        vars.insert(key, value);
+    }
+    Ok(vars)
+}
+
+/// The position of the closing quote `q` in `s` (a backslash escapes a double quote).
+fn find_closing(s: &str, q: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if q == '"' && c == '\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        if c == q && !escaped {
+            return Some(i);
+        }
+        escaped = false;
+    }
+    None
 }
 
 fn archs(list: &[String]) -> anyhow::Result<Vec<Arch>> {
@@ -171,20 +321,133 @@ fn default_apk_cache() -> PathBuf {
         .join("pallet")
 }
 
-pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
-    if a.runner != "bubblewrap" && a.runner != "bwrap" {
-        bail!(
-            "--runner {}: pallet runs builds in bubblewrap only (docker and qemu are not available here)",
-            a.runner
+/// `--runner`: bubblewrap runs the build; melange's other runners are accepted and say, in one
+/// line, that the build runs in bubblewrap instead.
+fn check_runner(runner: &Option<String>) -> anyhow::Result<()> {
+    match runner.as_deref() {
+        None | Some("") | Some("bubblewrap") | Some("bwrap") => Ok(()),
+        Some(r @ ("qemu" | "docker")) => {
+            eprintln!(
+                "note: --runner {r}: pallet has no {r} runner yet; running in the bubblewrap sandbox instead (pass --runner bubblewrap to say so)"
+            );
+            Ok(())
+        }
+        Some(other) => bail!("--runner {other}: unknown runner (bubblewrap, qemu or docker)"),
+    }
+}
+
+/// `-i/--interactive`: melange opens a shell in the guest when a step fails; pallet cannot yet.
+fn note_interactive(interactive: bool) {
+    if interactive {
+        eprintln!(
+            "note: --interactive: pallet cannot open a shell in the sandbox when a step fails yet; to look at a failed build, rerun it with --workspace-dir DIR (kept afterwards) and --debug"
         );
+    }
+}
+
+/// The commit of the configuration file: `--git-commit`, else `git rev-parse HEAD` in its
+/// folder (melange's best-effort detection), else none.
+fn detect_commit(given: &Option<String>, config: &Path) -> Option<String> {
+    if let Some(c) = given.as_ref().filter(|c| !c.trim().is_empty()) {
+        return Some(c.trim().to_string());
+    }
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let c = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && c.len() >= 7 && c.chars().all(|x| x.is_ascii_hexdigit())).then_some(c)
+}
+
+/// Append melange's build log lines (`ARCH|ORIGIN|NAME|VERSION-rN`) to `./packages.log`.
+fn append_build_log(plan: &driver::Plan, arch: Arch) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("packages.log")
+        .context("opening packages.log")?;
+    let origin = &plan.main.name;
+    for name in
+        std::iter::once(&plan.main.name).chain(plan.subpackages.iter().map(|(s, _)| &s.name))
+    {
+        writeln!(
+            f,
+            "{}|{origin}|{name}|{}-r{}",
+            arch.apk(),
+            plan.version,
+            plan.epoch
+        )
+        .context("writing packages.log")?;
+    }
+    Ok(())
+}
+
+pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    check_runner(&a.runner)?;
+    note_interactive(a.interactive);
+    if a.bootstrap {
+        let unused: Vec<&str> = [
+            ("--package-append", !a.package_append.is_empty()),
+            ("--repository-append", !a.repository_append.is_empty()),
+            ("--keyring-append", !a.keyring_append.is_empty()),
+            ("--apk-cache-dir", a.apk_cache_dir.is_some()),
+            ("--ignore-signatures", a.ignore_signatures),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect();
+        if !unused.is_empty() {
+            eprintln!(
+                "note: --bootstrap uses the host's root as the build guest, so nothing is installed and {} {} not used",
+                unused.join(", "),
+                if unused.len() == 1 { "is" } else { "are" }
+            );
+        }
     }
     let config = find_config(&a.config)?;
     let vars = read_vars(&a.vars_file)?;
-    let env_file = read_env_file(&a.env_file)?;
+    let env_file = read_env_files(&a.env_file)?;
     let sde = epoch(&a.build_date)?;
+    // melange searches --pipeline-dir, then each of --pipeline-dirs, then the built-ins.
+    let pipeline_dirs: Vec<PathBuf> = a
+        .pipeline_dir
+        .iter()
+        .chain(&a.pipeline_dirs)
+        .cloned()
+        .collect();
+    let commit = detect_commit(&a.git_commit, &config);
+    let git_repo_url = match &a.git_repo_url {
+        Some(u) if !u.trim().is_empty() => u.trim().to_string(),
+        _ => {
+            eprintln!(
+                "note: no --git-repo-url: the SBOM names the configuration's repository https://unknown/unknown/unknown, as melange does"
+            );
+            "https://unknown/unknown/unknown".into()
+        }
+    };
+    let config_source = pallet_build::assemble::ConfigSource {
+        path: config.display().to_string(),
+        repository_url: git_repo_url,
+        commit: commit.clone().unwrap_or_else(|| "unknown".into()),
+        license: a.license.clone(),
+    };
     let mut built = 0;
     for arch in archs(&a.arch)? {
-        let plan = match recipe::load(&config, arch, &a.pipeline_dir, &vars) {
+        let copts = pallet_build::compile::CompileOptions {
+            arch: Some(arch),
+            pipeline_dirs: pipeline_dirs.clone(),
+            vars: vars.clone(),
+            build_options: a.build_option.clone(),
+        };
+        let mut plan = match recipe::load_with(&config, &copts) {
             Ok(p) => p,
             Err(RecipeError::SkipArch { name, arch }) => {
                 eprintln!("skipping {name} for {arch}: not in target-architecture");
@@ -192,6 +455,16 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
+        // The detected commit stands in for a `package.commit` the configuration leaves out.
+        if let Some(c) = &commit {
+            for spec in
+                std::iter::once(&mut plan.main).chain(plan.subpackages.iter_mut().map(|(s, _)| s))
+            {
+                if spec.commit.as_deref().is_none_or(str::is_empty) {
+                    spec.commit = Some(c.clone());
+                }
+            }
+        }
         let opts = Options {
             arch: Some(arch),
             out_dir: a.out_dir.clone(),
@@ -211,15 +484,26 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             source_date_epoch: sde,
             namespace: a.namespace.clone(),
             debug: a.debug,
-            rm: a.rm,
+            // --cleanup=false keeps the guest as --rm=false keeps everything.
+            rm: a.rm && a.cleanup,
             extra_repositories: a.repository_append.clone(),
             extra_keyring: a.keyring_append.clone(),
             extra_packages: a.package_append.clone(),
             ignore_signatures: a.ignore_signatures,
             env_file: env_file.clone(),
+            fail_on_lint_warning: a.fail_on_lint_warning,
+            persist_lint_results: a.persist_lint_results,
+            dependency_log: a.dependency_log.clone(),
+            config_source: config_source.clone(),
         };
         let written = driver::build(&plan, &opts)
             .with_context(|| format!("building {} for {}", config.display(), arch.apk()))?;
+        if a.create_build_log {
+            append_build_log(&plan, arch)?;
+        }
+        if let Some(d) = &a.dependency_log {
+            eprintln!("wrote the dependency log {}.{}", d.display(), arch.apk());
+        }
         built += written.len();
     }
     eprintln!("built {built} package(s) into {}", a.out_dir.display());
@@ -230,6 +514,9 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
 #[derive(Parser)]
 #[command(name = "melange", version, about = "pallet's melange-compatible face")]
 struct MelangeCli {
+    /// Log level: debug, info (default), warn, error.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: MelangeCommand,
 }
@@ -308,7 +595,9 @@ pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<ExitCode> {
 
 /// A `melange` command line.
 pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
-    match MelangeCli::parse_from(args).command {
+    let cli = MelangeCli::parse_from(args);
+    crate::log_level(&cli.log_level)?;
+    match cli.command {
         MelangeCommand::Build(a) => build_cmd(*a),
         MelangeCommand::Compile(a) => compile_cmd(a),
         MelangeCommand::Lint(a) => lint_cmd(a),
@@ -495,37 +784,80 @@ pub struct TestArgs {
     config: PathBuf,
     /// Test only this package or subpackage.
     package: Option<String>,
+    /// Architectures to test (default: the host's).
+    #[arg(long, value_delimiter = ',')]
+    arch: Vec<String>,
+    /// A folder searched for `uses:` pipelines before the built-ins (repeatable).
     #[arg(long)]
-    arch: Option<String>,
-    #[arg(long, alias = "pipeline-dirs")]
     pipeline_dir: Vec<PathBuf>,
+    /// Folders searched for `uses:` pipelines, after --pipeline-dir (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pipeline_dirs: Vec<PathBuf>,
+    /// Fixtures copied into the test workspace.
     #[arg(long)]
     source_dir: Option<PathBuf>,
+    /// Mounted at /var/cache/melange.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Cache for the test environment's packages.
     #[arg(long)]
     apk_cache_dir: Option<PathBuf>,
-    #[arg(short = 'k', long)]
+    /// Extra keys for the test environment's repositories (paths or URLs).
+    #[arg(short = 'k', long, value_delimiter = ',')]
     keyring_append: Vec<String>,
-    #[arg(short = 'r', long)]
+    /// Extra repositories for the test environment.
+    #[arg(short = 'r', long, value_delimiter = ',')]
     repository_append: Vec<String>,
-    #[arg(long)]
+    /// Extra packages for every test environment.
+    #[arg(long, value_delimiter = ',')]
     test_package_append: Vec<String>,
-    #[arg(long)]
-    env_file: Option<PathBuf>,
-    #[arg(long)]
+    /// Build options (`options:`) to enable while compiling the tests.
+    #[arg(long, value_delimiter = ',')]
+    test_option: Vec<String>,
+    /// dotenv files whose variables every step sees (repeatable; the first file naming a
+    /// variable wins; the test's environment wins over all).
+    #[arg(long, value_delimiter = ',')]
+    env_file: Vec<PathBuf>,
+    /// Trace each step's shell (`set -x`).
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     debug: bool,
-    #[arg(long)]
+    /// melange's shell-on-failure: not available in the sandbox yet (says so).
+    #[arg(short = 'i', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    interactive: bool,
+    /// Skip verifying the environment repositories' signatures.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     ignore_signatures: bool,
-    #[arg(long, default_value = "bubblewrap")]
-    runner: String,
+    /// Runner: bubblewrap (qemu and docker are accepted and run in bubblewrap, with a note).
+    #[arg(long)]
+    runner: Option<String>,
 }
 
 pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
-    let arch = one_arch(&a.arch)?;
+    check_runner(&a.runner)?;
+    note_interactive(a.interactive);
+    let env_file = read_env_files(&a.env_file)?;
+    let pipeline_dirs: Vec<PathBuf> = a
+        .pipeline_dir
+        .iter()
+        .chain(&a.pipeline_dirs)
+        .cloned()
+        .collect();
+    for arch in archs(&a.arch)? {
+        test_arch(&a, arch, &pipeline_dirs, &env_file)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test_arch(
+    a: &TestArgs,
+    arch: Arch,
+    pipeline_dirs: &[PathBuf],
+    env_file: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     let opts = pallet_build::compile::CompileOptions {
         arch: Some(arch),
-        pipeline_dirs: a.pipeline_dir.clone(),
+        pipeline_dirs: pipeline_dirs.to_vec(),
+        build_options: a.test_option.clone(),
         ..Default::default()
     };
     let (compiled, _) = pallet_build::compile::compile_file(&a.config, &opts)?;
@@ -562,13 +894,34 @@ pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
         extra_keyring: a.keyring_append.clone(),
         extra_packages: a.test_package_append.clone(),
         ignore_signatures: a.ignore_signatures,
-        env_file: read_env_file(&a.env_file)?,
+        env_file: env_file.clone(),
         ..Default::default()
     };
     for (name, t) in &tests {
-        eprintln!("testing {name}");
+        eprintln!("testing {name} for {}", arch.apk());
         driver::run_test(t, &bopts).with_context(|| format!("testing {name}"))?;
         eprintln!("PASS {name}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_dotenv;
+
+    #[test]
+    fn dotenv_as_godotenv_reads_it() {
+        let v = parse_dotenv(
+            "# c\nexport A=1\nB: two words # note\nC='${A} literal'\nD=\"x${A}y\\n\"\nE=\"multi\nline\"\nF=\n",
+        )
+        .unwrap();
+        assert_eq!(v["A"], "1");
+        assert_eq!(v["B"], "two words");
+        assert_eq!(v["C"], "${A} literal");
+        assert_eq!(v["D"], "x1y\n");
+        assert_eq!(v["E"], "multi\nline");
+        assert_eq!(v["F"], "");
+        assert!(parse_dotenv("no separator here\n").is_err());
+        assert!(parse_dotenv("A='open\n").is_err());
+    }
 }
