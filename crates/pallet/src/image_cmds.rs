@@ -114,6 +114,71 @@ pub struct BuildFlags {
     /// Build exactly the packages of this lock file.
     #[arg(long)]
     lockfile: Option<PathBuf>,
+    /// Layer payload format: tar (the default; erofs is refused, pallet writes tar layers only).
+    #[arg(long)]
+    format: Option<String>,
+    #[command(flatten)]
+    limits: SizeLimits,
+}
+
+/// apko's size guards (bytes; 0 = the default, -1 = no limit).
+#[derive(Args, Clone, Copy)]
+pub struct SizeLimits {
+    /// Largest decompressed APKINDEX (default 300 MiB).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    max_apkindex_decompressed_size: i64,
+    /// Largest decompressed control section of a package (default 10 MiB).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    max_apk_control_size: i64,
+    /// Largest decompressed data section of a package (default 16 GiB).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    max_apk_data_size: i64,
+    /// Largest HTTP answer (default 8 GiB).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    max_http_response_size: i64,
+}
+
+impl SizeLimits {
+    /// Make the limits the ones every index, package and download of this process is read
+    /// with.
+    fn apply(&self) -> anyhow::Result<()> {
+        let pick = |flag: &str, v: i64, default: u64| -> anyhow::Result<u64> {
+            match v {
+                0 => Ok(default),
+                -1 => Ok(u64::MAX),
+                v if v > 0 => Ok(v as u64),
+                v => bail!(
+                    "--{flag} {v}: give a size in bytes, 0 for the default or -1 for no limit"
+                ),
+            }
+        };
+        pallet_index::set_max_index_size(pick(
+            "max-apkindex-decompressed-size",
+            self.max_apkindex_decompressed_size,
+            pallet_index::MAX_INDEX_SIZE,
+        )?);
+        pallet_apk_stream::reader::set_default_limits(
+            pick("max-apk-control-size", self.max_apk_control_size, 10 << 20)?,
+            pick("max-apk-data-size", self.max_apk_data_size, 16 << 30)?,
+        );
+        pallet_repo::set_max_http_response_size(pick(
+            "max-http-response-size",
+            self.max_http_response_size,
+            pallet_repo::DEFAULT_MAX_HTTP_RESPONSE,
+        )?);
+        Ok(())
+    }
+}
+
+/// apko's `--format`: `tar` (or unset) is what pallet writes.
+fn check_format(f: &Option<String>) -> anyhow::Result<()> {
+    match f.as_deref() {
+        None | Some("") | Some("tar") => Ok(()),
+        Some("erofs") => bail!(
+            "--format erofs: pallet writes tar layers only (apko's EROFS layers are experimental and not implemented here); leave --format out or pass --format tar"
+        ),
+        Some(other) => bail!("--format {other}: not a layer format (tar, erofs)"),
+    }
 }
 
 #[derive(Args)]
@@ -154,6 +219,8 @@ pub struct MinirootfsArgs {
     /// The architecture to build (default: the host's; archs in the config are ignored).
     #[arg(long)]
     build_arch: Option<String>,
+    #[command(flatten)]
+    limits: SizeLimits,
 }
 
 #[derive(Args)]
@@ -188,6 +255,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
+    a.limits.apply()?;
     let loaded = load_config(&a.config, &a.common.include_paths)?;
     let arch = crate::melange_build::one_arch(&a.build_arch)?;
     if !loaded.config.archs.is_empty() {
@@ -268,6 +336,12 @@ fn lock_cmd(a: LockArgs) -> anyhow::Result<ExitCode> {
 #[derive(Parser)]
 #[command(name = "apko", version, about = "pallet's apko-compatible face")]
 struct ApkoCli {
+    /// Change to this folder before anything else (relative paths are read from there).
+    #[arg(short = 'C', long, global = true)]
+    workdir: Option<PathBuf>,
+    /// Log level: debug, info (default), warn, error.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: ApkoCommand,
 }
@@ -284,7 +358,13 @@ enum ApkoCommand {
 }
 
 pub fn run_apko_face() -> anyhow::Result<ExitCode> {
-    match ApkoCli::parse().command {
+    let cli = ApkoCli::parse();
+    crate::log_level(&cli.log_level)?;
+    if let Some(d) = &cli.workdir {
+        std::env::set_current_dir(d)
+            .with_context(|| format!("-C {}: cannot change to that folder", d.display()))?;
+    }
+    match cli.command {
         ApkoCommand::Build(a) => build_cmd(a),
         ApkoCommand::Publish(a) => publish_cmd(a),
         ApkoCommand::Login(a) => login_cmd(a),
@@ -411,6 +491,8 @@ fn build_all(
     f: &BuildFlags,
     work_parent: &Path,
 ) -> anyhow::Result<Built> {
+    check_format(&f.format)?;
+    f.limits.apply()?;
     let loaded = load_config(config_path, &f.common.include_paths)?;
     let cfg = &loaded.config;
     let archs = archs(&f.common, cfg)?;
