@@ -163,7 +163,7 @@ impl Assembly<'_> {
             source,
         };
         let full = self.full_version();
-        let g = sca::analyze(destdir, &full, spec.sca).map_err(io)?;
+        let g = sca::analyze_spec(spec, destdir, &full).map_err(io)?;
         if let Some(log) = &self.dependency_log {
             self.write_dependency_log(log, &g).map_err(io)?;
         }

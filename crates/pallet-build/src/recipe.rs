@@ -103,6 +103,8 @@ fn sca(o: &Option<PackageOptions>) -> ScaOptions {
         no_provides: o.no_provides,
         no_depends: o.no_depends,
         no_commands: o.no_commands,
+        no_versioned_shlib_deps: o.no_versioned_shlib_deps,
+        ..ScaOptions::default()
     }
 }
 
@@ -262,6 +264,15 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
             )?,
             s,
         ));
+    }
+    // Every package's analysis sees the build's other packages (melange's RelativeNames).
+    let relatives: Vec<String> = std::iter::once(main.name.clone())
+        .chain(subpackages.iter().map(|(s, _)| s.name.clone()))
+        .collect();
+    let mut main = main;
+    main.sca.relatives = relatives.clone();
+    for (s, _) in &mut subpackages {
+        s.sca.relatives = relatives.clone();
     }
     Ok(Plan {
         version: p.version.clone(),
