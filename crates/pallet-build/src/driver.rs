@@ -28,6 +28,9 @@ pub struct Plan {
     pub cap_drop: Vec<String>,
     /// `package.timeout`: the whole build's limit.
     pub timeout: Option<std::time::Duration>,
+    /// Which lint rules run and how (melange's `--lint-require` / `--lint-warn`), and each
+    /// package's test steps (lddcheck and pkgconf look for theirs).
+    pub lint: crate::lint::BuildLint,
 }
 
 /// How to build.
@@ -201,8 +204,10 @@ fn lint_outputs(
     let mut warned = vec![];
     for p in all {
         let dir = workspace.join("melange-out").join(&p.name);
-        let entries = crate::lint::entries_of(&dir).map_err(|e| setup("reading melange-out", e))?;
-        let found = crate::lint::lint_package(&p.name, &entries, &p.checks_disabled, &[]);
+        let found = plan
+            .lint
+            .lint_dir(&dir, &p.name, arch.apk(), &p.checks_disabled)
+            .map_err(|e| setup(&format!("linting {}", p.name), e))?;
         for f in &found {
             let line = format!("{}: {} ({})", f.package, f.rule, f.message);
             match f.severity {

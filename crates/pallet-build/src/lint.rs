@@ -1,10 +1,17 @@
 //! melange's lint rules: those that read a package's files (run during every build, where a
-//! failing *required* rule fails the build and the others warn), and those that need only the
-//! configuration (`pallet pkg lint FILE.yaml`).
+//! failing *required* rule fails the build and the others warn, and on finished `.apk`
+//! files), and those that need only the configuration (`pallet pkg lint FILE.yaml`).
+//!
+//! Which rules run, and how seriously, is a [`Policy`]: melange's `--lint-require` and
+//! `--lint-warn` lists (each defaults to the rules marked so), with a package's
+//! `checks.disabled` moving rules from the first list to the second.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use crate::compile::Configuration;
+
+mod content;
 
 /// How much a rule matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -21,7 +28,14 @@ pub struct Finding {
     pub rule: &'static str,
     pub severity: Severity,
     pub package: String,
+    /// melange's message (its first line, for the rules it words on several).
     pub message: String,
+    /// The items melange lists under the message: paths, `path (arch)`, duplicate sets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+    /// melange's advice for the rule (its `Explain`).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub explain: &'static str,
 }
 
 /// What a package rule sees of one file.
@@ -44,49 +58,305 @@ pub const PACKAGE_RULES: &[(&str, Severity)] = &[
     ("usrmerge", Severity::Require),
     ("varempty", Severity::Require),
     ("worldwrite", Severity::Require),
+    ("binaryarch", Severity::Warn),
+    ("cudaruntimelib", Severity::Warn),
     ("dll", Severity::Warn),
+    ("duplicate", Severity::Warn),
     ("dylib", Severity::Warn),
+    ("lddcheck", Severity::Warn),
     ("maninfo", Severity::Warn),
+    ("nonlinux", Severity::Warn),
     ("object", Severity::Warn),
     ("opt", Severity::Warn),
+    ("pkgconf", Severity::Warn),
+    ("python/docs", Severity::Warn),
+    ("python/multiple", Severity::Warn),
+    ("python/test", Severity::Warn),
     ("sbom", Severity::Warn),
     ("srv", Severity::Warn),
     ("staticarchive", Severity::Warn),
+    ("strip", Severity::Warn),
+    ("unsupportedarch", Severity::Warn),
     ("usrlocal", Severity::Warn),
-    ("cudaruntimelib", Severity::Warn),
-    ("nonlinux", Severity::Warn),
-    ("python/docs", Severity::Warn),
-    ("python/test", Severity::Warn),
-    ("empty", Severity::Ignore),
     ("documentation", Severity::Ignore),
+    ("empty", Severity::Ignore),
 ];
+
+/// melange's advice per rule, shown with a finding.
+fn explain(rule: &str) -> &'static str {
+    match rule {
+        "dev" => {
+            "If this package is creating /dev nodes, it should use udev instead; otherwise, remove any files in /dev"
+        }
+        "documentation" | "maninfo" => "Place documentation into a separate package or remove it",
+        "opt" | "srv" | "usrlocal" => "This package should be a -compat package",
+        "object" => "This package contains intermediate object files (.o files)",
+        "sbom" => "Remove any files in /var/lib/db/sbom from the package",
+        "setuidgid" => "Unset the setuid/setgid bit on the relevant files, or remove this linter",
+        "tempdir" => {
+            "Remove any offending files in temporary dirs in the pipeline, or add a /usr/lib/tmpfiles.d/ snippet in the case of dirs under /run/"
+        }
+        "varempty" => "Remove any offending files in /var/empty in the pipeline",
+        "worldwrite" => {
+            "Change the permissions of any permissive files in the package, disable the linter, or make this a -compat package"
+        }
+        "strip" => "Properly strip all binaries in the pipeline",
+        "infodir" => "Remove /usr/share/info/dir from the package (run split/infodir)",
+        "empty" => {
+            "Verify that this package is supposed to be empty; if it is, disable this linter; otherwise check the build"
+        }
+        "python/docs" => "Remove all docs directories from the package",
+        "python/multiple" => {
+            "Split this package up into multiple packages and verify you are not improperly using pip install"
+        }
+        "python/test" => "Remove all test directories from the package",
+        "pkgconf" => {
+            "This package provides files in a pkgconfig directory, please add the pkgconf test pipeline"
+        }
+        "lddcheck" => {
+            "This package provides shared object files, please add the ldd-check test pipeline"
+        }
+        "usrmerge" => "Move binary to /usr/bin",
+        "cudaruntimelib" => {
+            "CUDA driver-specific libraries should be passed into the container by the host. Installing them in an image could override the host libraries and break GPU support. If this library is needed for build-time linking or ldd-check tests, please use a package containing a stub library instead. For libcuda.so, use nvidia-cuda-cudart-$cuda_version. For libnvidia-ml.so, use nvidia-cuda-nvml-dev-$cuda_version."
+        }
+        "dll" => "This package contains Windows libraries",
+        "dylib" => "This package contains macOS libraries",
+        "nonlinux" => "This package contains references to non-Linux paths",
+        "unsupportedarch" => {
+            "This package contains references to unsupported architectures (only aarch64/arm64 and amd64/x86_64 are supported)"
+        }
+        "binaryarch" => {
+            "This package contains binaries compiled for unsupported architectures (only aarch64/arm64 and amd64/x86_64 binaries are supported)"
+        }
+        "staticarchive" => "This package contains static archives (.a files)",
+        "libtool/la-files" => {
+            "Remove libtool archive (.la) files from the package, or disable this linter if they are required"
+        }
+        "duplicate" => {
+            "This package contains files with the same name and content in different directories (consider symlinking)"
+        }
+        _ => "",
+    }
+}
+
+/// A rule name no linter answers to (melange: `unknown linter: "NAME"`).
+#[derive(Debug, thiserror::Error)]
+pub enum LintError {
+    #[error("unknown linter: {0:?}")]
+    UnknownRule(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Every name must be a package rule.
+pub fn check_rules<S: AsRef<str>>(names: &[S]) -> Result<(), LintError> {
+    for n in names {
+        let n = n.as_ref();
+        if !PACKAGE_RULES.iter().any(|(r, _)| *r == n) {
+            return Err(LintError::UnknownRule(n.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Which package rules run: those listed in `require` fail the build (or `pkg lint`), those
+/// in `warn` only report; the others do not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub require: Vec<String>,
+    pub warn: Vec<String>,
+}
+
+impl Default for Policy {
+    /// melange's defaults: every rule marked require, and every rule marked warn.
+    fn default() -> Self {
+        let of = |s| {
+            let mut v: Vec<String> = PACKAGE_RULES
+                .iter()
+                .filter(|(_, d)| *d == s)
+                .map(|(r, _)| r.to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        Policy {
+            require: of(Severity::Require),
+            warn: of(Severity::Warn),
+        }
+    }
+}
+
+impl Policy {
+    /// melange's `--lint-require` and `--lint-warn`: a list given replaces that list's
+    /// default (values may be comma-separated, as cobra's string slices are); every name
+    /// must be a rule.
+    pub fn from_flags(
+        require: Option<&[String]>,
+        warn: Option<&[String]>,
+    ) -> Result<Policy, LintError> {
+        let split = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let d = Policy::default();
+        let p = Policy {
+            require: require.map(split).unwrap_or(d.require),
+            warn: warn.map(split).unwrap_or(d.warn),
+        };
+        check_rules(&p.require)?;
+        check_rules(&p.warn)?;
+        Ok(p)
+    }
+
+    /// The policy for one package: its `checks.disabled` rules are warnings, not
+    /// requirements (and run as warnings even when not otherwise listed).
+    pub fn for_package(&self, disabled: &[String]) -> Policy {
+        let mut warn = self.warn.clone();
+        for d in disabled {
+            if !warn.contains(d) {
+                warn.push(d.clone());
+            }
+        }
+        Policy {
+            require: self
+                .require
+                .iter()
+                .filter(|r| !disabled.contains(r))
+                .cloned()
+                .collect(),
+            warn,
+        }
+    }
+
+    /// How `rule` runs, if at all.
+    pub fn severity(&self, rule: &str) -> Option<Severity> {
+        if self.require.iter().any(|r| r == rule) {
+            Some(Severity::Require)
+        } else if self.warn.iter().any(|r| r == rule) {
+            Some(Severity::Warn)
+        } else {
+            None
+        }
+    }
+}
+
+/// The bytes of a package's regular files, for the rules that look inside them.
+pub trait Contents {
+    /// The file at `path` (a regular file of the package), or `None` when unknown.
+    fn read(&self, path: &str) -> Option<Vec<u8>>;
+    /// The SHA-256 of the file at `path` (for duplicate).
+    fn sha256(&self, path: &str) -> Option<[u8; 32]> {
+        use sha2::Digest;
+        self.read(path).map(|d| sha2::Sha256::digest(&d).into())
+    }
+    /// Whether file contents can be had at all; the content rules are skipped when not.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
+/// No contents: the content rules (binaryarch, duplicate, strip) are skipped.
+pub struct NoContents;
+
+impl Contents for NoContents {
+    fn read(&self, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn available(&self) -> bool {
+        false
+    }
+}
+
+/// The files of a staged tree.
+pub struct DirContents<'a>(pub &'a Path);
+
+impl Contents for DirContents<'_> {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        let p = self.0.join(path);
+        // Only the tree's own regular files, never through a link.
+        let md = std::fs::symlink_metadata(&p).ok()?;
+        md.is_file().then(|| std::fs::read(&p).ok()).flatten()
+    }
+}
+
+impl Contents for BTreeMap<String, Vec<u8>> {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        self.get(path).cloned()
+    }
+}
+
+/// What [`lint_apk`] keeps of a package's files while streaming it: the bytes of ELF files
+/// the ELF rules look at, and the digest of every file duplicate looks at.
+#[derive(Default)]
+struct ApkContents {
+    elf: BTreeMap<String, Vec<u8>>,
+    sha256: BTreeMap<String, [u8; 32]>,
+}
+
+impl Contents for ApkContents {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        self.elf.get(path).cloned()
+    }
+    fn sha256(&self, path: &str) -> Option<[u8; 32]> {
+        self.sha256.get(path).copied()
+    }
+}
+
+/// What the configuration says of a package's tests, for lddcheck and pkgconf.
+#[derive(Clone, Copy, Debug)]
+pub enum Tests<'a> {
+    /// Not known: the two rules are skipped.
+    Unknown,
+    /// No configuration at all (an `.apk` without `.melange.yaml`): melange reports that.
+    NoConfiguration,
+    /// The `uses:` of the package's test pipeline steps.
+    Uses(&'a [String]),
+}
+
+/// One package to lint.
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub files: &'a [Entry],
+    pub contents: &'a dyn Contents,
+    /// The package's architecture as apk names it (`x86_64`): binaryarch also reports ELF
+    /// files built for another one.
+    pub arch: Option<&'a str>,
+    pub tests: Tests<'a>,
+}
 
 fn under(path: &str, dir: &str) -> bool {
     path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
 }
 
-/// Run the package rules on a package's files. `disabled` (from `checks.disabled`) turns a
-/// required rule into a warning; `enabled` runs ignored rules too.
-pub fn lint_package(
-    pkg: &str,
-    files: &[Entry],
-    disabled: &[String],
-    enabled: &[String],
-) -> Vec<Finding> {
+/// Run the package rules `policy` names on `target`.
+pub fn lint(target: &Target, policy: &Policy) -> Vec<Finding> {
     let mut out = vec![];
+    let pkg = target.name;
+    let files = target.files;
     let is = |s: &str| pkg.ends_with(s);
     let compat = is("-compat");
     let dev = is("-dev");
-    for (rule, default) in PACKAGE_RULES {
-        // A disabled required rule, or an ignored rule asked for by name, reports as a warning.
-        let downgraded = *default == Severity::Require && disabled.iter().any(|d| d == rule);
-        let asked_for = *default == Severity::Ignore && enabled.iter().any(|e| e == rule);
-        let severity = if downgraded || asked_for {
-            Severity::Warn
-        } else {
-            *default
+    for (rule, _) in PACKAGE_RULES {
+        let Some(severity) = policy.severity(rule) else {
+            continue;
         };
-        if severity == Severity::Ignore {
+        if let Some((message, details)) = content::check(rule, target) {
+            out.push(Finding {
+                rule,
+                severity,
+                package: pkg.to_string(),
+                message,
+                details,
+                explain: explain(rule),
+            });
+            continue;
+        }
+        if content::RULES.contains(rule) {
             continue;
         }
         let mut hits: Vec<&str> = vec![];
@@ -130,16 +400,6 @@ pub fn lint_package(
                         .iter()
                         .any(|w| l.split(['/', '-', '_', '.']).any(|c| c == *w))
                 }
-                "python/docs" => {
-                    p.contains("/site-packages/")
-                        && p.split('/').any(|c| c == "doc" || c == "docs")
-                        && p.starts_with("usr/lib/python3")
-                }
-                "python/test" => {
-                    p.contains("/site-packages/")
-                        && p.split('/').any(|c| c == "test" || c == "tests")
-                        && p.starts_with("usr/lib/python3")
-                }
                 "documentation" => {
                     !is("-doc") && file && {
                         let b = p.rsplit('/').next().unwrap_or(p).to_ascii_uppercase();
@@ -178,13 +438,43 @@ pub fn lint_package(
                         String::new()
                     }
                 ),
+                details: hits.iter().map(|h| h.to_string()).collect(),
+                explain: explain(rule),
             });
         }
     }
     out
 }
 
-/// The files of a staged tree, for [`lint_package`].
+/// Run the package rules on a package's file list alone (no contents, no configuration:
+/// binaryarch, duplicate, strip, lddcheck and pkgconf are skipped). `disabled` (from
+/// `checks.disabled`) turns a required rule into a warning; `enabled` runs more rules
+/// (ignored ones included) as warnings.
+pub fn lint_package(
+    pkg: &str,
+    files: &[Entry],
+    disabled: &[String],
+    enabled: &[String],
+) -> Vec<Finding> {
+    let mut policy = Policy::default();
+    for e in enabled {
+        if policy.severity(e).is_none() {
+            policy.warn.push(e.clone());
+        }
+    }
+    lint(
+        &Target {
+            name: pkg,
+            files,
+            contents: &NoContents,
+            arch: None,
+            tests: Tests::Unknown,
+        },
+        &policy.for_package(disabled),
+    )
+}
+
+/// The files of a staged tree, for [`lint`].
 pub fn entries_of(root: &std::path::Path) -> std::io::Result<Vec<Entry>> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = vec![];
@@ -207,6 +497,175 @@ pub fn entries_of(root: &std::path::Path) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// How a build lints its packages: the policy (melange's `--lint-require` and
+/// `--lint-warn`) and the `uses:` of each package's test pipeline, by package name.
+#[derive(Clone, Debug, Default)]
+pub struct BuildLint {
+    pub policy: Policy,
+    pub tests: BTreeMap<String, Vec<String>>,
+}
+
+impl BuildLint {
+    /// Lint the staged tree of `package` (architecture `arch`, as apk names it), its
+    /// `checks.disabled` rules downgraded to warnings. A disabled name that is no rule is an
+    /// error, as in melange.
+    pub fn lint_dir(
+        &self,
+        root: &Path,
+        package: &str,
+        arch: &str,
+        disabled: &[String],
+    ) -> Result<Vec<Finding>, LintError> {
+        check_rules(disabled)?;
+        let files = entries_of(root)?;
+        let none = vec![];
+        let tests = self.tests.get(package).unwrap_or(&none);
+        Ok(lint(
+            &Target {
+                name: package,
+                files: &files,
+                contents: &DirContents(root),
+                arch: Some(arch),
+                tests: Tests::Uses(tests),
+            },
+            &self.policy.for_package(disabled),
+        ))
+    }
+}
+
+/// The `uses:` of the test steps of `package` in a melange configuration's text (the
+/// `.melange.yaml` of a package); `None` when it cannot be read.
+fn tests_in_yaml(yaml: &str, package: &str) -> Option<Vec<String>> {
+    #[derive(serde::Deserialize, Default)]
+    struct Step {
+        #[serde(default)]
+        uses: Option<String>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Test {
+        #[serde(default)]
+        pipeline: Option<Vec<Step>>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Named {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        test: Option<Test>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Config {
+        #[serde(default)]
+        package: Option<Named>,
+        #[serde(default)]
+        test: Option<Test>,
+        #[serde(default)]
+        subpackages: Option<Vec<Named>>,
+    }
+    let c: Config = serde_saphyr::from_str(yaml).ok()?;
+    let uses = |t: Option<Test>| -> Vec<String> {
+        t.and_then(|t| t.pipeline)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.uses)
+            .collect()
+    };
+    if c.package.as_ref().and_then(|p| p.name.as_deref()) == Some(package) {
+        return Some(uses(c.test));
+    }
+    let sub = c
+        .subpackages
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| s.name.as_deref() == Some(package));
+    Some(sub.map(|s| uses(s.test)).unwrap_or_default())
+}
+
+/// What [`lint_apk`] read: the package's name, version and architecture, and the findings.
+#[derive(Clone, Debug)]
+pub struct ApkLint {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub findings: Vec<Finding>,
+}
+
+/// melange's `lint` of a finished package: every rule `policy` names, on the files of the
+/// `.apk` read from `r`, with its `.melange.yaml` for lddcheck and pkgconf.
+pub fn lint_apk(r: impl std::io::Read, policy: &Policy) -> Result<ApkLint, LintError> {
+    use pallet_apk_stream::tarw::Kind;
+    let mut files = vec![];
+    let mut contents = ApkContents::default();
+    let mut hardlinks = vec![];
+    let meta =
+        pallet_apk_stream::read_apk(r, &pallet_apk_stream::ReadOptions::default(), |e, data| {
+            files.push(Entry {
+                path: e.path.clone(),
+                is_dir: e.kind == Kind::Dir,
+                is_symlink: e.kind == Kind::Symlink,
+                mode: e.mode & 0o7777,
+                size: e.size,
+            });
+            if e.kind == Kind::HardLink {
+                hardlinks.push((e.path.clone(), e.link.clone()));
+            } else if e.kind == Kind::File {
+                let mut buf = vec![];
+                data.read_to_end(&mut buf)?;
+                if content::hashed(e.size) {
+                    use sha2::Digest;
+                    contents
+                        .sha256
+                        .insert(e.path.clone(), sha2::Sha256::digest(&buf).into());
+                }
+                if content::elf_candidate(&e.path, e.mode, e.size) && crate::sca::elf::is_elf(&buf)
+                {
+                    contents.elf.insert(e.path.clone(), buf);
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| LintError::Io(std::io::Error::other(e.to_string())))?;
+    // A hard link is the file it names (tar carries its data once).
+    for (path, target) in hardlinks {
+        let size = files.iter().find(|f| f.path == target).map(|f| f.size);
+        if let Some(f) = files.iter_mut().find(|f| f.path == path) {
+            f.size = size.unwrap_or(f.size);
+        }
+        if let Some(h) = contents.sha256.get(&target).copied() {
+            contents.sha256.insert(path.clone(), h);
+        }
+        if let Some(d) = contents.elf.get(&target).cloned() {
+            contents.elf.insert(path, d);
+        }
+    }
+    let info = meta.info;
+    let yaml = meta
+        .scripts
+        .iter()
+        .find(|(n, _)| n == ".melange.yaml")
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned());
+    let tests = yaml.as_deref().and_then(|y| tests_in_yaml(y, &info.name));
+    let findings = lint(
+        &Target {
+            name: &info.name,
+            files: &files,
+            contents: &contents,
+            arch: (!info.arch.is_empty()).then_some(info.arch.as_str()),
+            tests: match &tests {
+                Some(t) => Tests::Uses(t),
+                None => Tests::NoConfiguration,
+            },
+        },
+        policy,
+    );
+    Ok(ApkLint {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        arch: info.arch.clone(),
+        findings,
+    })
+}
+
 /// Rules that need only the configuration.
 pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
     let mut out = vec![];
@@ -217,6 +676,8 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
             severity,
             package: pkg.clone(),
             message,
+            details: vec![],
+            explain: "",
         })
     };
     if !pallet_apk_types::version::is_valid(&format!(
@@ -264,11 +725,8 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
         ("runtime", &cfg.package.dependencies.runtime),
         ("provides", &cfg.package.dependencies.provides),
     ] {
-        let mut s = list.clone();
-        s.sort();
-        let before = s.len();
-        s.dedup();
-        if s.len() != before {
+        let unique: BTreeSet<&String> = list.iter().collect();
+        if unique.len() != list.len() {
             push(
                 "no-repeated-deps",
                 Severity::Warn,
@@ -339,40 +797,4 @@ pub fn lint_config(cfg: &Configuration) -> Vec<Finding> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(path: &str, mode: u32) -> Entry {
-        Entry {
-            path: path.into(),
-            is_dir: false,
-            is_symlink: false,
-            mode,
-            size: 1,
-        }
-    }
-
-    #[test]
-    fn required_and_warn_rules() {
-        let files = vec![
-            e("usr/lib/libx.la", 0o644),
-            e("usr/bin/su", 0o4755),
-            e("tmp/x", 0o644),
-            e("usr/lib/x.a", 0o644),
-            e("usr/share/man/man1/x.1", 0o644),
-        ];
-        let f = lint_package("x", &files, &[], &[]);
-        let rules: Vec<(&str, Severity)> = f.iter().map(|x| (x.rule, x.severity)).collect();
-        assert!(rules.contains(&("libtool/la-files", Severity::Require)));
-        assert!(rules.contains(&("setuidgid", Severity::Require)));
-        assert!(rules.contains(&("tempdir", Severity::Require)));
-        assert!(rules.contains(&("staticarchive", Severity::Warn)));
-        assert!(rules.contains(&("maninfo", Severity::Warn)));
-        let f = lint_package("x", &files, &["setuidgid".into()], &[]);
-        assert!(
-            f.iter()
-                .any(|x| x.rule == "setuidgid" && x.severity == Severity::Warn)
-        );
-        assert!(lint_package("x-dev", &[e("usr/lib/x.a", 0o644)], &[], &[]).is_empty());
-    }
-}
+mod tests;

@@ -271,6 +271,17 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         .collect();
     let mut main = main;
     main.sca.relatives = relatives.clone();
+    // The `uses:` of each package's test steps, for the lddcheck and pkgconf rules.
+    let test_uses = |t: &Option<compile::CompiledTest>| -> Vec<String> {
+        t.iter()
+            .flat_map(|t| &t.pipeline)
+            .filter_map(|s| s.uses.clone())
+            .collect()
+    };
+    let mut tests = BTreeMap::from([(main.name.clone(), test_uses(&c.test))]);
+    for sp in &c.subpackages {
+        tests.insert(sp.name.clone(), test_uses(&sp.test));
+    }
     for (s, _) in &mut subpackages {
         s.sca.relatives = relatives.clone();
     }
@@ -294,6 +305,10 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
             .as_ref()
             .map(|k| k.drop.clone())
             .unwrap_or_default(),
+        lint: crate::lint::BuildLint {
+            policy: crate::lint::Policy::default(),
+            tests,
+        },
         timeout: crate::policy::parse_timeout(p.timeout.as_deref().unwrap_or("")).map_err(|e| {
             CompileError::Invalid {
                 path: path.to_path_buf(),

@@ -3,13 +3,9 @@
 //! headers, `PT_INTERP`, and `DynString` (strings of one tag from the `SHT_DYNAMIC` section,
 //! through the string table its `sh_link` names). 32 and 64-bit, either byte order.
 
-#[allow(dead_code)] // the lint rules use it
 pub(crate) const EM_386: u16 = 3;
-#[allow(dead_code)] // the lint rules use it
 pub(crate) const EM_ARM: u16 = 40;
-#[allow(dead_code)] // the lint rules use it
 pub(crate) const EM_X86_64: u16 = 62;
-#[allow(dead_code)] // the lint rules use it
 pub(crate) const EM_AARCH64: u16 = 183;
 
 pub(crate) const DT_NEEDED: u64 = 1;
@@ -305,7 +301,6 @@ fn cstr(tab: &[u8], at: usize) -> Option<String> {
 }
 
 /// The machine's name as melange's binaryarch linter reports it.
-#[allow(dead_code)] // the lint rules use it
 pub(crate) fn machine_name(m: u16) -> String {
     match m {
         EM_X86_64 => "amd64".into(),
