@@ -679,8 +679,10 @@ pub fn cache_data_tar<R: Read>(
     out: &std::path::Path,
 ) -> Result<pallet_apk_stream::ApkMeta, pallet_apk_stream::ApkError> {
     let dir = out.parent().unwrap_or(std::path::Path::new("."));
-    let tmp = tempfile_in(dir)?;
-    let mut w = io::BufWriter::new(File::create(&tmp)?);
+    // A locked temporary: removed on every error path by its Drop, and swept by the next build
+    // if this process is killed.
+    let mut tmp = pallet_atomic::TempFile::new_in(dir, "data.tar")?;
+    let mut w = io::BufWriter::new(tmp.file().try_clone()?);
     let res = pallet_apk_stream::read_apk(apk, opts, |e, r| {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         if let Some(s) = e.sha1 {
@@ -726,32 +728,12 @@ pub fn cache_data_tar<R: Read>(
     let finish = |w: io::BufWriter<File>| -> io::Result<()> {
         let f = w.into_inner().map_err(|e| e.into_error())?;
         tarw::write_end(&mut &f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, out)
+        Ok(())
     };
-    match res {
-        Ok(meta) => {
-            finish(w).inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })?;
-            Ok(meta)
-        }
-        Err(e) => {
-            drop(w);
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
-fn tempfile_in(dir: &std::path::Path) -> io::Result<PathBuf> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    Ok(dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )))
+    let meta = res?;
+    finish(w)?;
+    tmp.persist(out)?;
+    Ok(meta)
 }
 
 impl Tree {

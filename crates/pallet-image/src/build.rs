@@ -275,6 +275,10 @@ fn ensure_cached(
         .clone()
         .ok_or_else(|| pkg_err("index record has no C: checksum".into()))?;
     let (tar, control) = cache_paths(&opts.cache_dir, &identity);
+    // Builds sharing the cache take turns per package: the second waits while the first
+    // fetches and unpacks, then finds the entry made instead of fetching it again.
+    let _lock = pallet_atomic::EntryLock::acquire(&tar)
+        .map_err(io_ctx(format!("locking {}", tar.display())))?;
     if tar.exists() && control.exists() {
         let ctl = fs::read(&control).map_err(io_ctx(control.display().to_string()))?;
         if let Ok((pkginfo, scripts)) = decode_control(&ctl) {
@@ -398,7 +402,9 @@ pub fn install(
     }
     let mut resolved = Vec::new();
     let mut max_build = 0u64;
-    // Fetch and verify in parallel, install in resolved order.
+    // Remove what killed builds left half-written in the package cache (only entries whose
+    // writer's lock is gone), then fetch and verify in parallel, install in resolved order.
+    pallet_atomic::sweep(&opts.cache_dir.join("apk-data-v1"));
     use rayon::prelude::*;
     // indicatif draws only on a terminal, so logs and CI output stay clean.
     let bar = indicatif::ProgressBar::new(picks.len() as u64).with_style(

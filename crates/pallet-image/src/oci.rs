@@ -121,9 +121,10 @@ pub fn write_layer(
     level: u32,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<(Blob, String)> {
-    let tmp = blobs.join(format!(".layer.{}.tmp", std::process::id()));
-    let result = (|| {
-        let file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    // Locked and removed on error by its Drop; swept by a later build if this one is killed.
+    let mut tmp = pallet_atomic::TempFile::new_in(blobs, "layer")?;
+    let result = (|| -> io::Result<(String, u64, String)> {
+        let file = BufWriter::with_capacity(1 << 20, tmp.file().try_clone()?);
         let compressed = HashCount {
             inner: file,
             hash: Sha256::new(),
@@ -147,21 +148,19 @@ pub fn write_layer(
             .into_inner()
             .map_err(|e| e.into_error())?
             .sync_all()?;
-        let path = blobs.join(&digest_hex);
-        fs::rename(&tmp, &path)?;
-        Ok((
-            Blob {
-                digest: format!("sha256:{digest_hex}"),
-                size,
-                path,
-            },
-            diff_id,
-        ))
+        Ok((digest_hex, size, diff_id))
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let (digest_hex, size, diff_id) = result?;
+    let path = blobs.join(&digest_hex);
+    tmp.persist(&path)?;
+    Ok((
+        Blob {
+            digest: format!("sha256:{digest_hex}"),
+            size,
+            path,
+        },
+        diff_id,
+    ))
 }
 
 pub fn descriptor(mt: &str, b: &Blob) -> Value {

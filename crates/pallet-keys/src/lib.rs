@@ -4,7 +4,7 @@
 //! whose *file names* are what signatures refer to.
 
 use std::fs;
-use std::io::Write as _;
+
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
@@ -364,37 +364,9 @@ pub fn generate(path: &Path, bits: u32) -> Result<(), KeyError> {
 
 /// Write a file under a temporary name in the same folder and rename it into place.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let err = |source| KeyError::Write {
+    pallet_atomic::write_mode(path, data, mode).map_err(|source| KeyError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    let res = f.write_all(data).and_then(|_| f.sync_all());
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        err(e)
     })
 }
 

@@ -288,6 +288,12 @@ impl Client {
             path: dir.to_path_buf(),
             source,
         })?;
+        // Builds sharing the cache revalidate one at a time, so a second build waits for the
+        // first download and then asks with its ETag instead of downloading again.
+        let _lock = pallet_atomic::EntryLock::acquire(path).map_err(|source| RepoError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let etag = path
             .exists()
             .then(|| fs::read_to_string(etag_path).ok())
@@ -451,15 +457,9 @@ pub fn write_atomic_from(path: &Path, r: &mut dyn Read) -> Result<(), RepoError>
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile_in(dir).map_err(err)?;
-    io::copy(r, tmp.as_file_mut()).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new().prefix(".dl-").tempfile_in(dir)
+    // Downloads killed midway leave locked temporaries; sweep those whose writer is gone.
+    pallet_atomic::sweep(dir);
+    pallet_atomic::write_with(path, |t| io::copy(r, t).map(|_| ())).map_err(err)
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ pub struct BuildFlags {
     #[arg(long)]
     build_date: Option<String>,
     /// Write SBOMs (on by default).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     sbom: bool,
     /// Folder for SBOM files (created when missing; default: the working folder).
     #[arg(long)]
@@ -109,7 +109,7 @@ pub struct BuildFlags {
     #[arg(long, value_delimiter = ',')]
     annotations: Vec<String>,
     /// Probe git for vcs-url (accepted for compatibility).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     vcs: bool,
     /// Build exactly the packages of this lock file.
     #[arg(long)]
@@ -477,7 +477,7 @@ pub(crate) fn parse_date(s: &str) -> anyhow::Result<u64> {
 
 /// What a build produced, in a work folder that goes away with it.
 struct Built {
-    _work: tempfile::TempDir,
+    _work: pallet_atomic::TempDir,
     blobs: PathBuf,
     images: Vec<oci::ArchImage>,
     index: oci::Blob,
@@ -554,9 +554,10 @@ fn build_all(
         }
         opts.locked = Some(l.contents.packages);
     }
-    let work = tempfile::Builder::new()
-        .prefix(".pallet-build-")
-        .tempdir_in(work_parent)
+    // What builds killed here before left behind (their locks are gone); live builds' work
+    // folders are locked and kept.
+    pallet_atomic::sweep(work_parent);
+    let work = pallet_atomic::TempDir::new_in(work_parent, "build")
         .context("creating a work folder beside the output")?;
     let blobs = work.path().join("blobs");
     std::fs::create_dir_all(&blobs)?;

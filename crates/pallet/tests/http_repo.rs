@@ -247,3 +247,68 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Two, then four builds started at once on one cache folder: all succeed with the same image,
+/// every package and the index are downloaded exactly once (per-entry locks make the others
+/// wait and then find the entry), and the cache holds no temporary files afterwards.
+#[test]
+fn concurrent_builds_share_one_cache() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let srv = FileServer::start(a.clone(), None);
+    let c = t.path().join("c.yaml");
+    fs::write(
+        &c,
+        format!(
+            "contents:\n  repositories:\n    - http://127.0.0.1:{}\n  keyring:\n{}  packages: [alpine-base, openssl]\narchs: [x86_64]\n",
+            srv.port,
+            keyring_yaml(&a.join("keys"))
+        ),
+    )
+    .unwrap();
+    for (round, n) in [(0, 2), (1, 4)] {
+        let cache = t.path().join(format!("cache-{round}"));
+        let before = srv.full_responses.load(Ordering::Relaxed);
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                std::process::Command::new(pallet())
+                    .args(["image", "build", c.to_str().unwrap(), "c:1"])
+                    .arg(t.path().join(format!("out-{round}-{i}.tar")))
+                    .args(["--sbom=false", "--cache-dir"])
+                    .arg(&cache)
+                    .env("SOURCE_DATE_EPOCH", "1700000000")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut outputs = vec![];
+        for (i, ch) in children.into_iter().enumerate() {
+            let o = ch.wait_with_output().unwrap();
+            assert!(o.status.success(), "build {i} of {n}: {}", text(&o));
+            outputs.push(fs::read(t.path().join(format!("out-{round}-{i}.tar"))).unwrap());
+        }
+        assert!(
+            outputs.windows(2).all(|w| w[0] == w[1]),
+            "{n} builds differ"
+        );
+        let packages = fs::read_dir(cache.join("apk-data-v1"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+            .count();
+        let downloads = srv.full_responses.load(Ordering::Relaxed) - before;
+        assert_eq!(
+            downloads,
+            packages + 1,
+            "{n} builds: {downloads} downloads for {packages} packages and one index"
+        );
+        let leftovers: Vec<String> = walk(&cache)
+            .into_iter()
+            .filter(|p| p.contains(".pallet-tmp."))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

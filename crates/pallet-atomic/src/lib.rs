@@ -1,0 +1,345 @@
+//! Atomic writes for caches and outputs, safe under `kill -9` and shared by concurrent builds.
+//!
+//! Everything pallet writes into a cache or an output folder is first written under a
+//! temporary name in the same folder and then renamed into place, so a reader never sees half a
+//! file. A writer killed midway leaves its temporary file behind; to tell such leftovers from a
+//! file another live process is still writing, every temporary holds an advisory lock (`flock`)
+//! for as long as its writer lives. The kernel drops the lock when the process dies, however it
+//! dies, so [`sweep`] removes exactly the temporaries whose writer is gone, across processes and
+//! pid namespaces alike.
+//!
+//! [`EntryLock`] is the other half: builds sharing one cache take a lock per entry before they
+//! fetch or unpack it, so the second waits for the first and then finds the entry made.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Every temporary name starts with this, so [`sweep`] never touches anything else.
+pub const TEMP_PREFIX: &str = ".pallet-tmp.";
+
+fn temp_name(hint: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    // The hint is only for people looking at the folder; keep it to harmless characters.
+    let hint: String = hint
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect();
+    format!(
+        "{TEMP_PREFIX}{}.{}.{hint}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A file being written under a locked temporary name; removed when dropped unless persisted.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    /// A new, empty, locked temporary file in `dir` (created when missing).
+    pub fn new_in(dir: &Path, hint: &str) -> io::Result<TempFile> {
+        Self::new_in_mode(dir, hint, 0o666)
+    }
+
+    /// [`TempFile::new_in`] created with `mode` (less the umask) from the start, so a private
+    /// key is never readable by others, not even while it is being written.
+    pub fn new_in_mode(dir: &Path, hint: &str, mode: u32) -> io::Result<TempFile> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        fs::create_dir_all(dir)?;
+        let path = dir.join(temp_name(hint));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)?;
+        file.lock()?;
+        Ok(TempFile {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// The temporary file's path (for tools that want a name).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("open until persisted")
+    }
+
+    /// Flush to disk and rename onto `to`: readers see the old file or the new one, never a
+    /// part.
+    pub fn persist(mut self, to: &Path) -> io::Result<()> {
+        let f = self.file.take().expect("open until persisted");
+        f.sync_all()?;
+        fs::rename(&self.path, to)?;
+        // The lock goes with the file descriptor; the name now belongs to the finished file.
+        drop(f);
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Write for TempFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A folder being filled under a locked temporary name (an OCI layout, say); removed with
+/// everything in it when dropped unless persisted.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+    lock: Option<File>,
+}
+
+impl TempDir {
+    pub fn new_in(dir: &Path, hint: &str) -> io::Result<TempDir> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(temp_name(hint));
+        fs::create_dir(&path)?;
+        let lock = File::open(&path)?;
+        lock.lock()?;
+        Ok(TempDir {
+            path,
+            lock: Some(lock),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rename the folder onto `to` (which must not exist or be an empty folder).
+    pub fn persist(mut self, to: &Path) -> io::Result<()> {
+        fs::rename(&self.path, to)?;
+        self.lock.take();
+        self.path = PathBuf::new();
+        Ok(())
+    }
+
+    /// Stop managing the folder: it stays where it is, under its temporary name.
+    pub fn keep(mut self) -> PathBuf {
+        self.lock.take();
+        std::mem::take(&mut self.path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Write `data` to `path` atomically (temporary name, sync, rename).
+pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_with(path, |w| w.write_all(data))
+}
+
+/// [`write`] with the file created as `mode` (less the umask).
+pub fn write_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let hint = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut t = TempFile::new_in_mode(parent(path), &hint, mode)?;
+    t.write_all(data)?;
+    t.persist(path)
+}
+
+/// Write `path` atomically from what `fill` writes; on any error nothing is left behind and
+/// the old file, if any, is untouched.
+pub fn write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut TempFile) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = parent(path);
+    let hint = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut t = TempFile::new_in(dir, &hint)?;
+    fill(&mut t)?;
+    t.persist(path)
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Remove the temporaries in `dir` whose writer is gone (their lock is free); returns how many.
+/// Temporaries of live writers, in this process or another, are left alone.
+pub fn sweep(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let p = e.path();
+        let Ok(f) = File::open(&p) else { continue };
+        // Taking the lock proves its owner is gone; hold it while removing so that no one
+        // else's sweep races us into an error.
+        if f.try_lock().is_err() {
+            continue;
+        }
+        let removed = match e.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+            _ => fs::remove_file(&p),
+        };
+        if removed.is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// An exclusive advisory lock on one cache entry, held until dropped. The lock file
+/// (`NAME.lock` beside the entry) is kept: removing it would let a third process lock a new
+/// file while the second still holds the old one.
+#[derive(Debug)]
+pub struct EntryLock {
+    _file: File,
+}
+
+impl EntryLock {
+    /// Wait for and take the lock of `entry`.
+    pub fn acquire(entry: &Path) -> io::Result<EntryLock> {
+        let mut name = entry.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let dir = parent(entry);
+        fs::create_dir_all(dir)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(name))?;
+        file.lock()?;
+        Ok(EntryLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_replaces_whole_files_and_leaves_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.txt");
+        write(&p, b"one").unwrap();
+        write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let err = write_with(&p, |w| {
+            w.write_all(b"half")?;
+            Err(io::Error::other("boom"))
+        });
+        assert!(err.is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn sweep_removes_only_what_dead_writers_left() {
+        let d = tempfile::tempdir().unwrap();
+        // A live writer in this process: locked, so kept.
+        let live = TempFile::new_in(d.path(), "live").unwrap();
+        let live_dir = TempDir::new_in(d.path(), "layout").unwrap();
+        // A dead writer's leftovers: the same names, no lock held.
+        let dead = d.path().join(format!("{TEMP_PREFIX}1.2.dead"));
+        fs::write(&dead, b"partial").unwrap();
+        let dead_dir = d.path().join(format!("{TEMP_PREFIX}1.3.dir"));
+        fs::create_dir_all(dead_dir.join("blobs")).unwrap();
+        fs::write(d.path().join("keep.txt"), b"not ours").unwrap();
+        assert_eq!(sweep(d.path()), 2);
+        assert!(!dead.exists() && !dead_dir.exists());
+        assert!(live.path().exists() && live_dir.path().exists());
+        assert!(d.path().join("keep.txt").exists());
+        drop(live);
+        drop(live_dir);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_killed_writer_is_swept() {
+        // A child process takes the lock and is killed; its temporary is then stale.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(format!("{TEMP_PREFIX}x.0.child"));
+        fs::write(&p, b"").unwrap();
+        // `-o`: the lock stays with flock itself, not with the `sleep` it runs.
+        let mut child = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(&p)
+            .arg("sleep")
+            .arg("30")
+            .spawn();
+        let Ok(c) = child.as_mut() else {
+            eprintln!("SKIPPED: flock(1) is not installed");
+            return;
+        };
+        // Wait until the child holds the lock (a loaded machine may take a while to start it).
+        let f = File::open(&p).unwrap();
+        let mut held = false;
+        for _ in 0..1000 {
+            if f.try_lock().is_err() {
+                held = true;
+                break;
+            }
+            f.unlock().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(f);
+        assert!(held, "flock(1) never took the lock");
+        assert_eq!(sweep(d.path()), 0, "a live writer's file was swept");
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert_eq!(sweep(d.path()), 1);
+    }
+
+    #[test]
+    fn entry_locks_serialize_writers() {
+        let d = tempfile::tempdir().unwrap();
+        let entry = d.path().join("e.tar");
+        let order = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let first = EntryLock::acquire(&entry).unwrap();
+        let o2 = order.clone();
+        let e2 = entry.clone();
+        let t = std::thread::spawn(move || {
+            let _l = EntryLock::acquire(&e2).unwrap();
+            o2.lock().unwrap().push("second");
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        order.lock().unwrap().push("first");
+        drop(first);
+        t.join().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+    }
+}
