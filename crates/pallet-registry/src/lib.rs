@@ -273,6 +273,13 @@ impl Client {
         let mut delay = Duration::from_millis(200);
         let mut authed = false;
         let mut attempt = 0;
+        // The URL and headers partly come from the registry (`Location`, the token): one the
+        // http crate cannot hold (a space, a line break) fails this request instead of
+        // panicking, and is not retried since it would fail the same way again.
+        let refused = |e: ureq::http::Error| RegistryError::Transport {
+            what: what.to_string(),
+            message: format!("cannot send a request to {url}: {e}"),
+        };
         loop {
             attempt += 1;
             let mut b = ureq::http::Request::builder().method(method).uri(url);
@@ -284,17 +291,14 @@ impl Client {
             }
             let result = match payload {
                 Payload::Empty => {
-                    let req = b
-                        .header("Content-Length", "0")
-                        .body(())
-                        .expect("valid request");
+                    let req = b.header("Content-Length", "0").body(()).map_err(refused)?;
                     self.agent.run(req)
                 }
                 Payload::Bytes(bytes) => {
                     let req = b
                         .header("Content-Length", bytes.len().to_string())
                         .body(bytes.to_vec())
-                        .expect("valid request");
+                        .map_err(refused)?;
                     self.agent.run(req)
                 }
                 Payload::File(path, offset, len) => {
@@ -313,7 +317,7 @@ impl Client {
                     let req = b
                         .header("Content-Length", len.to_string())
                         .body(ureq::SendBody::from_reader(&mut reader))
-                        .expect("valid request");
+                        .map_err(refused)?;
                     self.agent.run(req)
                 }
             };
@@ -582,6 +586,82 @@ mod tests {
         assert!(Reference::parse("[::1]:5000/x:y").unwrap().is_loopback());
         assert!(!Reference::parse("ghcr.io/o/r:t").unwrap().is_loopback());
         assert!(Reference::parse("notaref").is_err());
+    }
+
+    /// A registry on loopback that answers each connection with the next of `replies` (raw
+    /// HTTP responses), after reading the request.
+    fn scripted_registry(replies: impl FnOnce(u16) -> Vec<String>) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let replies = replies(port);
+        std::thread::spawn(move || {
+            for (reply, c) in replies.into_iter().zip(l.incoming()) {
+                let mut c = c.unwrap();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut len = 0u64;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                std::io::copy(&mut r.take(len), &mut std::io::sink()).unwrap();
+                c.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        port
+    }
+
+    fn client(port: u16) -> Client {
+        let r = Reference::parse(&format!("127.0.0.1:{port}/r:t")).unwrap();
+        Client::new(r, &[]).with_credentials(Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        }))
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/registry.rs): a `Location` the http crate cannot
+    /// take as a URI panicked with "valid request" instead of failing the upload.
+    #[test]
+    fn a_location_that_is_no_uri_is_an_error() {
+        let port = scripted_registry(|_| {
+            vec![
+            "HTTP/1.1 404 No\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+            "HTTP/1.1 202 Go\r\nLocation: /v2/r/blobs/uploads/a b\"c\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+        ]
+        });
+        let b = BlobSource {
+            digest: "sha256:0".into(),
+            size: 5,
+            path: None,
+            bytes: Some(b"hello".to_vec()),
+            media_type: "application/octet-stream".into(),
+        };
+        let err = client(port).push_blob(&b, None).unwrap_err();
+        assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+    }
+
+    /// Found by fuzzing: a token with a line break cannot be a header value.
+    #[test]
+    fn a_token_that_is_no_header_value_is_an_error() {
+        let token = r#"{"token":"a\nb"}"#;
+        let port = scripted_registry(|port| {
+            vec![
+                format!(
+                    "HTTP/1.1 401 No\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{token}",
+                    token.len()
+                ),
+            ]
+        });
+        let err = client(port).has_blob("sha256:0").unwrap_err();
+        assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
     }
 
     #[test]
