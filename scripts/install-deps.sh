@@ -19,4 +19,8 @@ fi
 if ! command -v pyspdxtools >/dev/null 2>&1; then
   python3 -m pip install -q spdx-tools >/dev/null 2>&1 || python3 -m pip install -q --break-system-packages spdx-tools
 fi
+if ! python3 -c 'import cyclonedx.validation.json' >/dev/null 2>&1; then
+  python3 -m pip install -q 'cyclonedx-python-lib[json-validation]' >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages 'cyclonedx-python-lib[json-validation]'
+fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }

@@ -130,3 +130,51 @@ fn appended_repositories_reach_the_image() {
     assert!(lines.contains(&appended.as_str()), "{repos}");
     assert!(!lines.contains(&build_only.as_str()), "{repos}");
 }
+
+/// `--sbom-formats spdx,cyclonedx`: the CycloneDX files an image build writes pass the
+/// CycloneDX schema check of PyPI's cyclonedx-python-lib (`scripts/validate-cyclonedx.py`).
+#[test]
+fn cyclonedx_sboms_of_a_build_pass_the_schema() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let cfg = config(d, &a, "  packages: [alpine-base]\n");
+    let o = run(
+        &[
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "cdx:1",
+            "img.tar",
+            "--cache-dir",
+            "cache",
+            "--sbom-path",
+            "sboms",
+            "--sbom-formats",
+            "spdx,cyclonedx",
+        ],
+        d,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let cdx: Vec<_> = fs::read_dir(d.join("sboms"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".cdx"))
+        .collect();
+    assert!(!cdx.is_empty(), "no CycloneDX file written");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/validate-cyclonedx.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args(&cdx)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    if o.status.code() == Some(3) {
+        eprintln!("SKIPPED: {}", out.trim());
+        return;
+    }
+    assert!(o.status.success(), "{out}");
+}
