@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ImageConfiguration {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub contents: Contents,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Entrypoint>,
@@ -28,7 +28,11 @@ pub struct ImageConfiguration {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub archs: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub environment: BTreeMap<String, String>,
     #[serde(
         default,
@@ -38,7 +42,11 @@ pub struct ImageConfiguration {
     pub paths: Vec<PathMutation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcs_url: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include: Option<String>,
@@ -65,17 +73,17 @@ pub struct ImageConfiguration {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OsRelease {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub pretty_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub version_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub home_url: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub bug_report_url: String,
 }
 
@@ -198,9 +206,9 @@ pub struct NamedContent {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaseImage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub image: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub apkindex: String,
 }
 
@@ -213,7 +221,11 @@ pub struct Entrypoint {
     pub command: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell_fragment: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub services: BTreeMap<String, String>,
 }
 
@@ -222,9 +234,17 @@ pub struct Entrypoint {
 pub struct Accounts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub users: Vec<User>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub groups: Vec<Group>,
 }
 
@@ -246,7 +266,11 @@ pub struct User {
 pub struct Group {
     pub groupname: String,
     pub gid: u32,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub members: Vec<String>,
 }
 
@@ -268,25 +292,37 @@ pub struct PathMutation {
     pub permissions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub recursive: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layering {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub strategy: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub budget: u32,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificates {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub additional: Vec<NamedContent>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub providers: Vec<String>,
 }
 
@@ -305,10 +341,11 @@ pub fn parse_mode(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-/// A list key whose value is empty (`packages:` followed only by comments) is an empty list,
-/// as Go's YAML decoder treats it.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+/// A key whose value is empty (`packages:` followed only by comments, or `contents:` with
+/// nothing under it) is the zero value (empty list, map, string or struct), as Go's YAML
+/// decoder treats it.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -786,6 +823,20 @@ mod tests {
             let err = validate(&c, Path::new("x.yaml")).unwrap_err().to_string();
             assert!(err.contains(want) && err.contains("x.yaml"), "{y}: {err}");
         }
+    }
+
+    #[test]
+    fn empty_keys_are_zero_values() {
+        let c = parse(
+            "contents:\naccounts:\n  users:\n  groups:\n  run-as:\nenvironment:\nannotations:\npaths:\narchs:\n",
+        )
+        .unwrap();
+        assert!(c.contents.packages.is_empty() && c.environment.is_empty());
+        let c =
+            parse("contents:\n  repositories:\n  keyring:\n  packages:\n    - busybox\n").unwrap();
+        assert_eq!(c.contents.packages, ["busybox"]);
+        // Still strict: an unknown key under an empty-able key is an error.
+        assert!(parse("contents:\n  pakages:\n").is_err());
     }
 
     #[test]
