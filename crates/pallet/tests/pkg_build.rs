@@ -518,3 +518,102 @@ fn melange_face_compile_lint_index_sign_index() {
         .success()
     );
 }
+
+/// The `split/*` pipelines with their default inputs move what melange's move: one recipe with
+/// a file for each, every subpackage's contents checked.
+#[test]
+fn split_pipelines_with_default_patterns() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::write(
+        d.join("s.yaml"),
+        r#"package:
+  name: demo
+  version: 1.2.3
+  epoch: 0
+  description: demo
+pipeline:
+  - runs: |
+      o=${{targets.destdir}}
+      mkdir -p $o/usr/lib/pkgconfig $o/usr/include $o/usr/share/man/man1 $o/usr/share/info $o/usr/share/locale/de $o/usr/bin $o/usr/share/doc/demo
+      echo x > $o/usr/lib/libdemo.so.1
+      ln -s libdemo.so.1 $o/usr/lib/libdemo.so
+      echo a > $o/usr/lib/libdemo.a
+      echo pc > $o/usr/lib/pkgconfig/demo.pc
+      echo h > $o/usr/include/demo.h
+      echo m > $o/usr/share/man/man1/demo.1
+      echo i > $o/usr/share/info/demo.info
+      echo l > $o/usr/share/locale/de/demo.mo
+      echo d > $o/usr/share/doc/demo/README.md
+      printf '#!/bin/sh\n' > $o/usr/bin/demo; chmod +x $o/usr/bin/demo
+subpackages:
+  - name: demo-static
+    pipeline:
+      - uses: split/static
+  - name: demo-dev
+    pipeline:
+      - uses: split/dev
+  - name: demo-libs
+    pipeline:
+      - uses: split/lib
+  - name: demo-doc
+    pipeline:
+      - uses: split/manpages
+  - name: demo-info
+    pipeline:
+      - uses: split/infodir
+  - name: demo-lang
+    pipeline:
+      - uses: split/locales
+  - name: demo-alldocs
+    pipeline:
+      - uses: split/alldocs
+  - name: demo-bin
+    pipeline:
+      - uses: split/bin
+"#,
+    )
+    .unwrap();
+    let o = run(
+        &["pkg", "build", "--bootstrap", "s.yaml", "--arch", "x86_64"],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let files = |pkg: &str| -> Vec<String> {
+        let o = std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(d.join(format!("packages/x86_64/{pkg}-1.2.3-r0.apk")))
+            .output()
+            .unwrap();
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| {
+                !l.starts_with('.') && !l.starts_with("var/lib/db/sbom") && !l.ends_with('/')
+            })
+            .filter(|l| l.contains('.') || l.starts_with("usr/bin/"))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files("demo-static"), ["usr/lib/libdemo.a"]);
+    assert_eq!(
+        files("demo-dev"),
+        [
+            "usr/include/demo.h",
+            "usr/lib/libdemo.so",
+            "usr/lib/pkgconfig/demo.pc"
+        ]
+    );
+    assert_eq!(files("demo-libs"), ["usr/lib/libdemo.so.1"]);
+    assert_eq!(files("demo-doc"), ["usr/share/man/man1/demo.1"]);
+    assert_eq!(files("demo-info"), ["usr/share/info/demo.info"]);
+    assert_eq!(files("demo-lang"), ["usr/share/locale/de/demo.mo"]);
+    assert_eq!(files("demo-alldocs"), ["usr/share/doc/demo/README.md"]);
+    assert_eq!(files("demo-bin"), ["usr/bin/demo"]);
+    assert_eq!(files("demo"), Vec::<String>::new());
+}
