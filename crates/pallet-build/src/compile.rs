@@ -1137,8 +1137,8 @@ pub struct CompileOptions {
 
 /// One compiled step: the final shell text, environment and working directory, with its
 /// children (the `uses` pipeline's steps, or its own nested `pipeline`).
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct CompiledStep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -1158,8 +1158,8 @@ pub struct CompiledStep {
     pub label: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct CompiledPackage {
     pub name: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -1178,15 +1178,16 @@ pub struct CompiledPackage {
     pub test: Option<CompiledTest>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CompiledTest {
     pub environment: ImageConfiguration,
     pub pipeline: Vec<CompiledStep>,
 }
 
 /// The fully resolved configuration, as `melange compile` prints it.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct Compiled {
     pub package: Package,
     pub environment: ImageConfiguration,
@@ -1529,34 +1530,20 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Configuration, CompileError>
 
 const NAME_RE: &str = r"^[a-zA-Z\d][a-zA-Z\d+_.-]*$";
 
-/// Compile a parsed configuration for one architecture.
-pub fn compile(
+/// The variables every step of `cfg` sees before its subpackages are known: `package.*`,
+/// `targets.*`, `build.*`, the triplets, `vars` (with build options and `--vars-file`
+/// merged) and the `var-transforms` results, as melange's substitution map holds them.
+pub fn variables(
     cfg: &Configuration,
     path: &Path,
     opts: &CompileOptions,
-) -> Result<Compiled, CompileError> {
+) -> Result<BTreeMap<String, String>, CompileError> {
     let invalid = |message: String| CompileError::Invalid {
         path: path.to_path_buf(),
         message,
     };
     let arch = opts.arch.unwrap_or_else(Arch::host);
     let p = &cfg.package;
-    let name_re = regex::Regex::new(NAME_RE).expect("valid regex");
-    if !name_re.is_match(&p.name) {
-        return Err(invalid(format!(
-            "package.name '{}' must match {NAME_RE}",
-            p.name
-        )));
-    }
-    if p.version.is_empty() {
-        return Err(invalid("package.version is required".into()));
-    }
-    // Compiling still works for an architecture the package skips; building does not.
-    let skipped = !p.target_architecture.is_empty()
-        && !p
-            .target_architecture
-            .iter()
-            .any(|a| a == "all" || Arch::parse(a) == Some(arch));
     let full = format!("{}-r{}", p.version, p.epoch);
     let mut vars: BTreeMap<String, String> = BTreeMap::from([
         ("package.name".into(), p.name.clone()),
@@ -1614,6 +1601,43 @@ pub fn compile(
             re.replace_all(&from, t.replace.as_str()).into_owned(),
         );
     }
+    Ok(vars)
+}
+
+/// Replace every `${{name}}` in `text` with its value in `vars`; an undefined name is an error.
+pub fn substitute_vars(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    substitute(text, vars, false)
+}
+
+/// Compile a parsed configuration for one architecture.
+pub fn compile(
+    cfg: &Configuration,
+    path: &Path,
+    opts: &CompileOptions,
+) -> Result<Compiled, CompileError> {
+    let invalid = |message: String| CompileError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let arch = opts.arch.unwrap_or_else(Arch::host);
+    let p = &cfg.package;
+    let name_re = regex::Regex::new(NAME_RE).expect("valid regex");
+    if !name_re.is_match(&p.name) {
+        return Err(invalid(format!(
+            "package.name '{}' must match {NAME_RE}",
+            p.name
+        )));
+    }
+    if p.version.is_empty() {
+        return Err(invalid("package.version is required".into()));
+    }
+    // Compiling still works for an architecture the package skips; building does not.
+    let skipped = !p.target_architecture.is_empty()
+        && !p
+            .target_architecture
+            .iter()
+            .any(|a| a == "all" || Arch::parse(a) == Some(arch));
+    let mut vars = variables(cfg, path, opts)?;
     // Subpackage output folders are known to every step.
     type Items = BTreeMap<String, Option<String>>;
     let data: BTreeMap<&str, &Items> = cfg
@@ -1759,6 +1783,9 @@ pub fn compile(
     };
     let mut package = p.clone();
     package.dependencies = sub_deps(&p.dependencies, &main_scope, path)?;
+    // melange's parse-time replacement reaches the description (`${{package.version}}`,
+    // `${{vars.x}}`); anything it does not know stays as written.
+    package.description = substitute_label(&p.description, &main_scope);
     Ok(Compiled {
         package,
         environment,
@@ -1842,6 +1869,15 @@ mod tests {
             assert_eq!(c.package.description, "");
             assert_eq!(c.subpackages[0].description, "");
         }
+    }
+
+    #[test]
+    fn descriptions_get_parse_time_variables() {
+        let c = compile_yaml(&format!(
+            "{HEAD}  description: \"${{{{package.name}}}} ${{{{package.version}}}} ${{{{vars.flavour}}}} ${{{{nope.x}}}}\"\nvars:\n  flavour: mild\n"
+        ))
+        .unwrap();
+        assert_eq!(c.package.description, "p 1.0.0 mild ${{nope.x}}");
     }
 
     #[test]
