@@ -1723,7 +1723,14 @@ pub fn compile(
         }
         let steps = c.steps(&sp.pipeline, &scope)?;
         let test = match &sp.test {
-            Some(t) => Some(compile_test(t, &scope, path, &opts.pipeline_dirs, &name)?),
+            Some(t) => Some(compile_test(
+                t,
+                &scope,
+                path,
+                &opts.pipeline_dirs,
+                &name,
+                &cfg.environment.environment,
+            )?),
             None => None,
         };
         subpackages.push(CompiledPackage {
@@ -1778,6 +1785,7 @@ pub fn compile(
             path,
             &opts.pipeline_dirs,
             &p.name,
+            &cfg.environment.environment,
         )?),
         None => None,
     };
@@ -1809,6 +1817,7 @@ fn compile_test(
     path: &Path,
     dirs: &[PathBuf],
     pkg: &str,
+    build_env: &BTreeMap<String, String>,
 ) -> Result<CompiledTest, CompileError> {
     let mut c = Compiler {
         path,
@@ -1817,6 +1826,13 @@ fn compile_test(
     };
     let pipeline = c.steps(&t.pipeline, scope)?;
     let mut environment = t.environment.clone();
+    // Tests see the build's environment variables, their own winning, as melange runs them.
+    for (k, v) in build_env {
+        environment
+            .environment
+            .entry(k.clone())
+            .or_insert_with(|| v.clone());
+    }
     // The package under test is installed into its test environment.
     if !environment.contents.packages.iter().any(|p| p == pkg) {
         environment.contents.packages.push(pkg.to_string());
@@ -1878,6 +1894,23 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.package.description, "p 1.0.0 mild ${{nope.x}}");
+    }
+
+    #[test]
+    fn tests_inherit_the_build_environment_variables() {
+        let c = compile_yaml(&format!(
+            "{HEAD}environment:\n  environment:\n    A: build\n    B: build\ntest:\n  environment:\n    environment:\n      B: test\n  pipeline:\n    - runs: echo $A $B\nsubpackages:\n  - name: p-sub\n    test:\n      pipeline:\n        - runs: echo $A\n"
+        ))
+        .unwrap();
+        let env = &c.test.unwrap().environment.environment;
+        assert_eq!((env["A"].as_str(), env["B"].as_str()), ("build", "test"));
+        let sub = &c.subpackages[0]
+            .test
+            .as_ref()
+            .unwrap()
+            .environment
+            .environment;
+        assert_eq!(sub["A"], "build");
     }
 
     #[test]
