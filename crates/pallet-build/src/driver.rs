@@ -144,7 +144,7 @@ fn make_guest(
     arch: Arch,
     opts: &Options,
     scratch: &Path,
-) -> Result<Guest, BuildError> {
+) -> Result<(Guest, Vec<String>), BuildError> {
     let root = scratch.join("guest");
     fs::create_dir_all(&root).map_err(|e| setup("creating the guest root", e))?;
     let bopts = pallet_image::build::BuildOptions {
@@ -158,12 +158,36 @@ fn make_guest(
         ..Default::default()
     };
     let installed = pallet_image::build::install(environment, "", arch, &bopts)?;
+    let locked = installed
+        .packages
+        .iter()
+        .map(|(p, _)| format!("{}={}", p.name, p.version))
+        .collect();
     let mut tree = installed.tree;
     tree.mkdir_all("home/build", 0o755, 0);
     tree.mkdir_all("var/cache/melange", 0o755, 0);
     tree.materialize(&root)
         .map_err(|e| setup("writing the guest root", e))?;
-    Ok(Guest::Root(root))
+    Ok((Guest::Root(root), locked))
+}
+
+/// `.melange.yaml` with the environment's package list replaced by what was installed, pinned
+/// (`name=version`), as melange records the locked build environment in every package. The
+/// compiled text is kept when it cannot be read back.
+pub fn lock_environment(config_yaml: &str, locked: &[String]) -> String {
+    let Ok(mut v) = serde_saphyr::from_str::<serde_json::Value>(config_yaml) else {
+        return config_yaml.to_string();
+    };
+    let Some(env) = v.get_mut("environment").and_then(|e| e.as_object_mut()) else {
+        return config_yaml.to_string();
+    };
+    let contents = env
+        .entry("contents")
+        .or_insert_with(|| serde_json::json!({}));
+    if let Some(c) = contents.as_object_mut() {
+        c.insert("packages".into(), serde_json::json!(locked));
+    }
+    serde_saphyr::to_string(&v).unwrap_or_else(|_| config_yaml.to_string())
 }
 
 /// `workspace/melange-out/NAME`, refused unless both folders are real folders (not links).
@@ -299,10 +323,12 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     crate::policy::add_build_user(&mut environment);
     let identity = crate::policy::identity(&environment, &plan.cap_add, &plan.cap_drop)
         .map_err(|e| setup("the build's user and capabilities", e))?;
-    let guest = if opts.bootstrap {
-        Guest::Bootstrap
+    let (guest, config_yaml) = if opts.bootstrap {
+        // The host's root has no package list to record.
+        (Guest::Bootstrap, plan.config_yaml.clone())
     } else {
-        make_guest(&environment, arch, opts, scratch.path())?
+        let (guest, locked) = make_guest(&environment, arch, opts, scratch.path())?;
+        (guest, lock_environment(&plan.config_yaml, &locked))
     };
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
@@ -343,7 +369,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         },
         source_date_epoch: opts.source_date_epoch,
         signing_key: key.as_ref(),
-        config_yaml: plan.config_yaml.clone(),
+        config_yaml,
         config_source: opts.config_source.clone(),
         dependency_log: opts.dependency_log.clone(),
     };
@@ -402,7 +428,7 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     crate::policy::add_build_user(&mut environment);
     let identity =
         crate::policy::identity(&environment, &[], &[]).map_err(|e| setup("the test's user", e))?;
-    let guest = make_guest(&environment, arch, opts, scratch.path())?;
+    let (guest, _) = make_guest(&environment, arch, opts, scratch.path())?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
     env.extend(test.environment.environment.clone());

@@ -187,6 +187,14 @@ fn alpine_guest_generates_musl_dependencies() {
         v["provides"].to_string().contains("cmd:mybox=2.0-r1"),
         "{v}"
     );
+    // The embedded configuration records the environment as installed, pinned.
+    let o = std::process::Command::new("tar")
+        .args(["-xzOf", "packages/x86_64/mybox-2.0-r1.apk", ".melange.yaml"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let cfg = String::from_utf8_lossy(&o.stdout);
+    assert!(cfg.contains("busybox=") && cfg.contains("musl="), "{cfg}");
 }
 
 #[test]
