@@ -76,6 +76,7 @@ fn main() {
         source_date_epoch: 0,
         signing_key: None,
         config_yaml: String::new(),
+        workspace: None,
         config_source: Default::default(),
         dependency_log: None,
     };

@@ -27,6 +27,11 @@ pub struct PackageSpec {
     /// Install scripts by control name (`.post-install` …).
     pub scripts: Vec<(String, Vec<u8>)>,
     pub sca: ScaOptions,
+    /// `copyright:` entries as (licence, `license-path`): a path names a file in the workspace
+    /// whose text documents a non-SPDX licence in the SBOM.
+    pub copyright: Vec<(String, String)>,
+    /// `package.cpe` fields (`vendor`, `product`, …) for the SBOM's CPE reference.
+    pub cpe: std::collections::BTreeMap<String, String>,
     /// Lint rules downgraded from required to warnings (`checks.disabled`).
     pub checks_disabled: Vec<String>,
 }
@@ -72,6 +77,8 @@ pub struct Assembly<'a> {
     pub signing_key: Option<&'a SigningKey>,
     /// The compiled configuration embedded as `.melange.yaml`.
     pub config_yaml: String,
+    /// The build's workspace, where `license-path` files are read from.
+    pub workspace: Option<PathBuf>,
     /// The build configuration's provenance for the SBOM.
     pub config_source: ConfigSource,
     /// melange's `--dependency-log`: the generated dependencies of each package, as JSON, in
@@ -167,7 +174,35 @@ impl Assembly<'_> {
         if let Some(log) = &self.dependency_log {
             self.write_dependency_log(log, &g).map_err(io)?;
         }
-        // Configured dependencies plus generated ones, minus what the package provides itself.
+        self.write_sbom(spec, destdir).map_err(io)?;
+        let info = self.package_info(spec, g);
+        let mut control = spec.scripts.clone();
+        control.push((
+            ".melange.yaml".into(),
+            self.config_yaml.clone().into_bytes(),
+        ));
+        let dir = out_dir.join(&self.arch);
+        fs::create_dir_all(&dir).map_err(io)?;
+        let out = dir.join(format!("{}-{full}.apk", spec.name));
+        let opts = pallet_apk_stream::WriteOptions {
+            source_date_epoch: self.source_date_epoch,
+            signing_key: self.signing_key,
+            ..Default::default()
+        };
+        let w = pallet_apk_stream::write_apk(destdir, &info, &control, &opts, &out).map_err(
+            |source| AssembleError::Write {
+                pkg: spec.name.clone(),
+                source,
+            },
+        )?;
+        Ok((out, w.info))
+    }
+
+    /// The `.PKGINFO` of `spec` with the analysis `g`: the configured dependencies plus the
+    /// generated ones, minus what the package provides itself (size and datahash are left for
+    /// the writer).
+    pub fn package_info(&self, spec: &PackageSpec, g: sca::Generated) -> PackageInfo {
+        let full = self.full_version();
         let mut provides: Vec<Dependency> = spec.provides.clone();
         for p in g.provides {
             if !provides.iter().any(|x| x.name == p.name) {
@@ -188,8 +223,7 @@ impl Assembly<'_> {
         }
         depends.sort();
         depends.dedup();
-        self.write_sbom(spec, destdir).map_err(io)?;
-        let info = PackageInfo {
+        PackageInfo {
             name: spec.name.clone(),
             version: full.clone(),
             arch: self.arch.clone(),
@@ -214,27 +248,7 @@ impl Assembly<'_> {
                 .map(|v| ("# vendored".to_string(), v.to_string()))
                 .collect(),
             ..PackageInfo::default()
-        };
-        let mut control = spec.scripts.clone();
-        control.push((
-            ".melange.yaml".into(),
-            self.config_yaml.clone().into_bytes(),
-        ));
-        let dir = out_dir.join(&self.arch);
-        fs::create_dir_all(&dir).map_err(io)?;
-        let out = dir.join(format!("{}-{full}.apk", spec.name));
-        let opts = pallet_apk_stream::WriteOptions {
-            source_date_epoch: self.source_date_epoch,
-            signing_key: self.signing_key,
-            ..Default::default()
-        };
-        let w = pallet_apk_stream::write_apk(destdir, &info, &control, &opts, &out).map_err(
-            |source| AssembleError::Write {
-                pkg: spec.name.clone(),
-                source,
-            },
-        )?;
-        Ok((out, w.info))
+        }
     }
 
     /// `FILE.ARCH`: `{"runtime":[…],"provides":[…]}` and a line break, as melange's JSON
@@ -275,11 +289,10 @@ impl Assembly<'_> {
                 })
                 .collect::<String>()
         };
-        let lic = if spec.license.is_empty() {
-            "NOASSERTION".to_string()
-        } else {
-            format!("LicenseRef-{}", id(&spec.license))
-        };
+        // A valid SPDX expression passes through; anything else becomes `LicenseRef-`s, as
+        // melange writes them.
+        let norm = pallet_sbom::normalize_license(&spec.license);
+        let lic = norm.expression.clone();
         let pkg_id = format!("SPDXRef-Package-{}-{}", id(&spec.name), id(&full));
         let created = pallet_image::build::rfc3339(self.source_date_epoch);
         let org = format!("Organization: {}", title_case(&self.namespace));
@@ -357,12 +370,85 @@ impl Assembly<'_> {
                 "relatedSpdxElement": cfg_id,
             }]);
         }
-        if !spec.license.is_empty() {
-            doc["hasExtractedLicensingInfos"] =
-                json!([{"licenseId": lic, "extractedText": spec.license, "name": spec.license}]);
+        if let Some(locator) = cpe23(&spec.cpe, &full) {
+            doc["packages"][0]["externalRefs"]
+                .as_array_mut()
+                .expect("list")
+                .push(json!({
+                    "referenceCategory": "SECURITY",
+                    "referenceLocator": locator,
+                    "referenceType": "cpe23Type",
+                }));
+        }
+        let mut extracted = vec![];
+        for e in &norm.extracted {
+            // `license-path` gives the licence's real text (read from the workspace only).
+            let text = spec
+                .copyright
+                .iter()
+                .filter(|(l, p)| {
+                    !p.is_empty()
+                        && (l == &e.text
+                            || format!("LicenseRef-{}", pallet_sbom::sanitize_idstring(l)) == e.id)
+                })
+                .find_map(|(_, p)| self.license_text(p))
+                .unwrap_or_else(|| e.text.clone());
+            extracted.push(json!({"licenseId": e.id, "extractedText": text, "name": e.text}));
+        }
+        if !extracted.is_empty() {
+            doc["hasExtractedLicensingInfos"] = json!(extracted);
         }
         let path = dir.join(format!("{}-{full}.spdx.json", spec.name));
         fs::write(path, serde_json::to_vec_pretty(&doc).expect("JSON"))
+    }
+}
+
+/// `package.cpe` as a CPE 2.3 formatted string (`cpe:2.3:part:vendor:product:version:…`), or
+/// `None` when it names no vendor and product. Fields are checked against melange's pattern so
+/// no value can break the string's structure.
+pub fn cpe23(cpe: &std::collections::BTreeMap<String, String>, version: &str) -> Option<String> {
+    let get = |k: &str| cpe.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let (vendor, product) = (get("vendor")?, get("product")?);
+    let ok = |v: &str| {
+        v.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && v.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+_.-".contains(c))
+    };
+    let field = |k: &str| get(k).filter(|v| ok(v)).unwrap_or("*").to_string();
+    if !ok(vendor) || !ok(product) {
+        return None;
+    }
+    // The upstream version: melange uses the package version without the epoch.
+    let upstream = version.rsplit_once("-r").map_or(version, |(v, _)| v);
+    let part = match get("part") {
+        Some(p @ ("a" | "o" | "h")) => p,
+        _ => "a",
+    };
+    Some(format!(
+        "cpe:2.3:{part}:{vendor}:{product}:{upstream}:*:{}:{}:{}:{}:{}:{}",
+        field("edition"),
+        field("language"),
+        field("sw_edition"),
+        field("target_sw"),
+        field("target_hw"),
+        field("other"),
+    ))
+}
+
+impl Assembly<'_> {
+    /// The text of `license-path`, a file in the build's workspace; `None` when it is missing,
+    /// too large, or resolves outside the workspace (melange once read host files this way:
+    /// GHSA-2w4f-9fgg-q2v9).
+    fn license_text(&self, rel: &str) -> Option<String> {
+        const MAX_LICENSE_BYTES: u64 = 1 << 20;
+        let ws = self.workspace.as_ref()?.canonicalize().ok()?;
+        let p = ws.join(rel.trim_start_matches('/')).canonicalize().ok()?;
+        if !p.starts_with(&ws) || !p.is_file() || p.metadata().ok()?.len() > MAX_LICENSE_BYTES {
+            return None;
+        }
+        fs::read_to_string(p).ok()
     }
 }
 

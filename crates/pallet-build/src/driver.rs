@@ -370,6 +370,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         source_date_epoch: opts.source_date_epoch,
         signing_key: key.as_ref(),
         config_yaml,
+        workspace: Some(workspace.clone()),
         config_source: opts.config_source.clone(),
         dependency_log: opts.dependency_log.clone(),
     };

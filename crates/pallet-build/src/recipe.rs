@@ -151,6 +151,8 @@ fn spec(
         url: url.to_string(),
         commit: commit.clone(),
         license: license.to_string(),
+        copyright: vec![],
+        cpe: BTreeMap::new(),
         depends: deps(&d.runtime, path)?,
         provides: deps(&d.provides, path)?,
         replaces: deps(&d.replaces, path)?,
@@ -271,6 +273,18 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         .collect();
     let mut main = main;
     main.sca.relatives = relatives.clone();
+    // Every package of the build carries the recipe's copyright (for the SBOM's licence texts);
+    // the CPE names the upstream project, so only the main package gets it.
+    let copyright: Vec<(String, String)> = p
+        .copyright
+        .iter()
+        .map(|c| (c.license.clone(), c.license_path.clone()))
+        .collect();
+    main.copyright = copyright.clone();
+    main.cpe = p.cpe.clone().unwrap_or_default();
+    for (s, _) in &mut subpackages {
+        s.copyright = copyright.clone();
+    }
     // The `uses:` of each package's test steps, for the lddcheck and pkgconf rules.
     let test_uses = |t: &Option<compile::CompiledTest>| -> Vec<String> {
         t.iter()

@@ -625,3 +625,81 @@ subpackages:
     assert_eq!(files("demo-bin"), ["usr/bin/demo"]);
     assert_eq!(files("demo"), Vec::<String>::new());
 }
+
+/// The package SBOM: SPDX licence ids pass through, a custom licence gets its text from
+/// `license-path` (a file of the workspace, never a host file reached through `..` or a link),
+/// `package.cpe` becomes a cpe23Type reference, and the document passes pyspdxtools.
+#[test]
+fn package_sbom_licences_and_cpe() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let src = d.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("LICENSE.acme"), "Acme Public Licence: be nice.\n").unwrap();
+    let secret = d.join("host-secret");
+    fs::write(&secret, "host secret 9917\n").unwrap();
+    std::os::unix::fs::symlink(&secret, src.join("LICENSE.link")).unwrap();
+    fs::write(
+        d.join("l.yaml"),
+        "package:\n  name: lic\n  version: 2.0.1\n  epoch: 3\n  description: d\n  copyright:\n    - license: MIT\n    - license: Acme-Public\n      license-path: LICENSE.acme\n    - license: Sneaky-One\n      license-path: LICENSE.link\n    - license: Sneaky-Two\n      license-path: ../host-secret\n  cpe:\n    vendor: acme\n    product: lic\npipeline:\n  - runs: mkdir -p ${{targets.destdir}}/usr/share/lic\n",
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "pkg",
+            "build",
+            "--bootstrap",
+            "l.yaml",
+            "--arch",
+            "x86_64",
+            "--source-dir",
+            src.to_str().unwrap(),
+        ],
+        d,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = std::process::Command::new("tar")
+        .args([
+            "-xzOf",
+            "packages/x86_64/lic-2.0.1-r3.apk",
+            "var/lib/db/sbom/lic-2.0.1-r3.spdx.json",
+        ])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let text_sbom = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!text_sbom.contains("host secret"), "{text_sbom}");
+    let v: serde_json::Value = serde_json::from_str(&text_sbom).unwrap();
+    let declared = v["packages"][0]["licenseDeclared"].as_str().unwrap();
+    assert!(
+        declared.starts_with("MIT AND LicenseRef-Acme-Public"),
+        "{declared}"
+    );
+    let extracted = v["hasExtractedLicensingInfos"].to_string();
+    assert!(
+        extracted.contains("Acme Public Licence: be nice."),
+        "{extracted}"
+    );
+    assert!(!extracted.contains("\"MIT\""), "{extracted}");
+    assert!(
+        v["packages"][0]["externalRefs"]
+            .to_string()
+            .contains("cpe:2.3:a:acme:lic:2.0.1:*:*:*:*:*:*:*"),
+        "{}",
+        v["packages"][0]
+    );
+    if have("pyspdxtools") {
+        let f = d.join("sbom.spdx.json");
+        fs::write(&f, &text_sbom).unwrap();
+        let o = std::process::Command::new("pyspdxtools")
+            .arg("-i")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "pyspdxtools: {}", text(&o));
+    }
+}
