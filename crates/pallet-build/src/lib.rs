@@ -1,10 +1,19 @@
 //! The package builder: run compiled melange pipelines in a bubblewrap sandbox, generate dependencies, assemble and sign packages.
 
+pub mod apkfile;
 pub mod assemble;
 pub mod compile;
 pub mod driver;
+pub mod license;
 pub mod lint;
 pub mod policy;
+pub mod query;
+pub mod rebuild;
 pub mod recipe;
+pub mod renovate;
 pub mod runner;
 pub mod sca;
+pub mod scan;
+pub mod source;
+pub mod textdiff;
+pub mod yamledit;

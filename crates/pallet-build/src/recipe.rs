@@ -196,6 +196,19 @@ pub fn load(
 
 pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileError> {
     let (c, text) = compile::compile_file(path, opts)?;
+    // melange embeds the compiled configuration, so `.melange.yaml` records every step's
+    // final text; the file as written is kept if rendering fails.
+    let embedded = serde_saphyr::to_string(&c).unwrap_or(text);
+    plan_compiled(&c, path, embedded)
+}
+
+/// The build plan of a compiled configuration, with `config_yaml` as the `.melange.yaml` its
+/// packages embed (`melange rebuild` passes the text a package carries, so it is kept as is).
+pub fn plan_compiled(
+    c: &compile::Compiled,
+    path: &Path,
+    config_yaml: String,
+) -> Result<Plan, CompileError> {
     let p = &c.package;
     if c.skipped {
         return Err(CompileError::SkipArch {
@@ -306,9 +319,7 @@ pub fn load_with(path: &Path, opts: &CompileOptions) -> Result<Plan, CompileErro
         steps,
         subpackages,
         environment: c.environment.clone(),
-        // melange embeds the compiled configuration, so `.melange.yaml` records every step's
-        // final text; the file as written is kept if rendering fails.
-        config_yaml: serde_saphyr::to_string(&c).unwrap_or(text),
+        config_yaml,
         cap_add: c
             .capabilities
             .as_ref()
