@@ -76,9 +76,40 @@ pub(crate) fn pkcs1_public_to_spki(pkcs1: &[u8]) -> Vec<u8> {
     wrap(0x30, &body)
 }
 
+/// An unsigned big-endian integer as a DER INTEGER (leading zeros dropped, a zero byte added
+/// when the top bit is set so it stays positive).
+fn der_uint(v: &[u8]) -> Vec<u8> {
+    let v = match v.iter().position(|b| *b != 0) {
+        Some(i) => &v[i..],
+        None => &[0u8][..],
+    };
+    let mut c = Vec::with_capacity(v.len() + 1);
+    if v[0] & 0x80 != 0 {
+        c.push(0);
+    }
+    c.extend_from_slice(v);
+    wrap(0x02, &c)
+}
+
+/// An RSA modulus and exponent → PKCS#1 `RSAPublicKey`.
+pub(crate) fn rsa_public_pkcs1(n: &[u8], e: &[u8]) -> Vec<u8> {
+    let mut body = der_uint(n);
+    body.extend(der_uint(e));
+    wrap(0x30, &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rsa_components_encode_as_der_integers() {
+        // 0x80 needs a leading zero to stay positive; leading zeros are dropped.
+        assert_eq!(
+            rsa_public_pkcs1(&[0x00, 0x80], &[1, 0, 1]),
+            [0x30, 0x09, 0x02, 0x02, 0x00, 0x80, 0x02, 0x03, 1, 0, 1]
+        );
+    }
 
     #[test]
     fn truncated_der_is_refused() {

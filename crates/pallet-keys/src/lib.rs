@@ -362,6 +362,29 @@ pub fn generate(path: &Path, bits: u32) -> Result<(), KeyError> {
     write_atomic(Path::new(&pub_path), public_pem.as_bytes(), 0o644)
 }
 
+/// The PKIX PEM (`BEGIN PUBLIC KEY`, `\n` line ends, as Go's `pem.Encode` writes it) of the
+/// RSA key with modulus `n` and public exponent `e` (big-endian bytes, as a JWK carries them).
+/// Refuses keys the verifier would not accept (modulus outside 1024–8192 bits, even or tiny
+/// exponent), so a bad key is reported where it was found rather than at verification.
+pub fn rsa_public_pem(n: &[u8], e: &[u8]) -> Result<String, String> {
+    let strip = |v: &[u8]| -> Vec<u8> { v.iter().copied().skip_while(|b| *b == 0).collect() };
+    let (n, e) = (strip(n), strip(e));
+    let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+    if !(1024..=8192).contains(&bits) {
+        return Err(format!(
+            "an RSA modulus of {bits} bits (1024 to 8192 are accepted)"
+        ));
+    }
+    if e.is_empty() || e.len() > 8 || e.last().is_some_and(|b| b & 1 == 0) || e == [1] {
+        return Err("an RSA public exponent that is not an odd number above 1".into());
+    }
+    let spki = der::pkcs1_public_to_spki(&der::rsa_public_pkcs1(&n, &e));
+    Ok(pem::encode_config(
+        &pem::Pem::new("PUBLIC KEY", spki),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    ))
+}
+
 /// Write a file under a temporary name in the same folder and rename it into place.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
     pallet_atomic::write_mode(path, data, mode).map_err(|source| KeyError::Write {
@@ -386,6 +409,46 @@ mod tests {
         );
         assert_eq!(SigAlg::parse_entry(".SIGN.RSAX.k"), None);
         assert_eq!(SigAlg::parse_entry(".PKGINFO"), None);
+    }
+
+    #[test]
+    fn rsa_components_round_trip_to_a_key_that_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.rsa");
+        generate(&key, 2048).unwrap();
+        let sk = SigningKey::load(&key).unwrap();
+        // Take n and e back out of the PKIX DER: SEQUENCE { alg, BIT STRING { 0, RSAPublicKey } }.
+        let spki = sk.public_der();
+        let (_, body, _) = der_tlv(&spki);
+        let (_, _alg, rest) = der_tlv(body);
+        let (_, bits, _) = der_tlv(rest);
+        let (_, pkcs1, _) = der_tlv(&bits[1..]);
+        let (_, n, rest) = der_tlv(pkcs1);
+        let (_, e, _) = der_tlv(rest);
+        let text = rsa_public_pem(n, e).unwrap();
+        assert!(text.starts_with("-----BEGIN PUBLIC KEY-----\n") && !text.contains('\r'));
+        let pk = PublicKey::from_pem(text.as_bytes(), Path::new("k")).unwrap();
+        let sig = sk.sign(SigAlg::RsaSha256, b"data").unwrap();
+        assert!(pk.verify(SigAlg::RsaSha256, b"data", &sig));
+        assert!(
+            rsa_public_pem(&[0xff; 64], e)
+                .unwrap_err()
+                .contains("512 bits")
+        );
+        assert!(rsa_public_pem(n, &[2]).is_err());
+    }
+
+    fn der_tlv(d: &[u8]) -> (u8, &[u8], &[u8]) {
+        let (len, hdr) = if d[1] < 0x80 {
+            (d[1] as usize, 2)
+        } else {
+            let k = (d[1] & 0x7f) as usize;
+            (
+                d[2..2 + k].iter().fold(0, |a, b| (a << 8) | *b as usize),
+                2 + k,
+            )
+        };
+        (d[0], &d[hdr..hdr + len], &d[hdr + len..])
     }
 
     #[test]
