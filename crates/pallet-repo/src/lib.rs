@@ -11,6 +11,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use sha2::Digest as _;
 
+mod discover;
+pub use discover::{ALPINE_RELEASES_URL, Discovered, InstalledKeys, alpine_branch, install_keys};
+
 /// The largest index accepted from a server. Wolfi's, the largest real one, is about 20 MiB
 /// compressed; anything far past that is a broken or hostile server filling the disk.
 pub const MAX_INDEX_BYTES: u64 = 256 << 20;
@@ -254,7 +257,11 @@ impl Client {
             });
         }
         let path_part = p.clean.split(['?', '#']).next().unwrap_or("");
-        let name = path_part.rsplit('/').next().unwrap_or("");
+        // `alpine-devel%40lists…rsa.pub` is the key `alpine-devel@lists…rsa.pub`: signatures
+        // name the decoded file, as Go's URL parser gives apko.
+        let raw = path_part.rsplit('/').next().unwrap_or("");
+        let decoded = percent_decode(raw);
+        let name = decoded.as_str();
         if !pallet_keys_name_ok(name) {
             return Err(RepoError::Http {
                 url: p.clean,
@@ -274,11 +281,25 @@ impl Client {
         etag_path: &Path,
         limit: u64,
     ) -> Result<PathBuf, RepoError> {
+        self.cached_get_opt(url, path, etag_path, limit, false)
+            .map(|p| p.expect("only a 404 with missing_ok gives no path"))
+    }
+
+    /// [`Client::cached_get`]; with `missing_ok`, a 404 is `Ok(None)` and drops the cached
+    /// copy (the server no longer offers the document, so offline must not revive it).
+    fn cached_get_opt(
+        &self,
+        url: &str,
+        path: &Path,
+        etag_path: &Path,
+        limit: u64,
+        missing_ok: bool,
+    ) -> Result<Option<PathBuf>, RepoError> {
         let limit = limit.min(max_http_response_size());
         let clean = parse_url(url).clean;
         if self.offline {
             return if path.exists() {
-                Ok(path.to_path_buf())
+                Ok(Some(path.to_path_buf()))
             } else {
                 Err(RepoError::Offline { url: clean })
             };
@@ -300,7 +321,12 @@ impl Client {
             .flatten();
         let resp = self.get(url, etag.as_deref())?;
         match resp.status().as_u16() {
-            304 if path.exists() => Ok(path.to_path_buf()),
+            304 if path.exists() => Ok(Some(path.to_path_buf())),
+            404 if missing_ok => {
+                let _ = fs::remove_file(path);
+                let _ = fs::remove_file(etag_path);
+                Ok(None)
+            }
             200 => {
                 let new_etag = resp
                     .headers()
@@ -343,7 +369,7 @@ impl Client {
                         let _ = fs::remove_file(etag_path);
                     }
                 }
-                Ok(path.to_path_buf())
+                Ok(Some(path.to_path_buf()))
             }
             s => Err(RepoError::Http {
                 url: clean,
@@ -395,6 +421,32 @@ impl Client {
             limit,
         }))
     }
+}
+
+/// `%XX` escapes decoded; text with a malformed escape, or that does not decode to UTF-8, is
+/// kept as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                None => return s.to_string(),
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 /// The cache's name for a URL: a short hash of it without credentials.
@@ -475,6 +527,17 @@ mod tests {
         let a = Auth::parse("basic:example.com:me:secret,junk");
         assert_eq!(a.for_host("example.com"), Some(("me", "secret")));
         assert_eq!(redact("https://u:p@h/x"), "https://h/x");
+    }
+
+    #[test]
+    fn key_names_are_percent_decoded() {
+        assert_eq!(
+            percent_decode("alpine-devel%40lists.alpinelinux.org-4a6a0840.rsa.pub"),
+            "alpine-devel@lists.alpinelinux.org-4a6a0840.rsa.pub"
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert!(!pallet_keys_name_ok(&percent_decode("a%2Fb")));
     }
 
     #[test]
