@@ -123,20 +123,48 @@ pub fn keyring_files(
     Ok(out)
 }
 
-/// The repositories read, the packages chosen from them in install order, the keyring, and
-/// the world asked for.
-pub type Resolved = (Vec<Repo>, Vec<resolve::Pick>, Keyring, Vec<Dependency>);
-
-/// Resolve the configured repositories, keys and packages for one architecture.
-pub fn resolve(
+/// The keyring of one architecture: the configured keys, plus what key discovery finds for
+/// the build's repositories (apko's Alpine `releases.json` and Chainguard `apk-configuration`
+/// discovery, see [`pallet_repo::Client::discover_keys`]). A configured key wins over a
+/// discovered one of the same file name. Discovery is best effort: its problems are printed
+/// as warnings, and a repository still lacking its key fails when its index is verified.
+pub fn keyring(
     cfg: &ImageConfiguration,
     arch: Arch,
     opts: &BuildOptions,
-) -> Result<Resolved, BuildError> {
-    let keyring = Keyring::from_paths(keyring_files(cfg, opts)?);
-    if let Some(locked) = &opts.locked {
-        return Ok(from_lock(locked, arch, keyring));
+) -> Result<Keyring, BuildError> {
+    let configured = keyring_files(cfg, opts)?;
+    let client = opts.client();
+    let taken = |name: &std::ffi::OsStr, have: &[PathBuf]| {
+        have.iter().any(|p| {
+            if p.is_dir() {
+                p.join(name).is_file()
+            } else {
+                p.file_name() == Some(name)
+            }
+        })
+    };
+    let mut all = configured;
+    for line in repository_lines(cfg, opts) {
+        let (_, url) = parse_repo(&line);
+        let found = client.discover_keys(&url, arch.apk());
+        for w in &found.warnings {
+            eprintln!("warning: {w}");
+        }
+        for k in found.keys {
+            if let Some(name) = k.file_name()
+                && !taken(name, &all)
+            {
+                all.push(k);
+            }
+        }
     }
+    Ok(Keyring::from_paths(all))
+}
+
+/// The repository lines a build reads indexes from: build repositories, repositories, then
+/// `-r` and `-b`, without repeats next to each other.
+fn repository_lines(cfg: &ImageConfiguration, opts: &BuildOptions) -> Vec<String> {
     let mut lines: Vec<String> = cfg
         .contents
         .build_repositories
@@ -147,6 +175,24 @@ pub fn resolve(
         .cloned()
         .collect();
     lines.dedup();
+    lines
+}
+
+/// The repositories read, the packages chosen from them in install order, the keyring, and
+/// the world asked for.
+pub type Resolved = (Vec<Repo>, Vec<resolve::Pick>, Keyring, Vec<Dependency>);
+
+/// Resolve the configured repositories, keys and packages for one architecture.
+pub fn resolve(
+    cfg: &ImageConfiguration,
+    arch: Arch,
+    opts: &BuildOptions,
+) -> Result<Resolved, BuildError> {
+    let keyring = keyring(cfg, arch, opts)?;
+    if let Some(locked) = &opts.locked {
+        return Ok(from_lock(locked, arch, keyring));
+    }
+    let lines = repository_lines(cfg, opts);
     let mut repos = Vec::new();
     let client = opts.client();
     for line in lines {

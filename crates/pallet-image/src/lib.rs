@@ -4,9 +4,12 @@
 pub mod build;
 mod busybox;
 pub mod config;
+pub mod cpio;
+pub mod dot;
 mod ldso;
 pub mod lock;
 pub mod oci;
 pub mod publish;
 pub mod resolve;
 pub mod sbom;
+pub mod template;
