@@ -1,6 +1,5 @@
 //! `pallet image …` and the `apko` face.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -27,9 +26,7 @@ pub enum ImageCommand {
     )]
     Lock(LockArgs),
     /// Resolve and print the packages an image would contain (`NAME VERSION` per line).
-    #[command(
-        after_help = "Examples:\n  pallet image show-packages apko.yaml --arch x86_64\n  pallet image show-packages apko.yaml --format name=version"
-    )]
+    #[command(after_help = SHOW_PACKAGES_HELP_PALLET)]
     ShowPackages(ShowPackagesArgs),
     /// Build just the root filesystem of one architecture as a .tar.gz (no image).
     #[command(
@@ -38,6 +35,89 @@ pub enum ImageCommand {
     BuildMinirootfs(MinirootfsArgs),
     /// Build and push the image and its index to registries; prints REF@DIGEST per tag.
     Publish(PublishArgs),
+    /// Print the resolved package graph as Graphviz dot (packages, dependencies, provides).
+    #[command(after_help = DOT_EXAMPLES_PALLET)]
+    Dot(DotArgs),
+    /// Build the root filesystem of one architecture as a newc cpio archive (an initramfs).
+    #[command(after_help = CPIO_EXAMPLES_PALLET)]
+    BuildCpio(CpioArgs),
+    /// Discover the keys of the repositories in ROOT/etc/apk/repositories (Chainguard-style
+    /// apk-configuration) and write them to ROOT/etc/apk/keys.
+    #[command(after_help = INSTALL_KEYS_EXAMPLES_PALLET)]
+    InstallKeys(InstallKeysArgs),
+}
+
+const DOT_EXAMPLES_PALLET: &str = "Examples:\n  pallet image dot apko.yaml | dot -Tsvg > graph.svg\n  pallet image dot apko.yaml -S --arch aarch64 > deps.dot";
+const DOT_EXAMPLES_APKO: &str = "Examples:\n  apko dot apko.yaml | dot -Tsvg > graph.svg\n  apko dot -S apko.yaml > deps.dot   # each dependency drawn once";
+const CPIO_EXAMPLES_PALLET: &str = "Examples:\n  pallet image build-cpio apko.yaml initramfs.cpio --build-arch x86_64\n  pallet image build-cpio apko.yaml initramfs.cpio.gz   # gzip-compressed: the name ends in .gz";
+const CPIO_EXAMPLES_APKO: &str = "Examples:\n  apko build-cpio apko.yaml initramfs.cpio\n  apko build-cpio apko.yaml initramfs.cpio.gz --build-arch aarch64";
+const INSTALL_KEYS_EXAMPLES_PALLET: &str = "Examples:\n  sudo pallet image install-keys                # the host: /etc/apk/repositories -> /etc/apk/keys\n  pallet image install-keys --root ./chroot     # ./chroot/etc/apk/repositories -> ./chroot/etc/apk/keys";
+const INSTALL_KEYS_EXAMPLES_APKO: &str = "Examples:\n  apko install-keys\n  apko install-keys --root /tmp/rootfs   # write into /tmp/rootfs/etc/apk/keys instead of the host's";
+
+#[derive(Args)]
+pub struct DotArgs {
+    config: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Draw each dependency and provider once, for graphs with fewer edges.
+    #[arg(short = 'S', long)]
+    spanning_tree: bool,
+    /// apko's browser explorer (serves SVG on localhost); refused: pipe the output to
+    /// `dot -Tsvg` instead.
+    #[arg(long)]
+    web: bool,
+    /// Registry explorer the --web links point to (accepted for compatibility; only --web
+    /// uses it).
+    #[arg(short = 'e', long, default_value = "apk.dag.dev")]
+    registry_explorer: String,
+}
+
+#[derive(Args)]
+pub struct CpioArgs {
+    config: PathBuf,
+    /// The archive to write; gzip-compressed when the name ends in `.gz`.
+    output: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The architecture to build (default: the host's; archs in the config are ignored).
+    #[arg(long)]
+    build_arch: Option<String>,
+    /// Build date, RFC 3339, for the files' times (SOURCE_DATE_EPOCH overrides it).
+    #[arg(long)]
+    build_date: Option<String>,
+    /// Accepted for compatibility: apko's build-cpio writes no SBOM, and neither does this.
+    #[arg(long)]
+    sbom_path: Option<PathBuf>,
+    #[command(flatten)]
+    limits: SizeLimits,
+}
+
+#[derive(Args)]
+pub struct InstallKeysArgs {
+    /// The root whose etc/apk/repositories is read and whose etc/apk/keys is written. The
+    /// default, /, is the host itself (as apko does); give a folder to write anywhere else.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Cache folder for the discovery documents (default: $XDG_CACHE_HOME/pallet or
+    /// ~/.cache/pallet).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Never use the network: keys from what the cache holds.
+    #[arg(long)]
+    offline: bool,
+    /// Allow discovery over plain http from hosts other than loopback.
+    #[arg(long)]
+    insecure_keyring: bool,
+    /// Read repositories under PREFIX from REPLACEMENT instead: PREFIX=REPLACEMENT.
+    #[arg(long = "mirror", value_name = "PREFIX=REPLACEMENT")]
+    mirror: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct VersionArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -238,10 +318,47 @@ pub struct ShowPackagesArgs {
     config: PathBuf,
     #[command(flatten)]
     common: CommonArgs,
-    /// name-version (default: `NAME VERSION`), name=version, name-(version), packagelock.
-    #[arg(long)]
-    format: Option<String>,
+    /// A preset (name-version, name-version-source, name=version, name=version-source,
+    /// name-(version), name-(version)-source, packagelock, packagelock-source) or a Go
+    /// template over .Name, .Version and .Source.
+    #[arg(long, default_value = pallet_image::template::DEFAULT_FORMAT)]
+    format: String,
 }
+
+const SHOW_PACKAGES_HELP_PALLET: &str = "Examples:
+  pallet image show-packages apko.yaml --arch x86_64
+  pallet image show-packages apko.yaml --format packagelock
+  pallet image show-packages apko.yaml --format '{{ printf \"%-30s\" .Name }} {{ .Version }}'
+
+The presets are:
+  name-version           {{ .Name }} {{ .Version }}   (the default)
+  name-version-source    {{ .Name }} {{ .Version }} {{ .Source }}
+  name=version           {{ .Name }}={{ .Version }}
+  name=version-source    {{ .Name }}={{ .Version }} {{ .Source }}
+  name-(version)         {{ .Name }} ({{ .Version }})
+  name-(version)-source  {{ .Name }} ({{ .Version }}) {{ .Source }}
+  packagelock            - {{ .Name }}={{ .Version }}
+  packagelock-source     - {{ .Name }}={{ .Version }} # {{ .Source }}
+Any other value is a Go template: text, {{ .Name }}, {{ .Version }}, {{ .Source }} (the
+package URL), {{ . }}, strings, numbers, pipelines and the functions printf, print, println
+and len; other template constructs are refused with a message.";
+const SHOW_PACKAGES_HELP_APKO: &str = "Examples:
+  apko show-packages apko.yaml --arch x86_64
+  apko show-packages apko.yaml --format packagelock
+  apko show-packages apko.yaml --format '{{ printf \"%-30s\" .Name }} {{ .Version }}'
+
+The presets are:
+  name-version           {{ .Name }} {{ .Version }}   (the default)
+  name-version-source    {{ .Name }} {{ .Version }} {{ .Source }}
+  name=version           {{ .Name }}={{ .Version }}
+  name=version-source    {{ .Name }}={{ .Version }} {{ .Source }}
+  name-(version)         {{ .Name }} ({{ .Version }})
+  name-(version)-source  {{ .Name }} ({{ .Version }}) {{ .Source }}
+  packagelock            - {{ .Name }}={{ .Version }}
+  packagelock-source     - {{ .Name }}={{ .Version }} # {{ .Source }}
+Any other value is a Go template: text, {{ .Name }}, {{ .Version }}, {{ .Source }} (the
+package URL), {{ . }}, strings, numbers, pipelines and the functions printf, print, println
+and len; other template constructs are refused with a message.";
 
 pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -251,6 +368,9 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::Lock(a) => lock_cmd(a),
         ImageCommand::BuildMinirootfs(a) => minirootfs_cmd(a),
         ImageCommand::Publish(a) => publish_cmd(a),
+        ImageCommand::Dot(a) => dot_cmd(a),
+        ImageCommand::BuildCpio(a) => cpio_cmd(a),
+        ImageCommand::InstallKeys(a) => install_keys_cmd(a),
     }
 }
 
@@ -348,13 +468,51 @@ struct ApkoCli {
 
 #[derive(Subcommand)]
 enum ApkoCommand {
+    /// Build an image from a YAML configuration file (a docker-archive tarball, or an OCI
+    /// layout when the output is an existing folder).
+    #[command(
+        after_help = "Examples:\n  apko build apko.yaml myimage:latest image.tar\n  apko build apko.yaml myimage:latest layout/ --arch x86_64,aarch64"
+    )]
     Build(BuildArgs),
+    /// Build an image and push it to registries; prints REF@DIGEST.
+    #[command(
+        after_help = "Examples:\n  apko publish apko.yaml registry.example/team/app:1.0 registry.example/team/app:latest"
+    )]
     Publish(PublishArgs),
+    /// Log in to a registry (credentials in docker's config.json).
+    #[command(
+        after_help = "Examples:\n  apko login registry.example -u alice --password-stdin < token.txt"
+    )]
     Login(LoginArgs),
+    /// Build a minimal root filesystem (.tar.gz) of one architecture.
+    #[command(
+        after_help = "Examples:\n  apko build-minirootfs apko.yaml rootfs.tar.gz --build-arch x86_64"
+    )]
     BuildMinirootfs(MinirootfsArgs),
+    /// Resolve every architecture and write the lock file (CONFIG.lock.json).
+    #[command(
+        after_help = "Examples:\n  apko lock apko.yaml\n  apko lock apko.yaml --output my.lock.json"
+    )]
     Lock(LockArgs),
+    /// Print the configuration after includes and defaults, as YAML.
+    #[command(after_help = "Examples:\n  apko show-config apko.yaml")]
     ShowConfig(ShowArgs),
+    /// Show the packages and versions a configuration would install, one line each.
+    #[command(after_help = SHOW_PACKAGES_HELP_APKO)]
     ShowPackages(ShowPackagesArgs),
+    /// Output a digraph showing the resolved dependencies of an apko config.
+    #[command(after_help = DOT_EXAMPLES_APKO)]
+    Dot(DotArgs),
+    /// Build a cpio file (newc, as an initramfs) from a YAML configuration file.
+    #[command(after_help = CPIO_EXAMPLES_APKO)]
+    BuildCpio(CpioArgs),
+    /// Discover and install keys for all repositories (ROOT/etc/apk/repositories ->
+    /// ROOT/etc/apk/keys; ROOT is / unless --root says otherwise).
+    #[command(after_help = INSTALL_KEYS_EXAMPLES_APKO)]
+    InstallKeys(InstallKeysArgs),
+    /// Print the version (as apko's release-utils does; --json for JSON).
+    #[command(after_help = "Examples:\n  apko version\n  apko version --json")]
+    Version(VersionArgs),
 }
 
 pub fn run_apko_face() -> anyhow::Result<ExitCode> {
@@ -372,11 +530,19 @@ pub fn run_apko_face() -> anyhow::Result<ExitCode> {
         ApkoCommand::Lock(a) => lock_cmd(a),
         ApkoCommand::ShowConfig(a) => show_config(a),
         ApkoCommand::ShowPackages(a) => show_packages(a),
+        ApkoCommand::Dot(a) => dot_cmd(a),
+        ApkoCommand::BuildCpio(a) => cpio_cmd(a),
+        ApkoCommand::InstallKeys(a) => install_keys_cmd(a),
+        ApkoCommand::Version(a) => version_cmd(a),
     }
 }
 
 fn cache_dir(c: &CommonArgs) -> PathBuf {
-    if let Some(d) = &c.cache_dir {
+    default_cache(&c.cache_dir)
+}
+
+fn default_cache(given: &Option<PathBuf>) -> PathBuf {
+    if let Some(d) = given {
         return d.clone();
     }
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
@@ -837,29 +1003,232 @@ fn show_config(a: ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn show_packages(a: ShowPackagesArgs) -> anyhow::Result<ExitCode> {
+    use pallet_image::template::{Row, Template, format_template};
+    // The format is checked before anything is resolved, as apko parses it first.
+    let tmpl = Template::parse(format_template(&a.format)).map_err(anyhow::Error::msg)?;
     let loaded = load_config(&a.config, &a.common.include_paths)?;
     let archs = archs(&a.common, &loaded.config)?;
     let opts = options(&a.common);
-    let arch = archs[0];
-    let (repos, picks, _, _) = build::resolve(&loaded.config, arch, &opts)?;
-    let mut rows = BTreeMap::new();
-    for (i, (r, p)) in picks.iter().enumerate() {
-        let info = &repos[*r].packages[*p];
-        let line = match a.format.as_deref() {
-            None | Some("") => format!("{} {}", info.name, info.version),
-            Some("name-version") => format!("{}-{}", info.name, info.version),
-            Some("name=version") => format!("{}={}", info.name, info.version),
-            Some("name-(version)") => format!("{}-({})", info.name, info.version),
-            Some("name-version-source") => format!("{}-{} {}", info.name, info.version, repos[*r].url),
-            Some("name=version-source") => format!("{}={} {}", info.name, info.version, repos[*r].url),
-            Some("packagelock") => json!({"name": info.name, "version": info.version, "url": format!("{}/{}/{}", repos[*r].url, arch.apk(), info.file_name()), "checksum": info.checksum}).to_string(),
-            Some(other) => bail!("--format '{other}' is not one of name-version, name=version, name-(version), name-version-source, name=version-source, packagelock"),
-        };
-        rows.insert(i, line);
+    for arch in &archs {
+        if archs.len() > 1 {
+            eprintln!("packages for {}", arch.apk());
+        }
+        let (repos, picks, _, _) = build::resolve(&loaded.config, *arch, &opts)?;
+        let mut text = String::new();
+        for (r, p) in &picks {
+            let info = &repos[*r].packages[*p];
+            let source = format!(
+                "{}/{}/{}",
+                pallet_repo::redact(&repos[*r].url),
+                arch.apk(),
+                info.file_name()
+            );
+            let row = Row {
+                name: &info.name,
+                version: &info.version,
+                source: &source,
+            };
+            text.push_str(&tmpl.render(&row).map_err(anyhow::Error::msg)?);
+            text.push('\n');
+        }
+        crate::emit(&text)?;
     }
-    for l in rows.values() {
-        println!("{l}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dot_cmd(a: DotArgs) -> anyhow::Result<ExitCode> {
+    if a.web {
+        bail!(
+            "--web serves the graph as SVG to a browser, which pallet does not do; render it with Graphviz instead: `apko dot {} | dot -Tsvg > graph.svg`",
+            a.config.display()
+        );
     }
+    let _ = &a.registry_explorer;
+    let loaded = load_config(&a.config, &a.common.include_paths)?;
+    let cfg = &loaded.config;
+    // apko draws the first architecture.
+    let arch = archs(&a.common, cfg)?[0];
+    let opts = options(&a.common);
+    let requested: Vec<String> = cfg
+        .contents
+        .packages
+        .iter()
+        .chain(&opts.extra_packages)
+        .cloned()
+        .collect();
+    let (resolved, problems) = match build::resolve(cfg, arch, &opts) {
+        Ok((repos, picks, _, _)) => (
+            picks
+                .iter()
+                .map(|(r, p)| repos[*r].packages[*p].clone())
+                .collect::<Vec<_>>(),
+            vec![],
+        ),
+        // A resolver failure is drawn, as apko draws it; anything else is an error.
+        Err(build::BuildError::Solve(e)) => {
+            eprintln!("error: failed to get package list for image: {e}");
+            (vec![], e.problems.iter().map(|p| p.to_string()).collect())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let refs: Vec<&pallet_apk_types::PackageInfo> = resolved.iter().collect();
+    let text = pallet_image::dot::render(&pallet_image::dot::Graph {
+        config: &a.config.to_string_lossy(),
+        requested: &requested,
+        packages: &refs,
+        problems: &problems,
+        spanning_tree: a.spanning_tree,
+    });
+    crate::emit(&format!("{text}\n"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cpio_cmd(a: CpioArgs) -> anyhow::Result<ExitCode> {
+    a.limits.apply()?;
+    let loaded = load_config(&a.config, &a.common.include_paths)?;
+    let arch = crate::melange_build::one_arch(&a.build_arch)?;
+    if !loaded.config.archs.is_empty() {
+        eprintln!(
+            "warning: archs in the config are ignored; building {}",
+            arch.apk()
+        );
+    }
+    if a.sbom_path.is_some() {
+        eprintln!("note: --sbom-path: build-cpio writes no SBOM (apko's does not either)");
+    }
+    let mut opts = options(&a.common);
+    opts.epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds")
+        })?),
+        _ => a.build_date.as_deref().map(parse_date).transpose()?,
+    };
+    let installed = build::install(&loaded.config, &loaded.checksum, arch, &opts)?;
+    let dir = a
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".cpio-").tempfile_in(dir)?;
+    let entries = {
+        let w = std::io::BufWriter::new(tmp.as_file_mut());
+        if a.output.to_string_lossy().ends_with(".gz") {
+            let mut gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(w, flate2::Compression::new(6));
+            let n = pallet_image::cpio::write_newc(&installed.tree, &mut gz)?;
+            gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+            n
+        } else {
+            let mut w = w;
+            let n = pallet_image::cpio::write_newc(&installed.tree, &mut w)?;
+            w.into_inner().map_err(|e| e.into_error())?;
+            n
+        }
+    };
+    tmp.as_file().sync_all()?;
+    tmp.persist(&a.output).map_err(|e| e.error)?;
+    eprintln!(
+        "wrote {} ({} packages, {entries} entries, {})",
+        a.output.display(),
+        installed.packages.len(),
+        arch.apk()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install_keys_cmd(a: InstallKeysArgs) -> anyhow::Result<ExitCode> {
+    let mut client = pallet_repo::Client::new(default_cache(&a.cache_dir));
+    client.offline = a.offline;
+    client.insecure_keys = a.insecure_keyring;
+    client.mirrors = a
+        .mirror
+        .iter()
+        .filter_map(|m| {
+            m.split_once('=')
+                .map(|(x, y)| (x.to_string(), y.to_string()))
+        })
+        .collect();
+    let r = pallet_repo::install_keys(&client, &a.root)?;
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
+    for w in &r.written {
+        eprintln!("wrote {}", w.display());
+    }
+    for e in &r.errors {
+        eprintln!("error: {e}");
+    }
+    if !r.errors.is_empty() {
+        bail!(
+            "key discovery failed for {} of the repositories in {}",
+            r.errors.len(),
+            a.root.join("etc/apk/repositories").display()
+        );
+    }
+    if r.written.is_empty() {
+        eprintln!(
+            "no keys discovered for the repositories in {}",
+            a.root.join("etc/apk/repositories").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `apko version`: the fields and layout of sigs.k8s.io/release-utils, which apko prints
+/// (the ASCII-art name, the name, then aligned fields), for pallet's build.
+fn version_cmd(a: VersionArgs) -> anyhow::Result<ExitCode> {
+    let goarch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    };
+    let fields = [
+        ("gitVersion", format!("v{}", env!("CARGO_PKG_VERSION"))),
+        (
+            "gitCommit",
+            option_env!("PALLET_GIT_COMMIT")
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
+        (
+            "gitTreeState",
+            option_env!("PALLET_GIT_TREE_STATE")
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
+        (
+            "buildDate",
+            option_env!("PALLET_BUILD_DATE")
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
+        ("goVersion", "none (pallet is written in Rust)".to_string()),
+        ("compiler", "rustc".to_string()),
+        ("platform", format!("{}/{goarch}", std::env::consts::OS)),
+    ];
+    if a.json {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &fields {
+            m.insert(k.to_string(), json!(v));
+        }
+        crate::emit(&format!("{}\n", serde_json::to_string_pretty(&m)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // go-figure's "standard" font, as release-utils draws the command's name.
+    let mut out = String::from(
+        "     _      ____    _  __   ___\n    / \\    |  _ \\  | |/ /  / _ \\\n   / _ \\   | |_) | | ' /  | | | |\n  / ___ \\  |  __/  | . \\  | |_| |\n /_/   \\_\\ |_|     |_|\\_\\  \\___/\napko\n\n",
+    );
+    for (k, v) in &fields {
+        let mut key = k.to_string();
+        key[..1].make_ascii_uppercase();
+        out.push_str(&format!("{:<15}{v}\n", format!("{key}:")));
+    }
+    out.push('\n');
+    crate::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
