@@ -220,7 +220,11 @@ const KNOWN: &[Known] = &[
     Known {
         name: "CC0-1.0",
         kind: "unencumbered",
-        phrases: &["creative commons", "cc0 1 0 universal", "statement of purpose"],
+        phrases: &[
+            "creative commons",
+            "cc0 1 0 universal",
+            "statement of purpose",
+        ],
         superseded_by: &[],
     },
 ];
@@ -360,7 +364,10 @@ pub fn find_license_files(root: &Path, deep: bool) -> Vec<LicenseFile> {
             if !rel.contains('/') {
                 w += 0.5;
             }
-            out.push(LicenseFile { path: rel, weight: w });
+            out.push(LicenseFile {
+                path: rel,
+                weight: w,
+            });
         }
     }
     out.sort_by(|a, b| b.weight.total_cmp(&a.weight));

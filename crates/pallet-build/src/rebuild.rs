@@ -99,12 +99,17 @@ pub fn read_embedded(apk: &Path) -> Result<Embedded, RebuildError> {
         .iter()
         .find(|(n, _)| n == ".melange.yaml")
         .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
-        .ok_or_else(|| bad("failed to find .melange.yaml (was it built by melange or pallet?)".into()))?;
+        .ok_or_else(|| {
+            bad("failed to find .melange.yaml (was it built by melange or pallet?)".into())
+        })?;
     let compiled: Compiled = serde_saphyr::from_str(&config_yaml)
         .map_err(|e| bad(format!("failed to decode .melange.yaml: {e}")))?;
     let info = meta.info;
     let sbom = sboms
-        .get(&format!("var/lib/db/sbom/{}-{}.spdx.json", info.name, info.version))
+        .get(&format!(
+            "var/lib/db/sbom/{}-{}.spdx.json",
+            info.name, info.version
+        ))
         .or_else(|| sboms.values().next())
         .ok_or_else(|| bad("failed to find SBOM".into()))?;
     let doc: serde_json::Value =
@@ -225,7 +230,10 @@ pub fn compare(old: &Path, new: &Path) -> std::io::Result<Vec<String>> {
         match nm.get(k) {
             None => out.push(format!("removed: {k}")),
             Some(n) if n.digest != o.digest => {
-                out.push(format!("changed: {k}: digests {} -> {}", o.digest, n.digest));
+                out.push(format!(
+                    "changed: {k}: digests {} -> {}",
+                    o.digest, n.digest
+                ));
                 if let (Some(a), Some(b)) = (&o.contents, &n.contents)
                     && let Some(d) = crate::textdiff::unified(k, a, k, b, true)
                 {

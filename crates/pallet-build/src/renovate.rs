@@ -92,7 +92,10 @@ pub fn download(url: &str) -> Result<Download, RenovateError> {
 
 /// The variables `bump` and `update-cache` evaluate URIs with: melange's renovation context
 /// (package name, version, epoch, `vars`, `var-transforms`, the host's architecture).
-pub fn variables(cfg: &Configuration, path: &Path) -> Result<BTreeMap<String, String>, RenovateError> {
+pub fn variables(
+    cfg: &Configuration,
+    path: &Path,
+) -> Result<BTreeMap<String, String>, RenovateError> {
     Ok(compile::variables(
         cfg,
         path,
@@ -153,7 +156,7 @@ fn scalar_range(n: &Node) -> Option<std::ops::Range<usize>> {
     }
 }
 
-fn uses<'a>(m: &'a Node, text: &str) -> Option<String> {
+fn uses(m: &Node, text: &str) -> Option<String> {
     m.get("uses").and_then(|u| u.scalar(text))
 }
 
@@ -242,7 +245,10 @@ pub fn bump_text(
     };
     if let Some(pipeline) = doc.get("pipeline") {
         let maps = pipeline.maps();
-        for m in maps.iter().filter(|m| uses(m, text).as_deref() == Some("fetch")) {
+        for m in maps
+            .iter()
+            .filter(|m| uses(m, text).as_deref() == Some("fetch"))
+        {
             let with = m
                 .get("with")
                 .ok_or_else(|| bad("a fetch step has no with:".into()))?;
@@ -253,7 +259,10 @@ pub fn bump_text(
             let url = eval(&uri, &vars, path)?;
             let d = fetch_url(&url)?;
             let mut written = vec![];
-            for (key, value) in [("expected-sha256", &d.sha256), ("expected-sha512", &d.sha512)] {
+            for (key, value) in [
+                ("expected-sha256", &d.sha256),
+                ("expected-sha512", &d.sha512),
+            ] {
                 if let Some(n) = with.get(key)
                     && let Some(r) = scalar_range(n)
                 {
@@ -435,6 +444,9 @@ mod tests {
             &mut |_| unreachable!(),
         )
         .unwrap();
-        assert_eq!(out, "package:\n  name: a\n  version: \"2\"\n  epoch: 0\n  description: x\n");
+        assert_eq!(
+            out,
+            "package:\n  name: a\n  version: \"2\"\n  epoch: 0\n  description: x\n"
+        );
     }
 }

@@ -99,8 +99,8 @@ pub fn scan(config: &Path, opts: &ScanOptions) -> Result<Vec<Scanned>, ScanError
             path: apk.display().to_string(),
             message,
         };
-        let meta = crate::apkfile::unpack(&apk, &out.join(&spec.name))
-            .map_err(|e| bad(e.to_string()))?;
+        let meta =
+            crate::apkfile::unpack(&apk, &out.join(&spec.name)).map_err(|e| bad(e.to_string()))?;
         let old = crate::apkfile::control_files(&apk)
             .map_err(|e| bad(e.to_string()))?
             .into_iter()

@@ -60,8 +60,12 @@ fn inside(base: &Path, rel: &str, what: &str) -> Result<PathBuf, SourceError> {
     if p.is_absolute() {
         return failed(format!("absolute {what} paths are not allowed: {rel:?}"));
     }
-    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return failed(format!("{what} path {rel:?} escapes the workspace directory"));
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return failed(format!(
+            "{what} path {rel:?} escapes the workspace directory"
+        ));
     }
     Ok(base.join(p))
 }
@@ -100,7 +104,10 @@ pub fn fetch(with: &BTreeMap<String, String>, dir: &Path) -> Result<(), SourceEr
     eprintln!("INFO Fetching {uri}");
     let d = renovate::download(uri)?;
     for (family, got) in [("sha256", &d.sha256), ("sha512", &d.sha512)] {
-        if let Some(want) = with.get(&format!("expected-{family}")).filter(|w| !w.trim().is_empty()) {
+        if let Some(want) = with
+            .get(&format!("expected-{family}"))
+            .filter(|w| !w.trim().is_empty())
+        {
             if !want.trim().eq_ignore_ascii_case(got) {
                 return failed(format!(
                     "{family} mismatch for {base:?}: expected {}, got {got}",
@@ -114,7 +121,11 @@ pub fn fetch(with: &BTreeMap<String, String>, dir: &Path) -> Result<(), SourceEr
     let file = dir.join(base);
     fs::copy(d.file.path(), &file).map_err(|e| SourceError::Failed(e.to_string()))?;
     if boolean(with.get("extract"), true) {
-        let into = match with.get("directory").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let into = match with
+            .get("directory")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
             Some(sub) => inside(dir, sub, "directory")?,
             None => dir.to_path_buf(),
         };
@@ -199,7 +210,11 @@ pub fn git_checkout(o: &Checkout) -> Result<(), SourceError> {
     if o.repository.is_empty() {
         return failed("repository is required");
     }
-    eprintln!("INFO Cloning {} to {}", o.repository, o.destination.display());
+    eprintln!(
+        "INFO Cloning {} to {}",
+        o.repository,
+        o.destination.display()
+    );
     if let Some(parent) = o.destination.parent() {
         fs::create_dir_all(parent).map_err(|e| SourceError::Failed(e.to_string()))?;
     }
@@ -329,7 +344,8 @@ pub fn fetch_sources(file: &Path, dest: &Path) -> Result<Fetched, SourceError> {
     let dest = std::path::absolute(dest).map_err(|e| SourceError::Failed(e.to_string()))?;
     let is_apk = file.extension().is_some_and(|e| e == "apk");
     let (steps, copyright) = if is_apk {
-        let e = crate::rebuild::read_embedded(file).map_err(|e| SourceError::Failed(e.to_string()))?;
+        let e =
+            crate::rebuild::read_embedded(file).map_err(|e| SourceError::Failed(e.to_string()))?;
         let steps = e
             .compiled
             .pipeline
@@ -417,7 +433,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), SourceError> {
 
 /// `melange source get`: clone the first `git-checkout` source into `OUT/NAME` with the
 /// patches of the `patch` (or `git-am`) step after it applied as commits. Returns the clone.
-pub fn source_get(config: &Path, out: &Path, source_dir: Option<&Path>) -> Result<PathBuf, SourceError> {
+pub fn source_get(
+    config: &Path,
+    out: &Path,
+    source_dir: Option<&Path>,
+) -> Result<PathBuf, SourceError> {
     let (cfg, _) = compile::parse(config)?;
     let steps = steps_of(&cfg, config)?;
     let Some(i) = steps.iter().position(|s| s.uses == "git-checkout") else {
@@ -464,7 +484,11 @@ pub fn source_get(config: &Path, out: &Path, source_dir: Option<&Path>) -> Resul
 /// patch files in the source folder (`git format-patch`), and the configuration's `patch`
 /// steps become one `git-am` step naming them (inserted after the `git-checkout` when there
 /// was none), edited in place. Returns the patch file names.
-pub fn source_pop(config: &Path, out: &Path, source_dir: Option<&Path>) -> Result<Vec<String>, SourceError> {
+pub fn source_pop(
+    config: &Path,
+    out: &Path,
+    source_dir: Option<&Path>,
+) -> Result<Vec<String>, SourceError> {
     let text = fs::read_to_string(config)
         .map_err(|e| SourceError::Failed(format!("reading {}: {e}", config.display())))?;
     let cfg = compile::parse_str(&text, config)?;
@@ -503,7 +527,11 @@ pub fn source_pop(config: &Path, out: &Path, source_dir: Option<&Path>) -> Resul
     let files: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| Path::new(l.trim()).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter_map(|l| {
+            Path::new(l.trim())
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .collect();
     if files.is_empty() {
         return failed(format!(

@@ -56,7 +56,7 @@ impl Node {
     }
 
     /// The decoded text of a one-line scalar.
-    pub fn scalar<'a>(&self, text: &'a str) -> Option<String> {
+    pub fn scalar(&self, text: &str) -> Option<String> {
         match &self.kind {
             Kind::Scalar(r) => Some(unquote(&text[r.clone()])),
             _ => None,

@@ -6,6 +6,7 @@
 mod apk_cmds;
 mod image_cmds;
 mod melange_build;
+mod melange_cmds;
 
 use std::process::ExitCode;
 

@@ -312,7 +312,7 @@ pub(crate) fn one_arch(a: &Option<String>) -> anyhow::Result<Arch> {
     }
 }
 
-fn default_apk_cache() -> PathBuf {
+pub(crate) fn default_apk_cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|x| !x.is_empty())
         .map(PathBuf::from)
@@ -323,7 +323,7 @@ fn default_apk_cache() -> PathBuf {
 
 /// `--runner`: bubblewrap runs the build; melange's other runners are accepted and say, in one
 /// line, that the build runs in bubblewrap instead.
-fn check_runner(runner: &Option<String>) -> anyhow::Result<()> {
+pub(crate) fn check_runner(runner: &Option<String>) -> anyhow::Result<()> {
     match runner.as_deref() {
         None | Some("") | Some("bubblewrap") | Some("bwrap") => Ok(()),
         Some(r @ ("qemu" | "docker")) => {
@@ -537,6 +537,27 @@ enum MelangeCommand {
     Index(IndexArgs),
     /// Sign an APKINDEX.tar.gz.
     SignIndex(SignIndexArgs),
+    /// Sign APK packages in place.
+    Sign(crate::melange_cmds::SignArgs),
+    /// Update a melange YAML file to a new package version.
+    Bump(crate::melange_cmds::BumpArgs),
+    /// Download a recipe's fetch sources into the source cache.
+    UpdateCache(crate::melange_cmds::UpdateCacheArgs),
+    /// Print NAME-VERSION-rEPOCH of a melange YAML file.
+    PackageVersion(crate::melange_cmds::PackageVersionArgs),
+    /// Print a Go template evaluated over a melange YAML file.
+    Query(crate::melange_cmds::QueryArgs),
+    /// Re-run the dependency analysis on built packages and compare their .PKGINFO.
+    Scan(crate::melange_cmds::ScanArgs),
+    /// Rebuild packages from their embedded configuration and compare the bytes.
+    Rebuild(Box<crate::melange_cmds::RebuildArgs>),
+    /// Check the licences of a recipe's sources against its copyright.
+    LicenseCheck(crate::melange_cmds::LicenseCheckArgs),
+    /// Get a recipe's sources (get), or turn local commits into patches (pop).
+    #[command(subcommand)]
+    Source(crate::melange_cmds::SourceCommand),
+    /// Print version information.
+    Version(crate::melange_cmds::VersionArgs),
 }
 
 #[derive(Args)]
@@ -582,14 +603,40 @@ pub enum PkgCommand {
     Lint(LintArgs),
     /// Run a package's test: pipelines in a fresh guest.
     Test(Box<TestArgs>),
+    /// Update a melange YAML file to a new package version (melange bump).
+    Bump(crate::melange_cmds::BumpArgs),
+    /// Download a recipe's fetch sources into the source cache (melange update-cache).
+    UpdateCache(crate::melange_cmds::UpdateCacheArgs),
+    /// Print NAME-VERSION-rEPOCH of a melange YAML file.
+    PackageVersion(crate::melange_cmds::PackageVersionArgs),
+    /// Print a Go template evaluated over a melange YAML file (melange query).
+    Query(crate::melange_cmds::QueryArgs),
+    /// Re-run the dependency analysis on built packages and compare their .PKGINFO.
+    Scan(crate::melange_cmds::ScanArgs),
+    /// Rebuild packages from their embedded configuration and compare the bytes.
+    Rebuild(Box<crate::melange_cmds::RebuildArgs>),
+    /// Check the licences of a recipe's sources against its copyright.
+    LicenseCheck(crate::melange_cmds::LicenseCheckArgs),
+    /// Get a recipe's sources (get), or turn local commits into patches (pop).
+    #[command(subcommand)]
+    Source(crate::melange_cmds::SourceCommand),
 }
 
 pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<ExitCode> {
+    use crate::melange_cmds as m;
     match cmd {
         PkgCommand::Build(a) => build_cmd(*a),
         PkgCommand::Compile(a) => compile_cmd(a),
         PkgCommand::Lint(a) => lint_cmd(a),
         PkgCommand::Test(a) => test_cmd(*a),
+        PkgCommand::Bump(a) => m::bump_cmd(a),
+        PkgCommand::UpdateCache(a) => m::update_cache_cmd(a),
+        PkgCommand::PackageVersion(a) => m::package_version_cmd(a),
+        PkgCommand::Query(a) => m::query_cmd(a),
+        PkgCommand::Scan(a) => m::scan_cmd(a),
+        PkgCommand::Rebuild(a) => m::rebuild_cmd(*a),
+        PkgCommand::LicenseCheck(a) => m::license_check_cmd(a),
+        PkgCommand::Source(c) => m::source_cmd(c),
     }
 }
 
@@ -598,6 +645,16 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
     let cli = MelangeCli::parse_from(args);
     crate::log_level(&cli.log_level)?;
     match cli.command {
+        MelangeCommand::Sign(a) => crate::melange_cmds::sign_cmd(a),
+        MelangeCommand::Bump(a) => crate::melange_cmds::bump_cmd(a),
+        MelangeCommand::UpdateCache(a) => crate::melange_cmds::update_cache_cmd(a),
+        MelangeCommand::PackageVersion(a) => crate::melange_cmds::package_version_cmd(a),
+        MelangeCommand::Query(a) => crate::melange_cmds::query_cmd(a),
+        MelangeCommand::Scan(a) => crate::melange_cmds::scan_cmd(a),
+        MelangeCommand::Rebuild(a) => crate::melange_cmds::rebuild_cmd(*a),
+        MelangeCommand::LicenseCheck(a) => crate::melange_cmds::license_check_cmd(a),
+        MelangeCommand::Source(c) => crate::melange_cmds::source_cmd(c),
+        MelangeCommand::Version(a) => crate::melange_cmds::version_cmd(a),
         MelangeCommand::Build(a) => build_cmd(*a),
         MelangeCommand::Compile(a) => compile_cmd(a),
         MelangeCommand::Lint(a) => lint_cmd(a),
