@@ -76,6 +76,12 @@ fn known_license(term: &str) -> bool {
         return term.len() > "LicenseRef-".len() && sanitize_idstring(term) == term;
     }
     let base = term.strip_suffix('+').unwrap_or(term);
+    // `+` means "or a later version": after an id that already ends in `-or-later` SPDX
+    // parsers refuse it, so such a term is not a known id (found by fuzzing:
+    // `GPL-3.0-or-later+` passed through and left the expression invalid).
+    if base.len() < term.len() && base.ends_with("-or-later") {
+        return false;
+    }
     spdx::license_id(base).is_some_and(|id| id.name == base)
 }
 
@@ -221,6 +227,18 @@ mod tests {
             assert_eq!(n.expression, s);
             assert!(n.unchanged && n.extracted.is_empty(), "{s}");
         }
+    }
+
+    #[test]
+    fn plus_after_or_later_is_a_license_ref() {
+        // Found by fuzzing (fuzz/fuzz_targets/sbom_fields.rs).
+        let n = normalize("GPL-2.0-or-later AND GPL-3.0-or-later+");
+        assert_eq!(
+            n.expression,
+            "GPL-2.0-or-later AND LicenseRef-GPL-3.0-or-later-"
+        );
+        assert_eq!(n.extracted[0].text, "GPL-3.0-or-later+");
+        assert_eq!(normalize("GPL-2.0+").expression, "GPL-2.0+");
     }
 
     #[test]
