@@ -100,6 +100,27 @@ pub struct Client {
     /// `replacement` instead (a local folder or another server).
     pub mirrors: Vec<(String, String)>,
     pub auth: Auth,
+    /// The longest one request may take, body included: a server that drips bytes or never
+    /// finishes is cut off after this ([`DEFAULT_HTTP_TIMEOUT`], or `PALLET_HTTP_TIMEOUT`
+    /// seconds from the environment).
+    pub timeout: Duration,
+}
+
+/// The longest one HTTP request may take, from connecting to the last byte of the body: long
+/// enough for a large package over a slow link, short enough that a stalled server ends a build.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest a TCP connection may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Redirects followed before giving up (a loop ends here).
+pub const MAX_REDIRECTS: u32 = 10;
+
+/// `PALLET_HTTP_TIMEOUT` (whole seconds, at least 1) or the default.
+fn timeout_from_env() -> Duration {
+    std::env::var("PALLET_HTTP_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_HTTP_TIMEOUT, Duration::from_secs)
 }
 
 /// A repository URL split into what requests need.
@@ -153,6 +174,21 @@ impl Client {
             insecure_keys: false,
             mirrors: vec![],
             auth: Auth::from_env(),
+            timeout: timeout_from_env(),
+        }
+    }
+
+    /// A transport error in words that say what to do.
+    fn explain(&self, e: &str) -> String {
+        if e.contains("timeout") || e.contains("timed out") {
+            format!(
+                "the server did not answer in full within {} s, timed out ({e}); raise the limit with PALLET_HTTP_TIMEOUT=SECONDS if it is only slow",
+                self.timeout.as_secs()
+            )
+        } else if e.to_lowercase().contains("redirect") {
+            format!("more than {MAX_REDIRECTS} redirects (a redirect loop?): {e}")
+        } else {
+            e.to_string()
         }
     }
 
@@ -166,10 +202,11 @@ impl Client {
         url.to_string()
     }
 
-    fn agent() -> ureq::Agent {
+    fn agent(&self) -> ureq::Agent {
         ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(300)))
-            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_global(Some(self.timeout))
+            .timeout_connect(Some(CONNECT_TIMEOUT.min(self.timeout)))
+            .max_redirects(MAX_REDIRECTS)
             .user_agent(concat!("pallet/", env!("CARGO_PKG_VERSION")))
             .http_status_as_error(false)
             .build()
@@ -187,7 +224,7 @@ impl Client {
                 .for_host(&p.host)
                 .map(|(u, pw)| (u.to_string(), pw.to_string()))
         });
-        let agent = Self::agent();
+        let agent = self.agent();
         // Retry transient failures a few times with backoff; a 4xx is final.
         let mut delay = Duration::from_millis(200);
         for attempt in 0..4 {
@@ -202,6 +239,13 @@ impl Client {
             match req.call() {
                 Ok(r) if r.status().is_server_error() && attempt < 3 => {}
                 Ok(r) => return Ok(r),
+                // A timeout or a redirect loop is final: retrying would only multiply the wait.
+                Err(e @ (ureq::Error::Timeout(_) | ureq::Error::TooManyRedirects)) => {
+                    return Err(RepoError::Http {
+                        url: p.clean,
+                        message: self.explain(&e.to_string()),
+                    });
+                }
                 Err(e) if attempt == 3 => {
                     return Err(RepoError::Http {
                         url: p.clean,
@@ -356,7 +400,7 @@ impl Client {
                     {
                         RepoError::Http {
                             url: clean.clone(),
-                            message: format!("reading the answer failed: {source}"),
+                            message: self.explain(&format!("reading the answer failed: {source}")),
                         }
                     }
                     e => e,
