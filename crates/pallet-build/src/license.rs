@@ -269,9 +269,12 @@ pub fn identify(text: &str) -> Vec<(&'static str, f64)> {
         .filter(|(_, c)| *c >= 0.9)
         .map(|(n, _)| *n)
         .collect();
-    found.retain(|(n, _)| {
+    // A text that is one licence in full mentions others in passing (the GPL names the
+    // LGPL): partial matches count only when nothing matched in full.
+    found.retain(|(n, c)| {
         let k = KNOWN.iter().find(|k| k.name == *n).expect("known");
         !k.superseded_by.iter().any(|s| confident.contains(s))
+            && (confident.is_empty() || *c >= 0.9)
     });
     found.sort_by(|a, b| b.1.total_cmp(&a.1));
     found
@@ -664,6 +667,13 @@ mod tests {
         );
         assert_eq!(identify(&bsd3)[0], ("BSD-3-Clause", 1.0));
         assert!(!identify(&bsd3).iter().any(|(n, _)| *n == "BSD-2-Clause"));
+        // Half the sentences of a licence: reported, but not confidently.
+        assert_eq!(
+            identify(
+                "Everyone is permitted to copy and distribute verbatim copies. GNU Lesser General Public License"
+            ),
+            vec![("LGPL-2.1", 2.0 / 3.0)]
+        );
     }
 
     #[test]

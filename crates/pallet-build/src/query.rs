@@ -10,6 +10,9 @@
 //! `urlquery`) is refused with a message saying so. Values print as Go's `fmt` prints them
 //! (`[a b]`, `map[k:v]`, zero values for absent fields); printing a whole struct is refused.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use serde_json::Value;
 
 use crate::compile::Configuration;
@@ -1308,10 +1311,141 @@ fn printf(fmt: &str, args: &[Val]) -> Result<String, QueryError> {
     Ok(out)
 }
 
-/// Run `template` over `cfg` as melange's `query` does.
-pub fn query(cfg: &Configuration, template: &str) -> Result<String, QueryError> {
+/// Replace the `${{name}}` references `map` knows, as Go's `strings.Replacer` of melange's
+/// parse-time substitution does (anything else stays as written).
+fn replace_known(text: &str, map: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("${{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        match after.find("}}") {
+            Some(end) => {
+                let token = &after[..end + 2];
+                match map.get(token) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(token),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(after);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Fields melange's parse-time substitution leaves as written.
+const NOT_REPLACED: &[&str] = &[
+    "uses",
+    "label",
+    "inputs",
+    "options",
+    "checks",
+    "cpe",
+    "timeout",
+    "resources",
+    "test-resources",
+    "setcap",
+    "assertions",
+    "accounts",
+    "archs",
+    "paths",
+    "attestation",
+    "detection-override",
+    "vars",
+    "var-transforms",
+    "data",
+];
+
+fn replace_value(v: &mut Value, map: &BTreeMap<String, String>) {
+    match v {
+        Value::String(s) => *s = replace_known(s, map),
+        Value::Array(a) => a.iter_mut().for_each(|x| replace_value(x, map)),
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if !NOT_REPLACED.contains(&k.as_str()) {
+                    replace_value(x, map);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The configuration as melange's `ParseConfiguration` hands it over: `${{package.name}}`,
+/// `${{package.version}}`, `${{package.epoch}}`, `${{package.full-version}}`,
+/// `${{package.description}}` and `${{vars.*}}` (after `var-transforms`) replaced in the
+/// package, pipelines, subpackages, environment, test and update, and subpackages with a
+/// `range` expanded over their data items (sorted, `${{range.key}}`/`${{range.value}}`).
+fn parse_time_view(cfg: &Configuration, path: &Path) -> Result<Value, QueryError> {
+    let vars = crate::compile::variables(cfg, path, &Default::default())
+        .map_err(|e| QueryError(e.to_string()))?;
+    let mut map: BTreeMap<String, String> = vars
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("vars.")
+                || [
+                    "package.name",
+                    "package.version",
+                    "package.epoch",
+                    "package.full-version",
+                    "package.description",
+                ]
+                .contains(&k.as_str())
+        })
+        .map(|(k, v)| (format!("${{{{{k}}}}}"), v.clone()))
+        .collect();
+    let mut v = serde_json::to_value(cfg).map_err(|e| QueryError(e.to_string()))?;
+    let subs = v
+        .get_mut("subpackages")
+        .and_then(|s| s.as_array_mut())
+        .map(std::mem::take)
+        .unwrap_or_default();
+    replace_value(&mut v, &map);
+    let mut expanded = vec![];
+    for mut sp in subs {
+        let range = sp.get("range").and_then(|r| r.as_str()).map(str::to_string);
+        match range.filter(|r| !r.is_empty()) {
+            None => {
+                replace_value(&mut sp, &map);
+                expanded.push(sp);
+            }
+            Some(r) => {
+                let data = cfg.data.iter().find(|d| d.name == r).ok_or_else(|| {
+                    QueryError(format!(
+                        "subpackage {} specified undefined range: {r:?}",
+                        sp["name"]
+                    ))
+                })?;
+                if let Some(o) = sp.as_object_mut() {
+                    o.remove("range");
+                }
+                for (k, val) in &data.items {
+                    map.insert("${{range.key}}".into(), k.clone());
+                    map.insert("${{range.value}}".into(), val.clone().unwrap_or_default());
+                    let mut one = sp.clone();
+                    replace_value(&mut one, &map);
+                    expanded.push(one);
+                }
+                map.remove("${{range.key}}");
+                map.remove("${{range.value}}");
+            }
+        }
+    }
+    if !expanded.is_empty() {
+        v["subpackages"] = Value::Array(expanded);
+    }
+    Ok(v)
+}
+
+/// Run `template` over the configuration `cfg` (read from `path`) as melange's `query` does.
+pub fn query(cfg: &Configuration, path: &Path, template: &str) -> Result<String, QueryError> {
     let nodes = parse(template)?;
-    let v = serde_json::to_value(cfg).map_err(|e| QueryError(e.to_string()))?;
+    let v = parse_time_view(cfg, path)?;
     let root = Val {
         v,
         ty: Ty::Struct("config.Configuration"),
@@ -1331,14 +1465,14 @@ mod tests {
 
     fn cfg() -> Configuration {
         crate::compile::parse_str(
-            "package:\n  name: hello\n  version: 1.2.3\n  epoch: 4\n  timeout: 90m\n  dependencies:\n    runtime: [a, b]\nvars:\n  my-var: x\npipeline:\n  - uses: fetch\n    with:\n      uri: https://x\n  - runs: make\n    working-directory: src\nsubpackages:\n  - name: hello-doc\n  - name: hello-dev\n",
+            "package:\n  name: hello\n  version: 1.2.3\n  epoch: 4\n  timeout: 90m\n  dependencies:\n    runtime: [a, b]\nvars:\n  my-var: x\ndata:\n  - name: pys\n    items:\n      3.12: a\n      3.11: b\npipeline:\n  - uses: fetch\n    with:\n      uri: https://x/${{package.version}}-${{vars.my-var}}\n  - runs: make\n    working-directory: src\nsubpackages:\n  - name: hello-doc\n  - name: hello-dev\n  - name: py-${{range.key}}\n    range: pys\n",
             std::path::Path::new("t.yaml"),
         )
         .unwrap()
     }
 
     fn q(t: &str) -> Result<String, QueryError> {
-        query(&cfg(), t)
+        query(&cfg(), std::path::Path::new("t.yaml"), t)
     }
 
     #[test]
@@ -1355,7 +1489,16 @@ mod tests {
         assert_eq!(q("{{ .Vars }}").unwrap(), "map[my-var:x]");
         assert_eq!(q("{{ index .Vars \"my-var\" }}").unwrap(), "x");
         assert_eq!(q("{{ (index .Pipeline 1).WorkDir }}").unwrap(), "src");
-        assert_eq!(q("{{ len .Subpackages }}").unwrap(), "2");
+        assert_eq!(q("{{ len .Subpackages }}").unwrap(), "4");
+        // Parse-time substitution, as melange's ParseConfiguration.
+        assert_eq!(
+            q("{{ (index .Pipeline 0).With.uri }}").unwrap(),
+            "https://x/1.2.3-x"
+        );
+        assert_eq!(
+            q("{{ range .Subpackages }}{{ .Name }},{{ end }}").unwrap(),
+            "hello-doc,hello-dev,py-3.11,py-3.12,"
+        );
         assert!(
             q("{{ .Package.Nope }}")
                 .unwrap_err()
@@ -1374,11 +1517,11 @@ mod tests {
     fn control_flow_and_functions() {
         assert_eq!(
             q("{{ range .Subpackages }}{{ .Name }} {{ end }}").unwrap(),
-            "hello-doc hello-dev "
+            "hello-doc hello-dev py-3.11 py-3.12 "
         );
         assert_eq!(
             q("{{- range $i, $s := .Subpackages -}}\n{{ $i }}={{ $s.Name }};\n{{- end }}").unwrap(),
-            "0=hello-doc;1=hello-dev;"
+            "0=hello-doc;1=hello-dev;2=py-3.11;3=py-3.12;"
         );
         assert_eq!(
             q("{{ range .Pipeline }}{{ if .Uses }}uses {{ .Uses }}{{ else if .Runs }}runs {{ .Runs }}{{ else }}?{{ end }};{{ end }}")

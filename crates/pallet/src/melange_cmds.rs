@@ -136,7 +136,7 @@ pub struct QueryArgs {
 
 fn query_print(config: &Path, template: &str) -> anyhow::Result<ExitCode> {
     let (cfg, _) = pallet_build::compile::parse(config)?;
-    let out = pallet_build::query::query(&cfg, template)?;
+    let out = pallet_build::query::query(&cfg, config, template)?;
     crate::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }

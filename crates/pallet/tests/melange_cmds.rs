@@ -338,7 +338,7 @@ subpackages:
         ("{{ (index .Pipeline 0).Uses }}", "fetch"),
         (
             "{{ range .Pipeline }}{{ with .With }}{{ .uri }}{{ end }}{{ end }}",
-            "https://ftp.gnu.org/gnu/hello/hello-${{package.version}}.tar.gz",
+            "https://ftp.gnu.org/gnu/hello/hello-2.12.1.tar.gz",
         ),
         ("{{ .Environment.Contents.Packages }}", "[build-base]"),
         ("{{ len .Subpackages }} subpackages", "2 subpackages"),
