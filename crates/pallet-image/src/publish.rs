@@ -130,8 +130,12 @@ fn attach(
     client.stats.referrers_api = Some(false);
     let tag = subject.digest.replace(':', "-");
     let existing = client.get_manifest(&tag, oci::MT_INDEX)?;
+    // What the tag holds comes from the registry: anything but an index with a `manifests`
+    // list (a number, an object without the list) is replaced like unreadable JSON always
+    // was, instead of panicking below (found by fuzzing).
     let mut idx: Value = existing
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(|v| v["manifests"].is_array())
         .unwrap_or_else(
             || json!({"schemaVersion": 2, "mediaType": oci::MT_INDEX, "manifests": []}),
         );
@@ -147,4 +151,68 @@ fn attach(
         &serde_json::to_vec(&idx).expect("JSON"),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    /// A registry on loopback answering each request with the next status and body.
+    fn scripted_registry(replies: Vec<(u16, &'static str)>) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for ((status, body), c) in replies.into_iter().zip(l.incoming()) {
+                let mut c = c.unwrap();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut len = 0u64;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                std::io::copy(&mut r.take(len), &mut std::io::sink()).unwrap();
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                c.write_all(head.as_bytes()).unwrap();
+                c.write_all(body.as_bytes()).unwrap();
+            }
+        });
+        port
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/registry.rs): a referrers fallback tag holding JSON
+    /// that is no index (here a number) panicked with "cannot access key".
+    #[test]
+    fn a_fallback_tag_that_is_no_index_is_replaced() {
+        let port = scripted_registry(vec![
+            (201, ""),  // the index by digest
+            (200, ""),  // HEAD: the empty config is there
+            (200, ""),  // HEAD: the SBOM is there
+            (201, ""),  // the SBOM artifact, without OCI-Subject: no referrers API
+            (200, "5"), // the fallback tag holds a number
+            (201, ""),  // the fallback index written anew
+            (201, ""),  // the tag
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        std::fs::write(&path, b"{}").unwrap();
+        let index = Blob {
+            digest: oci::sha256_digest(b"{}"),
+            size: 2,
+            path,
+        };
+        let r = pallet_registry::Reference::parse(&format!("127.0.0.1:{port}/r:t")).unwrap();
+        let mut client = Client::new(r, &[]);
+        let sboms = vec![("sbom-index.spdx.json".to_string(), json!({}))];
+        push(&mut client, &[], &index, &sboms, None).unwrap();
+        assert_eq!(client.stats.referrers_api, Some(false));
+    }
 }
