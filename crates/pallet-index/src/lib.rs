@@ -196,6 +196,28 @@ pub fn sign_index(path: &Path, key: &SigningKey, epoch: u64) -> Result<(), Index
     )
 }
 
+/// Whether the index at `path` carries a signature: its first gzip member is a tar whose first
+/// entry is a `.SIGN.*` file (what apk-tools and melange write before the index itself).
+pub fn is_signed(path: &Path) -> Result<bool, IndexError> {
+    use std::io::Read as _;
+    let f = File::open(path).map_err(|source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Only the first member, and only its first tar header, is needed.
+    let mut head = [0u8; 512];
+    let mut d = flate2::read::GzDecoder::new(std::io::BufReader::new(f));
+    let n = d.read(&mut head).unwrap_or(0);
+    let mut got = n;
+    while got < head.len() {
+        match d.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    Ok(got == head.len() && head.starts_with(b".SIGN."))
+}
+
 /// Merge new records into existing ones: a record with the same name and version replaces the
 /// old one, everything else is kept.
 pub fn merge(old: Vec<PackageInfo>, new: Vec<PackageInfo>) -> Vec<PackageInfo> {
@@ -213,6 +235,19 @@ pub fn merge(old: Vec<PackageInfo>, new: Vec<PackageInfo>) -> Vec<PackageInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_and_unsigned_indexes_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.rsa");
+        pallet_keys::generate(&key, 2048).unwrap();
+        let key = SigningKey::load(&key).unwrap();
+        let p = dir.path().join("APKINDEX.tar.gz");
+        write_index(&[], None, None, 0, &p).unwrap();
+        assert!(!is_signed(&p).unwrap());
+        sign_index(&p, &key, 0).unwrap();
+        assert!(is_signed(&p).unwrap());
+    }
 
     #[test]
     fn unsigned_indexes_read_back() {

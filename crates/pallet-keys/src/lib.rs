@@ -75,6 +75,10 @@ pub enum KeyError {
     BadPublicKey { path: PathBuf, reason: String },
     #[error("RSA key generation failed")]
     Generate,
+    #[error(
+        "key size {0} is not supported: the minimum is 2048 bits (smaller keys are not secure); use 2048, 3072, 4096 (the default) or 8192"
+    )]
+    KeySize(u32),
     #[error("signing failed")]
     Sign,
 }
@@ -343,7 +347,7 @@ pub fn generate(path: &Path, bits: u32) -> Result<(), KeyError> {
         3072 => KeySize::Rsa3072,
         4096 => KeySize::Rsa4096,
         8192 => KeySize::Rsa8192,
-        _ => return Err(KeyError::Generate),
+        n => return Err(KeyError::KeySize(n)),
     };
     let pair = KeyPair::generate(size).map_err(|_| KeyError::Generate)?;
     let pkcs8: Pkcs8V1Der<'static> = pair.as_der().map_err(|_| KeyError::Generate)?;

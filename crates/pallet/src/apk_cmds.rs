@@ -413,6 +413,14 @@ pub struct IndexArgs {
     /// Alpine's repositories do: apk finds packages under `$repo/$arch/`.
     #[arg(long)]
     rewrite_arch: Option<String>,
+    /// Index only packages of this architecture (and noarch ones); others are skipped with a
+    /// line each, as `melange index -a`.
+    #[arg(long)]
+    arch: Option<String>,
+    /// An existing index whose records are kept (new packages replace the same name-version),
+    /// as `melange index -s`.
+    #[arg(long)]
+    source: Option<PathBuf>,
     /// Print the record count as JSON.
     #[arg(long)]
     json: bool,
@@ -441,6 +449,15 @@ fn folder_arch(p: &Path) -> Option<String> {
 pub fn index_cmd(a: IndexArgs) -> anyhow::Result<ExitCode> {
     let ring = (!a.keyring.is_empty()).then(|| Keyring::from_paths(a.keyring.clone()));
     let mut records = pallet_index::records_for(&a.files, ring.as_ref())?;
+    if let Some(want) = &a.arch {
+        records.retain(|r| {
+            let keep = r.arch == *want || r.arch == "noarch";
+            if !keep {
+                eprintln!("skipping {}: its arch is {}, not {want}", r.nv(), r.arch);
+            }
+            keep
+        });
+    }
     let arch = a
         .rewrite_arch
         .clone()
@@ -452,8 +469,13 @@ pub fn index_cmd(a: IndexArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut description = a.description.clone();
-    if a.merge && a.output.exists() {
-        let old = pallet_index::read_index(&a.output, None)?;
+    let existing = a
+        .source
+        .clone()
+        .or_else(|| (a.merge && a.output.exists()).then(|| a.output.clone()));
+    if let Some(src) = existing {
+        let old = pallet_index::read_index(&src, None)
+            .with_context(|| format!("reading the existing index {}", src.display()))?;
         description = description.or(old.description);
         records = pallet_index::merge(old.packages, records);
     }

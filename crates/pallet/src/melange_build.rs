@@ -585,7 +585,8 @@ struct IndexArgs {
 
 #[derive(Args)]
 struct SignIndexArgs {
-    #[arg(long)]
+    /// The private key (melange's default: melange.rsa).
+    #[arg(long, default_value = "melange.rsa")]
     signing_key: PathBuf,
     #[arg(long)]
     force: bool,
@@ -667,16 +668,6 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
             .map_err(Into::into),
         MelangeCommand::Index(i) => {
             let mut files = i.files.clone();
-            if let Some(src) = &i.source {
-                files.extend(
-                    std::fs::read_dir(src)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.extension().is_some_and(|e| e == "apk")),
-                );
-            }
             files.sort();
             let mut argv: Vec<String> = vec![
                 "pallet".into(),
@@ -690,15 +681,25 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
             if i.merge {
                 argv.push("--merge".into());
             }
+            // melange's -s is an existing index to merge into, -a an architecture filter.
+            if let Some(src) = &i.source {
+                argv.extend(["--source".into(), src.display().to_string()]);
+            }
             if let Some(a) = &i.arch {
-                argv.extend(["--rewrite-arch".into(), a.clone()]);
+                argv.extend(["--arch".into(), a.clone()]);
             }
             argv.extend(files.iter().map(|f| f.display().to_string()));
             crate::run_pallet_argv(argv)
         }
-        // Re-signing replaces any signature, so --force changes nothing.
+        // As melange: an index that is already signed is left alone unless --force.
         MelangeCommand::SignIndex(s) => {
-            let _ = s.force;
+            if !s.force && pallet_index::is_signed(&s.index)? {
+                eprintln!(
+                    "{} is already signed; not signing it again (pass --force to replace the signature)",
+                    s.index.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             crate::run_pallet_argv(vec![
                 "pallet".into(),
                 "sign-index".into(),

@@ -703,3 +703,97 @@ fn package_sbom_licences_and_cpe() {
         assert!(o.status.success(), "pyspdxtools: {}", text(&o));
     }
 }
+
+/// `melange index -a ARCH` skips other architectures, `-s EXISTING` merges into an existing
+/// index, `sign-index` leaves a signed index alone unless `--force`, and `keygen` names the
+/// smallest key size it makes.
+#[test]
+fn melange_index_sign_index_and_keygen_behave_as_melange() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::create_dir_all(d.join("files/usr/share")).unwrap();
+    for (name, arch) in [("a", "x86_64"), ("b", "aarch64"), ("c", "x86_64")] {
+        let o = run(
+            &[
+                "mkpkg",
+                "--info",
+                &format!("name={name}"),
+                "--info",
+                "version=1.0-r0",
+                "--info",
+                &format!("arch={arch}"),
+                "--files",
+                "files",
+                "-o",
+                &format!("{name}.apk"),
+            ],
+            d,
+            &[],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let names = |idx: &str| -> Vec<String> {
+        let o = std::process::Command::new("tar")
+            .args(["-xzOf", idx, "APKINDEX"])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("P:").map(str::to_string))
+            .collect()
+    };
+    let o = run_melange(
+        d,
+        &[
+            "index",
+            "-a",
+            "x86_64",
+            "-o",
+            "one.tar.gz",
+            "a.apk",
+            "b.apk",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("skipping b-1.0-r0"), "{}", text(&o));
+    assert_eq!(names("one.tar.gz"), ["a"]);
+    let o = run_melange(
+        d,
+        &["index", "-s", "one.tar.gz", "-o", "two.tar.gz", "c.apk"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let mut two = names("two.tar.gz");
+    two.sort();
+    assert_eq!(two, ["a", "c"]);
+    // keygen: a size below the minimum is refused with the minimum named.
+    let o = run_melange(d, &["keygen", "--key-size", "1024", "small.rsa"], &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("2048"),
+        "{}",
+        text(&o)
+    );
+    let o = run_melange(d, &["keygen", "--key-size", "2048"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // sign-index: the default key is melange.rsa; a signed index is left alone without --force.
+    let o = run_melange(d, &["sign-index", "two.tar.gz"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let signed = fs::read(d.join("two.tar.gz")).unwrap();
+    let o = run_melange(d, &["sign-index", "two.tar.gz"], &[]);
+    assert!(
+        o.status.success() && text(&o).contains("already signed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(fs::read(d.join("two.tar.gz")).unwrap(), signed);
+    let o = run_melange(d, &["sign-index", "--force", "two.tar.gz"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        &["verify", "--keyring", "melange.rsa.pub", "two.tar.gz"],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
