@@ -13,3 +13,4 @@ pub mod publish;
 pub mod resolve;
 pub mod sbom;
 pub mod template;
+pub mod vcs;

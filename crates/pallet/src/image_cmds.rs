@@ -188,7 +188,8 @@ pub struct BuildFlags {
     /// Annotations KEY:VALUE for the manifests, index and config labels.
     #[arg(long, value_delimiter = ',')]
     annotations: Vec<String>,
-    /// Probe git for vcs-url (accepted for compatibility).
+    /// Probe git for vcs-url when the configuration has none: the origin remote (credentials
+    /// removed) and HEAD become the source and revision annotations (`--vcs=false` to skip).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     vcs: bool,
     /// Build exactly the packages of this lock file.
@@ -659,7 +660,15 @@ fn build_all(
 ) -> anyhow::Result<Built> {
     check_format(&f.format)?;
     f.limits.apply()?;
-    let loaded = load_config(config_path, &f.common.include_paths)?;
+    let mut loaded = load_config(config_path, &f.common.include_paths)?;
+    // apko's --vcs (on by default): the checkout holding the configuration names the source.
+    if f.vcs && loaded.config.vcs_url.as_deref().is_none_or(str::is_empty) {
+        let dir = config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        loaded.config.vcs_url = pallet_image::vcs::probe(dir);
+    }
     let cfg = &loaded.config;
     let archs = archs(&f.common, cfg)?;
     let mut opts = options(&f.common);

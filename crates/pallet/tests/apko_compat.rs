@@ -178,3 +178,84 @@ fn cyclonedx_sboms_of_a_build_pass_the_schema() {
     }
     assert!(o.status.success(), "{out}");
 }
+
+/// `--vcs` (on by default): a configuration in a git checkout with an `origin` gets the source
+/// (credentials removed) and revision annotations; `--vcs=false` and a non-checkout get none.
+#[test]
+fn vcs_probing_annotates_the_index() {
+    let Some(s) = shared() else { return };
+    if !have("git") {
+        return;
+    }
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(d)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let cfg = config(d, &a, "  packages: [busybox]\n");
+    git(&["init", "-q"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://bot:s3cret@git.example.invalid/acme/img.git",
+    ]);
+    git(&["add", "c.yaml"]);
+    git(&["commit", "-q", "-m", "x"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let annotations = |extra: &[&str]| -> serde_json::Value {
+        let out = d.join("layout");
+        let _ = fs::remove_dir_all(&out);
+        fs::create_dir_all(&out).unwrap();
+        let mut args = vec![
+            "image",
+            "build",
+            cfg.to_str().unwrap(),
+            "v:1",
+            out.to_str().unwrap(),
+            "--sbom=false",
+            "--cache-dir",
+            "cache",
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args, d, &[("SOURCE_DATE_EPOCH", "1700000000")]);
+        assert!(o.status.success(), "{}", text(&o));
+        let idx: serde_json::Value =
+            serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
+        let inner = idx["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .replace("sha256:", "");
+        let inner: serde_json::Value =
+            serde_json::from_slice(&fs::read(out.join("blobs/sha256").join(inner)).unwrap())
+                .unwrap();
+        inner["annotations"].clone()
+    };
+    let on = annotations(&[]);
+    assert_eq!(
+        on["org.opencontainers.image.source"], "https://git.example.invalid/acme/img.git",
+        "{on}"
+    );
+    assert_eq!(
+        on["org.opencontainers.image.revision"],
+        head.as_str(),
+        "{on}"
+    );
+    let off = annotations(&["--vcs=false"]);
+    assert!(
+        off.get("org.opencontainers.image.source").is_none(),
+        "{off}"
+    );
+}

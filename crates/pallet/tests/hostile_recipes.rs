@@ -338,3 +338,118 @@ fn output_symlinks_never_read_host_files() {
         assert!(msg.contains("links-swapped"), "{msg}");
     }
 }
+
+/// Digest of what a build must never touch on the host: a few sensitive files and folders,
+/// plus the folders around the build's own working folder.
+fn host_state(around: &Path) -> Vec<(String, String)> {
+    use sha2::Digest as _;
+    let mut out = vec![];
+    let mut add = |p: &Path| {
+        let mut h = sha2::Sha256::new();
+        let mut stack = vec![p.to_path_buf()];
+        while let Some(x) = stack.pop() {
+            let Ok(md) = fs::symlink_metadata(&x) else {
+                continue;
+            };
+            h.update(x.display().to_string().as_bytes());
+            if md.is_dir() {
+                let mut kids: Vec<_> = fs::read_dir(&x)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .collect();
+                kids.sort();
+                stack.extend(kids);
+            } else if md.is_file() {
+                h.update(fs::read(&x).unwrap_or_default());
+            }
+        }
+        out.push((
+            p.display().to_string(),
+            h.finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        ));
+    };
+    for p in [
+        "/etc/passwd",
+        "/etc/shadow",
+        "/etc/hostname",
+        "/root/.bashrc",
+    ] {
+        add(Path::new(p));
+    }
+    add(around);
+    out
+}
+
+/// Steps that try to write the host: into `/etc`, up out of the workspace with `../..`, and
+/// through `/proc/self/root`. In an Alpine guest every write lands in the guest's own root; the
+/// host is byte-for-byte unchanged and the package holds only what was written to its folder.
+#[test]
+fn steps_cannot_write_the_host() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("work");
+    fs::create_dir_all(&d).unwrap();
+    let keys: String = fs::read_dir(a.join("keys"))
+        .unwrap()
+        .map(|e| format!("      - {}\n", e.unwrap().path().display()))
+        .collect();
+    fs::write(
+        d.join("evil.yaml"),
+        format!(
+            "package:\n  name: evil\n  version: 1.0.0\n  epoch: 0\n  description: d\nenvironment:\n  contents:\n    repositories:\n      - {}\n    keyring:\n{keys}    packages:\n      - busybox\npipeline:\n  - runs: |\n      mkdir -p ${{{{targets.destdir}}}}/ok\n      echo fine > ${{{{targets.destdir}}}}/ok/file\n      echo evil >> /etc/passwd || true\n      echo evil > /etc/pallet-evil || true\n      echo evil > ../../pallet-evil-up || true\n      echo evil > ../../../../../../tmp/pallet-evil-up || true\n      echo evil > /proc/self/root/pallet-evil-proc || true\n      echo evil > /proc/1/root/pallet-evil-pid1 || true\n      mkdir -p /root/.ssh 2>/dev/null; echo evil > /root/.ssh/authorized_keys || true\n",
+            a.display()
+        ),
+    )
+    .unwrap();
+    let before = host_state(t.path());
+    let o = run(
+        &[
+            "pkg",
+            "build",
+            "evil.yaml",
+            "--arch",
+            "x86_64",
+            "--apk-cache-dir",
+            t.path().join("apk-cache").to_str().unwrap(),
+            "--out-dir",
+            t.path().join("packages").to_str().unwrap(),
+        ],
+        &d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for p in [
+        "/etc/pallet-evil",
+        "/pallet-evil-proc",
+        "/pallet-evil-pid1",
+        "/tmp/pallet-evil-up",
+    ] {
+        assert!(!Path::new(p).exists(), "{p} was written on the host");
+    }
+    // The package cache and outputs are the build's own; everything else around is unchanged.
+    let after: Vec<_> = host_state(t.path());
+    let strip = |v: Vec<(String, String)>| -> Vec<(String, String)> {
+        v.into_iter()
+            .filter(|(p, _)| !p.starts_with(&t.path().display().to_string()))
+            .collect()
+    };
+    assert_eq!(strip(before), strip(after));
+    assert!(!t.path().join("pallet-evil-up").exists());
+    let o = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(t.path().join("packages/x86_64/evil-1.0.0-r0.apk"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(listing.contains("ok/file"), "{listing}");
+    assert!(!listing.contains("pallet-evil"), "{listing}");
+}
