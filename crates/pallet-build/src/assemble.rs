@@ -422,10 +422,9 @@ pub fn cpe23(cpe: &std::collections::BTreeMap<String, String>, version: &str) ->
     }
     // The upstream version: melange uses the package version without the epoch.
     let upstream = version.rsplit_once("-r").map_or(version, |(v, _)| v);
-    let part = match get("part") {
-        Some(p @ ("a" | "o" | "h")) => p,
-        _ => "a",
-    };
+    let part = get("part")
+        .filter(|p| matches!(*p, "a" | "o" | "h"))
+        .unwrap_or("a");
     Some(format!(
         "cpe:2.3:{part}:{vendor}:{product}:{upstream}:*:{}:{}:{}:{}:{}:{}",
         field("edition"),
