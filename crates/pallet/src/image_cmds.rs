@@ -326,40 +326,42 @@ pub struct ShowPackagesArgs {
     format: String,
 }
 
-const SHOW_PACKAGES_HELP_PALLET: &str = "Examples:
+/// The presets and template subset, shared by both faces' help (a macro, since `concat!`
+/// takes literals only).
+macro_rules! show_packages_formats {
+    () => {
+        "The presets are:
+  name-version           {{ .Name }} {{ .Version }}   (the default)
+  name-version-source    {{ .Name }} {{ .Version }} {{ .Source }}
+  name=version           {{ .Name }}={{ .Version }}
+  name=version-source    {{ .Name }}={{ .Version }} {{ .Source }}
+  name-(version)         {{ .Name }} ({{ .Version }})
+  name-(version)-source  {{ .Name }} ({{ .Version }}) {{ .Source }}
+  packagelock            - {{ .Name }}={{ .Version }}
+  packagelock-source     - {{ .Name }}={{ .Version }} # {{ .Source }}
+Any other value is a Go template: text, {{ .Name }}, {{ .Version }}, {{ .Source }} (the
+package URL), {{ . }}, strings, numbers, pipelines and the functions printf, print, println
+and len; other template constructs are refused with a message."
+    };
+}
+const SHOW_PACKAGES_HELP_PALLET: &str = concat!(
+    "Examples:
   pallet image show-packages apko.yaml --arch x86_64
   pallet image show-packages apko.yaml --format packagelock
   pallet image show-packages apko.yaml --format '{{ printf \"%-30s\" .Name }} {{ .Version }}'
 
-The presets are:
-  name-version           {{ .Name }} {{ .Version }}   (the default)
-  name-version-source    {{ .Name }} {{ .Version }} {{ .Source }}
-  name=version           {{ .Name }}={{ .Version }}
-  name=version-source    {{ .Name }}={{ .Version }} {{ .Source }}
-  name-(version)         {{ .Name }} ({{ .Version }})
-  name-(version)-source  {{ .Name }} ({{ .Version }}) {{ .Source }}
-  packagelock            - {{ .Name }}={{ .Version }}
-  packagelock-source     - {{ .Name }}={{ .Version }} # {{ .Source }}
-Any other value is a Go template: text, {{ .Name }}, {{ .Version }}, {{ .Source }} (the
-package URL), {{ . }}, strings, numbers, pipelines and the functions printf, print, println
-and len; other template constructs are refused with a message.";
-const SHOW_PACKAGES_HELP_APKO: &str = "Examples:
+",
+    show_packages_formats!()
+);
+const SHOW_PACKAGES_HELP_APKO: &str = concat!(
+    "Examples:
   apko show-packages apko.yaml --arch x86_64
   apko show-packages apko.yaml --format packagelock
   apko show-packages apko.yaml --format '{{ printf \"%-30s\" .Name }} {{ .Version }}'
 
-The presets are:
-  name-version           {{ .Name }} {{ .Version }}   (the default)
-  name-version-source    {{ .Name }} {{ .Version }} {{ .Source }}
-  name=version           {{ .Name }}={{ .Version }}
-  name=version-source    {{ .Name }}={{ .Version }} {{ .Source }}
-  name-(version)         {{ .Name }} ({{ .Version }})
-  name-(version)-source  {{ .Name }} ({{ .Version }}) {{ .Source }}
-  packagelock            - {{ .Name }}={{ .Version }}
-  packagelock-source     - {{ .Name }}={{ .Version }} # {{ .Source }}
-Any other value is a Go template: text, {{ .Name }}, {{ .Version }}, {{ .Source }} (the
-package URL), {{ . }}, strings, numbers, pipelines and the functions printf, print, println
-and len; other template constructs are refused with a message.";
+",
+    show_packages_formats!()
+);
 
 pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
