@@ -6,6 +6,7 @@ pub mod pgzip;
 pub mod reader;
 pub mod tarw;
 pub mod writer;
+pub mod xattr;
 
 pub use reader::{
     ApkError, ApkMeta, DataEntry, MemberRange, ReadOptions, Trust, check_path, member_ranges,

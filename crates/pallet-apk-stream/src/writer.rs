@@ -2,7 +2,7 @@
 //! fixed gzip header, PAX checksums on every file and symlink, and cut control and signature
 //! tars (format notes §1.7).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -63,6 +63,13 @@ pub struct WriteOptions<'a> {
     pub sig_alg: SigAlg,
     /// gzip level for the data section.
     pub level: u32,
+    /// Carry the extended attributes of the staged files and folders as `SCHILY.xattr.*` PAX
+    /// records, as melange does with its workspace (minus [`crate::xattr::IGNORED`]).
+    pub read_xattrs: bool,
+    /// Extended attributes to give entries whatever the files carry, by package-relative path
+    /// (`usr/bin/ping`): melange's `package.setcap` becomes `security.capability` here. They
+    /// replace a staged attribute of the same name.
+    pub xattrs: BTreeMap<String, Vec<(String, Vec<u8>)>>,
 }
 
 impl Default for WriteOptions<'_> {
@@ -72,6 +79,8 @@ impl Default for WriteOptions<'_> {
             signing_key: None,
             sig_alg: SigAlg::RsaSha256,
             level: 9,
+            read_xattrs: false,
+            xattrs: BTreeMap::new(),
         }
     }
 }
@@ -136,7 +145,31 @@ fn walk(root: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>, WriteError>
 }
 
 /// Write the data tar of `root` into `w`, returning the installed size.
-fn write_data_tar<W: Write>(root: &Path, epoch: u64, w: &mut W) -> Result<u64, WriteError> {
+fn write_data_tar<W: Write>(
+    root: &Path,
+    opts: &WriteOptions<'_>,
+    w: &mut W,
+) -> Result<u64, WriteError> {
+    let epoch = opts.source_date_epoch;
+    // The xattr PAX records of a file or folder (melange gives them to no other entry type),
+    // sorted by name as Go's archive/tar writes its records.
+    let xattr_records = |rel: &str, path: &Path| -> Result<Vec<(String, Vec<u8>)>, WriteError> {
+        let mut attrs: BTreeMap<String, Vec<u8>> = if opts.read_xattrs {
+            crate::xattr::read(path)
+                .map_err(io_err(path))?
+                .into_iter()
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        if let Some(extra) = opts.xattrs.get(rel) {
+            attrs.extend(extra.iter().cloned());
+        }
+        Ok(attrs
+            .into_iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v))
+            .collect())
+    };
     let mut size = 0u64;
     let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
     for (rel, path, md) in walk(root)? {
@@ -157,6 +190,8 @@ fn write_data_tar<W: Write>(root: &Path, epoch: u64, w: &mut W) -> Result<u64, W
         };
         let mut h = root_header(&rel, Kind::Dir, mode, mtime);
         if ft.is_dir() {
+            let pax = xattr_records(&rel, &path)?;
+            h.pax = &pax;
             tarw::write_header(w, &h).map_err(io_err(&path))?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&path).map_err(io_err(&path))?;
@@ -182,10 +217,11 @@ fn write_data_tar<W: Write>(root: &Path, epoch: u64, w: &mut W) -> Result<u64, W
             let mut f = File::open(&path).map_err(io_err(&path))?;
             let mut hasher = sha1::Sha1::new();
             let n = io::copy(&mut f, &mut HashWriter(&mut hasher)).map_err(io_err(&path))?;
-            let pax = [(
+            let mut pax = vec![(
                 "APK-TOOLS.checksum.SHA1".to_string(),
                 hex::encode(hasher.finalize()).into_bytes(),
             )];
+            pax.extend(xattr_records(&rel, &path)?);
             h.kind = Kind::File;
             h.size = n;
             h.pax = &pax;
@@ -315,7 +351,7 @@ pub fn write_apk(
     let mut data_file = tempfile::tempfile_in(dir).map_err(io_err(dir))?;
     let installed = {
         let mut enc = crate::pgzip::ParGzWriter::new(BufWriter::new(&mut data_file), opts.level);
-        let size = write_data_tar(root, opts.source_date_epoch, &mut enc)?;
+        let size = write_data_tar(root, opts, &mut enc)?;
         let bw = enc.finish().map_err(io_err(out))?;
         bw.into_inner().map_err(|e| WriteError::Io {
             path: out.to_path_buf(),

@@ -34,6 +34,9 @@ pub struct PackageSpec {
     pub cpe: std::collections::BTreeMap<String, String>,
     /// Lint rules downgraded from required to warnings (`checks.disabled`).
     pub checks_disabled: Vec<String>,
+    /// Extended attributes given by the recipe, by package-relative path: `package.setcap`'s
+    /// `security.capability` values (main package only, as melange).
+    pub xattrs: std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +157,41 @@ fn config_purl(c: &ConfigSource) -> String {
 }
 
 impl Assembly<'_> {
+    /// `spec.xattrs` for the paths `destdir` holds as a file or folder; melange only warns
+    /// when `setcap` names anything else, and so does this.
+    fn present_xattrs(
+        &self,
+        spec: &PackageSpec,
+        destdir: &Path,
+    ) -> std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (rel, attrs) in &spec.xattrs {
+            // No component may be a symlink: the attribute names a packaged file, never a
+            // host path a link leads to.
+            let mut p = destdir.to_path_buf();
+            let mut ok = true;
+            for c in rel.split('/') {
+                p.push(c);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if !m.file_type().is_symlink() => {}
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok && fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() || m.is_dir()) {
+                out.insert(rel.clone(), attrs.clone());
+            } else {
+                eprintln!(
+                    "warning: {}: setcap names /{rel}, which is not a file or folder of the                      package: no capabilities set",
+                    spec.name
+                );
+            }
+        }
+        out
+    }
+
     pub fn full_version(&self) -> String {
         format!("{}-r{}", self.version, self.epoch)
     }
@@ -187,6 +225,10 @@ impl Assembly<'_> {
         let opts = pallet_apk_stream::WriteOptions {
             source_date_epoch: self.source_date_epoch,
             signing_key: self.signing_key,
+            // melange records the workspace's attributes (a step's own `setcap` survives) and
+            // then applies `package.setcap` over them.
+            read_xattrs: true,
+            xattrs: self.present_xattrs(spec, destdir),
             ..Default::default()
         };
         let w = pallet_apk_stream::write_apk(destdir, &info, &control, &opts, &out).map_err(

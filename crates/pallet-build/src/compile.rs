@@ -1631,6 +1631,9 @@ pub fn compile(
     if p.version.is_empty() {
         return Err(invalid("package.version is required".into()));
     }
+    // melange validates the main package's `setcap` only: it drops a subpackage's when it
+    // builds the subpackage list, so that one is never checked nor applied.
+    crate::setcap::validate(&p.setcap).map_err(invalid)?;
     // Compiling still works for an architecture the package skips; building does not.
     let skipped = !p.target_architecture.is_empty()
         && !p

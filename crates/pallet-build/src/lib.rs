@@ -14,6 +14,7 @@ pub mod renovate;
 pub mod runner;
 pub mod sca;
 pub mod scan;
+pub mod setcap;
 pub mod source;
 pub mod textdiff;
 pub mod yamledit;

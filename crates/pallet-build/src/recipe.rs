@@ -153,6 +153,7 @@ fn spec(
         license: license.to_string(),
         copyright: vec![],
         cpe: BTreeMap::new(),
+        xattrs: BTreeMap::new(),
         depends: deps(&d.runtime, path)?,
         provides: deps(&d.provides, path)?,
         replaces: deps(&d.replaces, path)?,
@@ -295,6 +296,10 @@ pub fn plan_compiled(
         .collect();
     main.copyright = copyright.clone();
     main.cpe = p.cpe.clone().unwrap_or_default();
+    main.xattrs = crate::setcap::xattrs(&p.setcap)
+        .into_iter()
+        .map(|(path, v)| (path, vec![(crate::setcap::XATTR.to_string(), v)]))
+        .collect();
     for (s, _) in &mut subpackages {
         s.copyright = copyright.clone();
     }
