@@ -14,14 +14,57 @@ use std::time::Duration;
 
 pub use auth::{Credentials, login, lookup_credentials};
 
+/// The largest manifest or index read back from a registry. The distribution registry refuses
+/// manifests over 4 MiB (and containerd reads no more), so nothing a registry may hold is
+/// larger; a longer or endless answer is a broken or hostile registry, cut off here.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// The largest token-service reply read. Tokens are JWTs of a few kilobytes (registries with
+/// refresh tokens send a few more); a megabyte is far above any, and bounds memory against a
+/// token service that never stops.
+pub const MAX_TOKEN_REPLY_BYTES: u64 = 1 << 20;
+/// How much of an error answer is kept for the message.
+pub const MAX_ERROR_BODY_BYTES: u64 = 4096;
+/// Challenges answered per request. One 401 is how every registry asks for a token; a second
+/// one for the request just sent with that token means the credentials (or the token they
+/// bought) were refused, and asking again would loop for ever against a registry that refuses
+/// everything.
+pub const MAX_AUTH_ATTEMPTS: u32 = 1;
+/// Tries per request for transient failures (connection errors, 5xx, 429), with backoff.
+/// Timeouts are not retried: the time limit is for the whole request, not each try.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// The longest one request may take, from connecting to the last byte of the answer, when
+/// [`HTTP_TIMEOUT_ENV`] is unset: the repository client's limit, so a stalled registry ends a
+/// publish like a stalled repository ends a build. Chunks are 8 MiB, so this is a very slow link.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = pallet_repo::DEFAULT_HTTP_TIMEOUT;
+/// The longest a TCP connection may take to open.
+pub const CONNECT_TIMEOUT: Duration = pallet_repo::CONNECT_TIMEOUT;
+/// Whole seconds overriding [`DEFAULT_HTTP_TIMEOUT`]; the same variable the repository client
+/// reads.
+pub const HTTP_TIMEOUT_ENV: &str = "PALLET_HTTP_TIMEOUT";
+
+/// [`HTTP_TIMEOUT_ENV`] (whole seconds, at least 1) or the default.
+pub fn http_timeout() -> Duration {
+    parse_timeout(std::env::var(HTTP_TIMEOUT_ENV).ok().as_deref())
+}
+
+fn parse_timeout(v: Option<&str>) -> Duration {
+    v.and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_HTTP_TIMEOUT, Duration::from_secs)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{0} is not an image reference (expected HOST[:PORT]/REPOSITORY[:TAG])")]
     BadRef(String),
-    #[error(
-        "{registry}: authentication failed (HTTP {status}); check the credentials (`pallet login {registry}`, ~/.docker/config.json, or HTTP_AUTH)"
-    )]
-    Auth { registry: String, status: u16 },
+    #[error("{registry} refused {who}: HTTP {status} for {url}; {hint}")]
+    Auth {
+        registry: String,
+        who: &'static str,
+        url: String,
+        status: u16,
+        hint: String,
+    },
     #[error("{what}: HTTP {status}: {body}")]
     Http {
         what: String,
@@ -30,6 +73,20 @@ pub enum RegistryError {
     },
     #[error("{what}: {message} (is the registry running and reachable?)")]
     Transport { what: String, message: String },
+    #[error("{what}: {url}: the answer is larger than {limit} bytes, the limit for {kind}")]
+    TooLarge {
+        what: String,
+        url: String,
+        kind: &'static str,
+        limit: u64,
+    },
+    /// The registry answered, but with something that contradicts what was sent or asked.
+    #[error("{what}: {url}: {message}")]
+    Answer {
+        what: String,
+        url: String,
+        message: String,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -128,16 +185,110 @@ pub struct Client {
     pub stats: Stats,
     /// Bytes per PATCH when uploading in chunks.
     pub chunk_size: u64,
+    /// The longest one request may take, answer included ([`http_timeout`]).
+    timeout: Duration,
 }
 
 fn body_text(resp: ureq::http::Response<ureq::Body>) -> String {
-    let mut s = String::new();
+    let mut v = vec![];
     let _ = resp
         .into_body()
         .into_reader()
-        .take(4096)
-        .read_to_string(&mut s);
-    s.trim().to_string()
+        .take(MAX_ERROR_BODY_BYTES)
+        .read_to_end(&mut v);
+    String::from_utf8_lossy(&v).trim().to_string()
+}
+
+/// A transport error in words: a timeout says which limit it hit and how to raise it.
+fn explain(e: &str, timeout: Duration) -> String {
+    if e.contains("timeout") || e.contains("timed out") {
+        format!(
+            "no complete answer within {} s, timed out ({e}); raise the limit with {HTTP_TIMEOUT_ENV}=SECONDS if the registry is only slow",
+            timeout.as_secs()
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// The body of `resp`, at most `limit` bytes: a longer one, by its Content-Length or by what
+/// arrives, is an error naming the URL and the limit, and is read no further.
+fn read_limited(
+    resp: Response,
+    limit: u64,
+    kind: &'static str,
+    url: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, RegistryError> {
+    let too_large = || RegistryError::TooLarge {
+        what: what.to_string(),
+        url: url.to_string(),
+        kind,
+        limit,
+    };
+    if header(&resp, "content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(too_large());
+    }
+    let mut v = vec![];
+    resp.into_body()
+        .into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut v)
+        .map_err(|e| RegistryError::Transport {
+            what: what.to_string(),
+            message: format!(
+                "{url}: reading the answer: {}",
+                explain(&e.to_string(), timeout)
+            ),
+        })?;
+    if v.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(v)
+}
+
+/// `sha256:<hex>` of bytes.
+fn sha256_digest(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(b);
+    let mut s = String::from("sha256:");
+    for x in h {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// A `Docker-Content-Digest` answer that names another digest than `expected`: the registry
+/// stored something else than what was sent (or says so), so nothing built on it is trusted.
+/// docker and crane take the registry's word; containerd refuses the push ("got digest X,
+/// expected Y"), and so does pallet. No header is fine: the spec does not require it.
+fn check_digest(
+    resp: &Response,
+    expected: &str,
+    url: &str,
+    what: &str,
+) -> Result<(), RegistryError> {
+    match header(resp, "docker-content-digest") {
+        Some(d) if d != expected => Err(RegistryError::Answer {
+            what: what.to_string(),
+            url: url.to_string(),
+            message: format!(
+                "the registry answered with Docker-Content-Digest {d}, but what was sent is {expected}: it holds something else than was pushed, so the push is not trusted"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn parse_challenge(s: &str) -> std::collections::BTreeMap<String, String> {
@@ -169,10 +320,11 @@ impl Client {
     /// `insecure` hosts get plain http; loopback registries always do.
     pub fn new(r: Reference, insecure: &[String]) -> Self {
         let plain = r.is_loopback() || insecure.contains(&r.registry);
+        let timeout = http_timeout();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_global(Some(Duration::from_secs(600)))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(timeout))
             .user_agent(concat!("pallet/", env!("CARGO_PKG_VERSION")))
             .max_redirects(0)
             .build()
@@ -186,6 +338,7 @@ impl Client {
             auth: None,
             stats: Stats::default(),
             chunk_size: 8 << 20,
+            timeout,
         }
     }
 
@@ -212,13 +365,37 @@ impl Client {
         }
     }
 
-    /// Answer a 401 challenge: Basic with the credentials, or a Bearer token from the realm.
-    fn authenticate(&mut self, challenge: &str) -> Result<(), RegistryError> {
-        use base64::Engine as _;
-        let fail = |status| RegistryError::Auth {
-            registry: self.r.registry.clone(),
-            status,
+    /// The error for a request the registry refused although its challenge was answered.
+    fn refused(&self, url: &str, status: u16) -> RegistryError {
+        let registry = self.r.registry.clone();
+        let (who, hint) = if self.creds.is_some() {
+            (
+                "the credentials",
+                format!(
+                    "check them (`pallet login {registry}`, ~/.docker/config.json, or HTTP_AUTH)"
+                ),
+            )
+        } else {
+            (
+                "anonymous access (no credentials were found for it)",
+                format!(
+                    "give credentials with `pallet login {registry}`, ~/.docker/config.json, or HTTP_AUTH"
+                ),
+            )
         };
+        RegistryError::Auth {
+            registry,
+            who,
+            url: url.to_string(),
+            status,
+            hint,
+        }
+    }
+
+    /// Answer a 401 challenge for `url`: Basic with the credentials, or a Bearer token from the
+    /// realm.
+    fn authenticate(&mut self, challenge: &str, url: &str) -> Result<(), RegistryError> {
+        use base64::Engine as _;
         let basic = self.creds.as_ref().map(|c| {
             format!(
                 "Basic {}",
@@ -228,36 +405,59 @@ impl Client {
         });
         let lower = challenge.to_ascii_lowercase();
         if lower.starts_with("basic") {
-            self.auth = Some(basic.ok_or_else(|| fail(401))?);
+            self.auth = Some(basic.ok_or_else(|| self.refused(url, 401))?);
             return Ok(());
         }
-        if lower.starts_with("bearer") {
-            let params = parse_challenge(&challenge[6..]);
-            let realm = params.get("realm").cloned().ok_or_else(|| fail(401))?;
-            let mut url = format!("{realm}?scope=repository:{}:pull,push", self.r.repository);
-            if let Some(s) = params.get("service") {
-                url.push_str(&format!("&service={s}"));
-            }
-            let mut req = self.agent.get(&url);
-            if let Some(b) = &basic {
-                req = req.header("Authorization", b);
-            }
-            let resp = req.call().map_err(|e| RegistryError::Transport {
-                what: format!("token from {realm}"),
-                message: e.to_string(),
-            })?;
-            if resp.status().as_u16() != 200 {
-                return Err(fail(resp.status().as_u16()));
-            }
-            let v: serde_json::Value = serde_json::from_str(&body_text(resp)).unwrap_or_default();
-            let t = v["token"]
-                .as_str()
-                .or(v["access_token"].as_str())
-                .ok_or_else(|| fail(401))?;
-            self.auth = Some(format!("Bearer {t}"));
-            return Ok(());
+        if !lower.starts_with("bearer") {
+            return Err(self.refused(url, 401));
         }
-        Err(fail(401))
+        let params = parse_challenge(&challenge[6..]);
+        let realm = params
+            .get("realm")
+            .cloned()
+            .ok_or_else(|| self.refused(url, 401))?;
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let mut token_url = format!(
+            "{realm}{sep}scope=repository:{}:pull,push",
+            self.r.repository
+        );
+        if let Some(s) = params.get("service") {
+            token_url.push_str(&format!("&service={s}"));
+        }
+        let what = format!("getting a token for {}", self.r.registry);
+        let mut req = self.agent.get(&token_url);
+        if let Some(b) = &basic {
+            req = req.header("Authorization", b);
+        }
+        let resp = req.call().map_err(|e| RegistryError::Transport {
+            what: what.clone(),
+            message: format!("{token_url}: {}", explain(&e.to_string(), self.timeout)),
+        })?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(self.refused(&token_url, status));
+        }
+        let body = read_limited(
+            resp,
+            MAX_TOKEN_REPLY_BYTES,
+            "a token reply",
+            &token_url,
+            &what,
+            self.timeout,
+        )?;
+        let bad = |message: String| RegistryError::Answer {
+            what: what.clone(),
+            url: token_url.clone(),
+            message,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("the token reply is not JSON: {e}")))?;
+        let t = v["token"]
+            .as_str()
+            .or(v["access_token"].as_str())
+            .ok_or_else(|| bad("the token reply holds no token".into()))?;
+        self.auth = Some(format!("Bearer {t}"));
+        Ok(())
     }
 
     /// One request, answering an auth challenge once and retrying transient failures with
@@ -271,7 +471,7 @@ impl Client {
         what: &str,
     ) -> Result<Response, RegistryError> {
         let mut delay = Duration::from_millis(200);
-        let mut authed = false;
+        let mut auth_attempts = 0;
         let mut attempt = 0;
         // The URL and headers partly come from the registry (`Location`, the token): one the
         // http crate cannot hold (a space, a line break) fails this request instead of
@@ -322,31 +522,28 @@ impl Client {
                 }
             };
             match result {
-                Ok(resp) if resp.status().as_u16() == 401 && !authed => {
-                    authed = true;
+                Ok(resp) if resp.status().as_u16() == 401 && auth_attempts < MAX_AUTH_ATTEMPTS => {
+                    auth_attempts += 1;
                     let challenge = resp
                         .headers()
                         .get("www-authenticate")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_string();
-                    self.authenticate(&challenge)?;
+                    self.authenticate(&challenge, url)?;
                     continue;
                 }
                 Ok(resp) if resp.status().as_u16() == 401 || resp.status().as_u16() == 403 => {
-                    return Err(RegistryError::Auth {
-                        registry: self.r.registry.clone(),
-                        status: resp.status().as_u16(),
-                    });
+                    return Err(self.refused(url, resp.status().as_u16()));
                 }
                 Ok(resp)
                     if (resp.status().is_server_error() || resp.status().as_u16() == 429)
-                        && attempt < 4 => {}
+                        && attempt < MAX_ATTEMPTS => {}
                 Ok(resp) => return Ok(resp),
-                Err(e) if attempt >= 4 => {
+                Err(e) if attempt >= MAX_ATTEMPTS || matches!(e, ureq::Error::Timeout(_)) => {
                     return Err(RegistryError::Transport {
                         what: what.to_string(),
-                        message: e.to_string(),
+                        message: format!("{url}: {}", explain(&e.to_string(), self.timeout)),
                     });
                 }
                 Err(_) => {}
@@ -371,15 +568,34 @@ impl Client {
 
     /// Whether the registry already has a blob.
     pub fn has_blob(&mut self, digest: &str) -> Result<bool, RegistryError> {
+        self.head_blob(digest, None)
+    }
+
+    /// HEAD a blob. A registry that says it holds it under another digest, or with another
+    /// size than `size`, holds something else: that is an error, not "present", since a
+    /// manifest pushed on that word would point at content that does not pull.
+    fn head_blob(&mut self, digest: &str, size: Option<u64>) -> Result<bool, RegistryError> {
         let url = self.url(&format!("/blobs/{digest}"));
-        let resp = self.send(
-            "HEAD",
-            &url,
-            &[],
-            Payload::Empty,
-            &format!("checking blob {digest}"),
-        )?;
-        Ok(resp.status().as_u16() == 200)
+        let what = format!("checking blob {digest}");
+        let resp = self.send("HEAD", &url, &[], Payload::Empty, &what)?;
+        if resp.status().as_u16() != 200 {
+            return Ok(false);
+        }
+        check_digest(&resp, digest, &url, &what)?;
+        if let (Some(want), Some(n)) = (
+            size,
+            header(&resp, "content-length").and_then(|v| v.parse::<u64>().ok()),
+        ) && n != want
+        {
+            return Err(RegistryError::Answer {
+                what,
+                url,
+                message: format!(
+                    "the registry says it holds this blob with {n} bytes, but it is {want} bytes: it holds something else under this digest, so the push is not trusted"
+                ),
+            });
+        }
+        Ok(true)
     }
 
     /// Push a blob unless the registry has it: a cross-repository mount from `mount_from`
@@ -390,7 +606,7 @@ impl Client {
         mount_from: Option<&str>,
     ) -> Result<(), RegistryError> {
         let what = format!("uploading blob {}", b.digest);
-        if self.has_blob(&b.digest)? {
+        if self.head_blob(&b.digest, Some(b.size))? {
             self.stats.blobs_skipped += 1;
             return Ok(());
         }
@@ -400,6 +616,7 @@ impl Client {
         }
         let resp = self.send("POST", &start, &[], Payload::Empty, &what)?;
         if resp.status().as_u16() == 201 {
+            check_digest(&resp, &b.digest, &start, &what)?;
             self.stats.blobs_mounted += 1;
             return Ok(());
         }
@@ -445,7 +662,8 @@ impl Client {
                     payload,
                     &what,
                 )?;
-                Self::expect(resp, &[201], &what)?;
+                let resp = Self::expect(resp, &[201], &what)?;
+                check_digest(&resp, &b.digest, &url, &what)?;
             }
             Err(e) => return Err(e),
         }
@@ -481,14 +699,10 @@ impl Client {
             }
             offset += len;
         }
-        let resp = self.send(
-            "PUT",
-            &with_digest(&location, &b.digest),
-            &[],
-            Payload::Empty,
-            what,
-        )?;
-        Self::expect(resp, &[201], what)?;
+        let url = with_digest(&location, &b.digest);
+        let resp = self.send("PUT", &url, &[], Payload::Empty, what)?;
+        let resp = Self::expect(resp, &[201], what)?;
+        check_digest(&resp, &b.digest, &url, what)?;
         Ok(())
     }
 
@@ -510,6 +724,7 @@ impl Client {
             &what,
         )?;
         let resp = Self::expect(resp, &[201, 200], &what)?;
+        check_digest(&resp, &sha256_digest(bytes), &url, &what)?;
         self.stats.manifests_pushed += 1;
         Ok(resp
             .headers()
@@ -537,13 +752,15 @@ impl Client {
             return Ok(None);
         }
         let resp = Self::expect(resp, &[200], &what)?;
-        let mut v = vec![];
-        resp.into_body()
-            .into_reader()
-            .take(8 << 20)
-            .read_to_end(&mut v)
-            .map_err(|source| RegistryError::Io { what, source })?;
-        Ok(Some(v))
+        read_limited(
+            resp,
+            MAX_MANIFEST_BYTES,
+            "a manifest or index",
+            &url,
+            &what,
+            self.timeout,
+        )
+        .map(Some)
     }
 
     /// Whether `GET /v2/<repo>/referrers/<digest>` is served (OCI distribution 1.1).
@@ -662,6 +879,161 @@ mod tests {
         });
         let err = client(port).has_blob("sha256:0").unwrap_err();
         assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+    }
+
+    fn raw(status: &str, headers: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn challenge(port: u16) -> String {
+        raw(
+            "401 No",
+            &format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\"\r\n"),
+            "",
+        )
+    }
+
+    /// A token that is refused again ends the request after [`MAX_AUTH_ATTEMPTS`] challenges,
+    /// with an error that names the URL and says the credentials were refused.
+    #[test]
+    fn a_refused_token_is_not_asked_for_again() {
+        let mut replies = vec![];
+        let port = scripted_registry(|port| {
+            for _ in 0..MAX_AUTH_ATTEMPTS {
+                replies.push(challenge(port));
+                replies.push(raw("200 OK", "", r#"{"token":"t"}"#));
+            }
+            replies.push(challenge(port));
+            // Anything after this would be another round of the loop.
+            replies.push(raw("200 OK", "", r#"{"token":"t"}"#));
+            replies.clone()
+        });
+        let err = client(port).has_blob("sha256:0").unwrap_err().to_string();
+        assert!(err.contains("refused the credentials"), "{err}");
+        assert!(
+            err.contains(&format!("http://127.0.0.1:{port}/v2/r/blobs/sha256:0")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_token_reply_over_the_limit_is_an_error() {
+        let big = format!(
+            r#"{{"token":"{}"}}"#,
+            "a".repeat(MAX_TOKEN_REPLY_BYTES as usize)
+        );
+        let port = scripted_registry(|port| vec![challenge(port), raw("200 OK", "", &big)]);
+        let err = client(port).has_blob("sha256:0").unwrap_err();
+        assert!(matches!(err, RegistryError::TooLarge { .. }), "{err}");
+        let err = err.to_string();
+        assert!(err.contains(&MAX_TOKEN_REPLY_BYTES.to_string()), "{err}");
+        assert!(
+            err.contains(&format!("http://127.0.0.1:{port}/token")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_token_just_under_the_limit_is_taken() {
+        let pad = MAX_TOKEN_REPLY_BYTES as usize - r#"{"token":"t","x":""}"#.len();
+        let body = format!(r#"{{"token":"t","x":"{}"}}"#, "a".repeat(pad));
+        assert_eq!(body.len() as u64, MAX_TOKEN_REPLY_BYTES);
+        let port = scripted_registry(|port| {
+            vec![
+                challenge(port),
+                raw("200 OK", "", &body),
+                raw("404 No", "", ""),
+            ]
+        });
+        assert!(!client(port).has_blob("sha256:0").unwrap());
+    }
+
+    #[test]
+    fn a_manifest_over_the_limit_is_an_error() {
+        // Announced larger than the limit: refused before reading it.
+        let port = scripted_registry(|_| {
+            vec![format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
+                MAX_MANIFEST_BYTES + 1
+            )]
+        });
+        let err = client(port).get_manifest("t", "x").unwrap_err().to_string();
+        assert!(err.contains(&MAX_MANIFEST_BYTES.to_string()), "{err}");
+        assert!(err.contains("/v2/r/manifests/t"), "{err}");
+        // No length, one byte too many.
+        let body = "x".repeat(MAX_MANIFEST_BYTES as usize + 1);
+        let port = scripted_registry(|_| {
+            vec![format!(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{body}"
+            )]
+        });
+        let err = client(port).get_manifest("t", "x").unwrap_err();
+        assert!(matches!(err, RegistryError::TooLarge { .. }), "{err}");
+        // Exactly the limit is read.
+        let body = "x".repeat(MAX_MANIFEST_BYTES as usize);
+        let port = scripted_registry(|_| vec![raw("200 OK", "", &body)]);
+        let got = client(port).get_manifest("t", "x").unwrap().unwrap();
+        assert_eq!(got.len() as u64, MAX_MANIFEST_BYTES);
+    }
+
+    #[test]
+    fn a_manifest_stored_under_another_digest_is_an_error() {
+        let other = format!("sha256:{}", "0".repeat(64));
+        let port = scripted_registry(|_| {
+            vec![raw(
+                "201 Created",
+                &format!("Docker-Content-Digest: {other}\r\n"),
+                "",
+            )]
+        });
+        let err = client(port).put_manifest("t", "x", b"{}").unwrap_err();
+        assert!(matches!(err, RegistryError::Answer { .. }), "{err}");
+        // The true digest, or none, is success.
+        let d = sha256_digest(b"{}");
+        let port = scripted_registry(|_| {
+            vec![
+                raw(
+                    "201 Created",
+                    &format!("Docker-Content-Digest: {d}\r\n"),
+                    "",
+                ),
+                raw("201 Created", "", ""),
+            ]
+        });
+        let mut c = client(port);
+        c.put_manifest("t", "x", b"{}").unwrap();
+        c.put_manifest("t", "x", b"{}").unwrap();
+    }
+
+    #[test]
+    fn a_blob_present_with_another_size_is_an_error() {
+        let b = BlobSource {
+            digest: sha256_digest(b"hello"),
+            size: 5,
+            path: None,
+            bytes: Some(b"hello".to_vec()),
+            media_type: "application/octet-stream".into(),
+        };
+        let d = b.digest.clone();
+        let port = scripted_registry(|_| {
+            vec![format!(
+                "HTTP/1.1 200 OK\r\nDocker-Content-Digest: {d}\r\nContent-Length: 7\r\nConnection: close\r\n\r\n"
+            )]
+        });
+        let err = client(port).push_blob(&b, None).unwrap_err().to_string();
+        assert!(err.contains("with 7 bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_time_limit_comes_from_the_environment_name_the_repositories_use() {
+        assert_eq!(parse_timeout(None), DEFAULT_HTTP_TIMEOUT);
+        assert_eq!(parse_timeout(Some("0")), DEFAULT_HTTP_TIMEOUT);
+        assert_eq!(parse_timeout(Some("x")), DEFAULT_HTTP_TIMEOUT);
+        assert_eq!(parse_timeout(Some(" 7 ")), Duration::from_secs(7));
+        assert_eq!(HTTP_TIMEOUT_ENV, "PALLET_HTTP_TIMEOUT");
     }
 
     #[test]
