@@ -290,19 +290,24 @@ pub fn signature_member(
     Ok(cut_tar_gz(&[(&name, &sig, 0o644)], epoch, 9))
 }
 
-fn temp_beside(out: &Path) -> PathBuf {
-    let name = out
+/// Write `parts` then the content of `tail` to `out` atomically: a locked temporary beside it
+/// (swept by a later build if this one is killed), renamed into place when complete.
+fn assemble(out: &Path, parts: &[&[u8]], tail: Option<&mut File>) -> Result<u64, WriteError> {
+    let err = |source| WriteError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let hint = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    out.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-/// Write `parts` then the content of `tail` to `out` atomically.
-fn assemble(out: &Path, parts: &[&[u8]], tail: Option<&mut File>) -> Result<u64, WriteError> {
-    let tmp = temp_beside(out);
+        .unwrap_or_default();
+    let mut tmp = pallet_atomic::TempFile::new_in(dir, &hint).map_err(err)?;
     let result = (|| -> io::Result<u64> {
-        let mut w = BufWriter::new(File::create(&tmp)?);
+        let mut w = BufWriter::new(tmp.file().try_clone()?);
         let mut n = 0u64;
         for p in parts {
             w.write_all(p)?;
@@ -312,18 +317,12 @@ fn assemble(out: &Path, parts: &[&[u8]], tail: Option<&mut File>) -> Result<u64,
             t.seek(SeekFrom::Start(0))?;
             n += io::copy(t, &mut w)?;
         }
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        fs::rename(&tmp, out)?;
+        w.flush()?;
         Ok(n)
     })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        WriteError::Io {
-            path: out.to_path_buf(),
-            source: e,
-        }
-    })
+    let n = result.map_err(err)?;
+    tmp.persist(out).map_err(err)?;
+    Ok(n)
 }
 
 /// Build a package from the staged tree `root` with metadata `info` and install scripts

@@ -381,6 +381,8 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         real_output_dir(&workspace, &p.name)?;
     }
     lint_outputs(plan, &all, &workspace, arch, opts)?;
+    // Temporaries a killed build left among the outputs (their writer's lock is gone).
+    pallet_atomic::sweep(&opts.out_dir.join(arch.apk()));
     let mut written = vec![];
     for p in &all {
         let (path, info) = assembly.emit(

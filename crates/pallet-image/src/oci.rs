@@ -86,15 +86,18 @@ pub fn cached_layer(
     }
     let (blob, diff_id) = write_layer(blobs, level, |w| produce(w))?;
     if diff_id == format!("sha256:{diff_hex}") && fs::create_dir_all(&dir).is_ok() {
-        // Fill the cache under temporary names: a killed build leaves no entry behind.
-        let tmp = dir.join(format!(".{diff_hex}.{}.tmp", std::process::id()));
-        if fs::copy(&blob.path, &tmp).is_ok() && fs::rename(&tmp, &entry).is_ok() {
-            let dtmp = dir.join(format!(".{diff_hex}.{}.dtmp", std::process::id()));
-            if fs::write(&dtmp, &blob.digest).is_ok() {
-                let _ = fs::rename(&dtmp, entry.with_extension(format!("gz{level}.digest")));
-            }
+        // Fill the cache under locked temporary names: a killed build leaves no entry behind,
+        // and the next build sweeps the temporary.
+        pallet_atomic::sweep(&dir);
+        let copied = pallet_atomic::write_with(&entry, |t| {
+            io::copy(&mut File::open(&blob.path)?, t).map(|_| ())
+        });
+        if copied.is_ok() {
+            let _ = pallet_atomic::write(
+                &entry.with_extension(format!("gz{level}.digest")),
+                blob.digest.as_bytes(),
+            );
         }
-        let _ = fs::remove_file(&tmp);
     }
     Ok((blob, diff_id))
 }
@@ -104,9 +107,7 @@ pub fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<Blob> {
     let hex = hexs(Sha256::digest(data));
     let path = blobs.join(&hex);
     if !path.exists() {
-        let tmp = blobs.join(format!(".{hex}.{}.tmp", std::process::id()));
-        fs::write(&tmp, data)?;
-        fs::rename(&tmp, &path)?;
+        pallet_atomic::write(&path, data)?;
     }
     Ok(Blob {
         digest: format!("sha256:{hex}"),
@@ -213,24 +214,22 @@ pub fn split_ref(r: &str) -> (String, String) {
     (name.to_string(), tag.to_string())
 }
 
+/// Write `out` through `build`, which gets a locked temporary path beside it and renames it
+/// onto `out` when done; on error the temporary is removed, and if the process is killed the
+/// next build sweeps it.
 fn copy_tree_atomically(build: impl FnOnce(&Path) -> io::Result<()>, out: &Path) -> io::Result<()> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = parent.join(format!(
-        ".{}.{}.tmp",
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let r = build(&tmp);
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-        let _ = fs::remove_dir_all(&tmp);
-    }
-    r
+    let hint = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The temporary stays locked (and removed on drop if still there) while `build` writes
+    // it through its own handle and renames it.
+    let tmp = pallet_atomic::TempFile::new_in(parent, &hint)?;
+    build(tmp.path())
 }
 
 /// Write an OCI image layout into the existing folder `dir`: the index blob is named by
@@ -244,6 +243,9 @@ pub fn write_layout(
 ) -> io::Result<()> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs)?;
+    // What an earlier, killed build left half-copied here.
+    pallet_atomic::sweep(&blobs);
+    pallet_atomic::sweep(dir);
     let mut all: Vec<&Blob> = vec![index];
     for i in images {
         all.push(&i.manifest);
@@ -254,9 +256,9 @@ pub fn write_layout(
         let hex = b.digest.trim_start_matches("sha256:");
         let dst = blobs.join(hex);
         if !dst.exists() {
-            let tmp = blobs.join(format!(".{hex}.tmp"));
-            fs::copy(blobs_src.join(hex), &tmp)?;
-            fs::rename(&tmp, &dst)?;
+            pallet_atomic::write_with(&dst, |t| {
+                io::copy(&mut File::open(blobs_src.join(hex))?, t).map(|_| ())
+            })?;
         }
     }
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -273,12 +275,10 @@ pub fn write_layout(
         manifests.push(d);
     }
     let idx = json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": manifests});
-    let tmp = dir.join(".index.json.tmp");
-    fs::write(
-        &tmp,
-        serde_json::to_vec(&idx).expect("JSON values serialize"),
-    )?;
-    fs::rename(&tmp, dir.join("index.json"))
+    pallet_atomic::write(
+        &dir.join("index.json"),
+        &serde_json::to_vec(&idx).expect("JSON values serialize"),
+    )
 }
 
 /// Write a docker-archive tarball (`docker load`, `skopeo … docker-archive:`): per image a
