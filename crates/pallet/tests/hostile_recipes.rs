@@ -453,3 +453,132 @@ fn steps_cannot_write_the_host() {
     assert!(listing.contains("ok/file"), "{listing}");
     assert!(!listing.contains("pallet-evil"), "{listing}");
 }
+
+/// A tar.gz whose entries try to leave the extraction folder: `../`, an absolute name, and a
+/// symlink to `/tmp` followed by a file written through it.
+fn escaping_archive() -> Vec<u8> {
+    let mut raw = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut raw);
+        let mut put = |name: &[u8], kind: tar::EntryType, link: Option<&str>, body: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            // Names are set as raw bytes: the tar crate would refuse these paths.
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_entry_type(kind);
+            h.set_mode(0o644);
+            h.set_size(body.len() as u64);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, body).unwrap();
+        };
+        put(b"src/ok.txt", tar::EntryType::Regular, None, b"fine\n");
+        put(
+            b"src/../../pallet-arc-up",
+            tar::EntryType::Regular,
+            None,
+            b"evil\n",
+        );
+        put(
+            b"/tmp/pallet-arc-abs",
+            tar::EntryType::Regular,
+            None,
+            b"evil\n",
+        );
+        put(b"src/lnk", tar::EntryType::Symlink, Some("/tmp"), b"");
+        put(
+            b"src/lnk/pallet-arc-through",
+            tar::EntryType::Regular,
+            None,
+            b"evil\n",
+        );
+        b.finish().unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    gz.finish().unwrap()
+}
+
+/// `fetch` of an archive whose entries escape (`../`, absolute, symlink then write-through),
+/// served from 127.0.0.1: extraction happens inside the sandbox, so the host is unchanged,
+/// and nothing but what the steps put in the package's folder is packaged.
+#[test]
+fn fetched_archives_cannot_escape_to_the_host() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    use sha2::Digest as _;
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let www = t.path().join("www");
+    fs::create_dir_all(&www).unwrap();
+    let arc = escaping_archive();
+    let sha: String = sha2::Sha256::digest(&arc)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    fs::write(www.join("evil.tar.gz"), &arc).unwrap();
+    let srv = FileServer::start(www, None);
+    let d = t.path().join("work");
+    fs::create_dir_all(&d).unwrap();
+    let keys: String = fs::read_dir(a.join("keys"))
+        .unwrap()
+        .map(|e| format!("      - {}\n", e.unwrap().path().display()))
+        .collect();
+    fs::write(
+        d.join("arc.yaml"),
+        format!(
+            "package:\n  name: arc\n  version: 1.0.0\n  epoch: 0\n  description: d\nenvironment:\n  contents:\n    repositories:\n      - {}\n    keyring:\n{keys}    packages:\n      - busybox\npipeline:\n  - uses: fetch\n    with:\n      uri: http://127.0.0.1:{}/evil.tar.gz\n      expected-sha256: {sha}\n      strip-components: 0\n  - runs: |\n      mkdir -p ${{{{targets.destdir}}}}/usr/share/arc\n      cp src/ok.txt ${{{{targets.destdir}}}}/usr/share/arc/\n",
+            a.display(),
+            srv.port
+        ),
+    )
+    .unwrap();
+    let before = host_state(t.path());
+    let o = run(
+        &[
+            "pkg",
+            "build",
+            "arc.yaml",
+            "--arch",
+            "x86_64",
+            "--apk-cache-dir",
+            t.path().join("apk-cache").to_str().unwrap(),
+            "--out-dir",
+            t.path().join("packages").to_str().unwrap(),
+        ],
+        &d,
+        &[],
+    );
+    // Whether the guest's tar refuses the entries (failing the step) or writes them inside the
+    // sandbox, nothing reaches the host.
+    for p in [
+        "/tmp/pallet-arc-abs",
+        "/tmp/pallet-arc-through",
+        "/pallet-arc-up",
+    ] {
+        assert!(!Path::new(p).exists(), "{p} was written on the host");
+    }
+    assert!(!t.path().join("pallet-arc-up").exists());
+    assert!(!d.join("pallet-arc-up").exists());
+    let strip = |v: Vec<(String, String)>| -> Vec<(String, String)> {
+        v.into_iter()
+            .filter(|(p, _)| !p.starts_with(&t.path().display().to_string()))
+            .collect()
+    };
+    assert_eq!(strip(before), strip(host_state(t.path())));
+    if o.status.success() {
+        let o = std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(t.path().join("packages/x86_64/arc-1.0.0-r0.apk"))
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&o.stdout);
+        assert!(listing.contains("usr/share/arc/ok.txt"), "{listing}");
+        assert!(!listing.contains("pallet-arc"), "{listing}");
+    } else {
+        eprintln!("the guest's tar refused the archive: {}", text(&o));
+    }
+}
