@@ -331,7 +331,7 @@ fn basic_auth_login_and_wrong_password() {
         &env,
     );
     assert!(!o.status.success());
-    assert!(text(&o).contains("authentication failed"), "{}", text(&o));
+    assert!(text(&o).contains("refused anonymous access"), "{}", text(&o));
     let o = run(
         &[
             "login",
@@ -358,7 +358,7 @@ fn basic_auth_login_and_wrong_password() {
         &env,
     );
     assert!(
-        !o.status.success() && text(&o).contains("authentication failed"),
+        !o.status.success() && text(&o).contains("refused the credentials"),
         "{}",
         text(&o)
     );
