@@ -90,7 +90,10 @@ pub fn parse_installed(text: &str) -> Result<Vec<InstalledPackage>, InfoError> {
     let mut out = Vec::new();
     let mut cur = InstalledPackage::default();
     let mut any = false;
-    for (i, raw) in text.lines().enumerate() {
+    // Lines end at `\n` only, as apk reads the database: a `\r` before it belongs to the
+    // value (`str::lines` would drop one, so a path ending in `\r` lost one on every
+    // read and write; found by fuzzing).
+    for (i, raw) in text.split('\n').enumerate() {
         let line = i + 1;
         if raw.len() < 2 {
             if any {
@@ -272,6 +275,17 @@ Z:Q1LxBvJ/ofKKik4CrrENc7ePnJsko=
     fn world_is_sorted() {
         let deps = Dependency::parse_list("zlib busybox=1.0-r0 app<2").unwrap();
         assert_eq!(write_world(&deps), "app<2\nbusybox=1.0-r0\nzlib\n");
+    }
+
+    #[test]
+    fn carriage_returns_are_part_of_values() {
+        // Found by fuzzing (fuzz/fuzz_targets/installed_db.rs).
+        let db = "P:a\nV:1\nF:dev/pts\r\r\nR:x\r\n\n";
+        let pkgs = parse_installed(db).unwrap();
+        assert_eq!(pkgs[0].dirs[0].path, "dev/pts\r\r");
+        assert_eq!(pkgs[0].dirs[0].files[0].name, "x\r");
+        let written = write_installed(&pkgs);
+        assert_eq!(parse_installed(&written).unwrap(), pkgs);
     }
 
     #[test]

@@ -97,6 +97,30 @@ fn deps(line: usize, value: &str, into: &mut Vec<Dependency>) -> Result<(), Info
     Ok(())
 }
 
+/// The `.PKGINFO` keys [`PackageInfo::parse_pkginfo`] reads into fields.
+const PKGINFO_KEYS: &[&str] = &[
+    "pkgname",
+    "pkgver",
+    "pkgdesc",
+    "url",
+    "builddate",
+    "packager",
+    "size",
+    "arch",
+    "origin",
+    "commit",
+    "maintainer",
+    "license",
+    "depend",
+    "provides",
+    "install_if",
+    "replaces",
+    "provider_priority",
+    "replaces_priority",
+    "triggers",
+    "datahash",
+];
+
 impl PackageInfo {
     /// `name-version`, the way apk names a package in messages and file names.
     pub fn nv(&self) -> String {
@@ -202,6 +226,14 @@ impl PackageInfo {
             kv("triggers", &self.triggers.join(" "));
         }
         for (k, v) in &self.extra {
+            // Sanitising can turn an unknown key into a known one (`provider\x1fpriority`
+            // into `provider_priority`), which would then override that field when read back,
+            // as a cached control section is. apk matches keys exactly and ignored it, so it
+            // is left out (found by fuzzing).
+            let clean = one_line(k).replace(['=', ' '], "_");
+            if clean != *k && PKGINFO_KEYS.contains(&clean.as_str()) {
+                continue;
+            }
             kv(k, v);
         }
         if let Some(h) = &self.datahash {
@@ -432,6 +464,20 @@ i:docs mandoc=1.14.6-r6
         p.write_index_header(&mut index);
         assert_eq!(index.lines().filter(|l| l.starts_with('T')).count(), 1);
         assert!(!index.lines().any(|l| l.starts_with("license")));
+    }
+
+    #[test]
+    fn a_sanitised_key_never_becomes_a_field() {
+        // Found by fuzzing (fuzz/fuzz_targets/pkginfo.rs): the unknown key came back as
+        // provider_priority = 363 once written and read again.
+        let p = PackageInfo::parse_pkginfo(
+            "pkgname = a\nprovider_priority = 900\nprovider\x1fpriority = 363\nx y = kept\n",
+        )
+        .unwrap();
+        assert_eq!(p.provider_priority, Some(900));
+        let again = PackageInfo::parse_pkginfo(&p.to_pkginfo()).unwrap();
+        assert_eq!(again.provider_priority, Some(900));
+        assert_eq!(again.extra, vec![("x_y".into(), "kept".into())]);
     }
 
     #[test]
