@@ -107,6 +107,12 @@ pub struct BuildArgs {
     /// Lint warnings fail the build too.
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     fail_on_lint_warning: bool,
+    /// Linters whose findings fail the build; a list given replaces melange's default list.
+    #[arg(long, value_delimiter = ',')]
+    lint_require: Option<Vec<String>>,
+    /// Linters whose findings are only reported; a list given replaces melange's default list.
+    #[arg(long, value_delimiter = ',')]
+    lint_warn: Option<Vec<String>>,
     /// Write lint findings as OUT/ARCH/lint-NAME-VERSION-rN.json.
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     persist_lint_results: bool,
@@ -455,6 +461,13 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
+        // --lint-require / --lint-warn replace melange's default lists, as its flags do.
+        if a.lint_require.is_some() || a.lint_warn.is_some() {
+            plan.lint.policy = pallet_build::lint::Policy::from_flags(
+                a.lint_require.as_deref(),
+                a.lint_warn.as_deref(),
+            )?;
+        }
         // The detected commit stands in for a `package.commit` the configuration leaves out.
         if let Some(c) = &commit {
             for spec in

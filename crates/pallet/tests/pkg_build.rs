@@ -797,3 +797,38 @@ fn melange_index_sign_index_and_keygen_behave_as_melange() {
     );
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// `--lint-require` makes a warning rule fail the build; `--lint-warn` keeps it a warning;
+/// an unknown rule name is an error that names it.
+#[test]
+fn lint_require_and_lint_warn() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::write(
+        d.join("o.yaml"),
+        "package:\n  name: optpkg\n  version: 1.0.0\n  epoch: 0\n  description: d\npipeline:\n  - runs: mkdir -p ${{targets.destdir}}/opt/x && echo x > ${{targets.destdir}}/opt/x/f\n",
+    )
+    .unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--bootstrap", "o.yaml", "--arch", "x86_64"];
+        args.extend_from_slice(extra);
+        run_melange(d, &args, &[])
+    };
+    let o = build(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("opt"), "{}", text(&o));
+    let o = build(&["--lint-require", "opt"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("opt"), "{}", text(&o));
+    let o = build(&["--lint-warn", "opt,dev"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = build(&["--lint-require", "no-such-rule"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no-such-rule"),
+        "{}",
+        text(&o)
+    );
+}
