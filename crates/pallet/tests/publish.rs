@@ -331,7 +331,11 @@ fn basic_auth_login_and_wrong_password() {
         &env,
     );
     assert!(!o.status.success());
-    assert!(text(&o).contains("refused anonymous access"), "{}", text(&o));
+    assert!(
+        text(&o).contains("refused anonymous access"),
+        "{}",
+        text(&o)
+    );
     let o = run(
         &[
             "login",
