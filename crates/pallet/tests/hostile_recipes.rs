@@ -339,6 +339,26 @@ fn output_symlinks_never_read_host_files() {
     }
 }
 
+/// Build `file` (in `work`) in a guest made from packages, caching them and writing the
+/// outputs under `root`.
+fn build_in_guest(root: &Path, work: &Path, file: &str) -> std::process::Output {
+    run(
+        &[
+            "pkg",
+            "build",
+            file,
+            "--arch",
+            "x86_64",
+            "--apk-cache-dir",
+            root.join("apk-cache").to_str().unwrap(),
+            "--out-dir",
+            root.join("packages").to_str().unwrap(),
+        ],
+        work,
+        &[],
+    )
+}
+
 /// Digest of what a build must never touch on the host: a few sensitive files and folders,
 /// plus the folders around the build's own working folder.
 fn host_state(around: &Path) -> Vec<(String, String)> {
@@ -411,21 +431,7 @@ fn steps_cannot_write_the_host() {
     )
     .unwrap();
     let before = host_state(t.path());
-    let o = run(
-        &[
-            "pkg",
-            "build",
-            "evil.yaml",
-            "--arch",
-            "x86_64",
-            "--apk-cache-dir",
-            t.path().join("apk-cache").to_str().unwrap(),
-            "--out-dir",
-            t.path().join("packages").to_str().unwrap(),
-        ],
-        &d,
-        &[],
-    );
+    let o = build_in_guest(t.path(), &d, "evil.yaml");
     assert!(o.status.success(), "{}", text(&o));
     for p in [
         "/etc/pallet-evil",
@@ -537,21 +543,7 @@ fn fetched_archives_cannot_escape_to_the_host() {
     )
     .unwrap();
     let before = host_state(t.path());
-    let o = run(
-        &[
-            "pkg",
-            "build",
-            "arc.yaml",
-            "--arch",
-            "x86_64",
-            "--apk-cache-dir",
-            t.path().join("apk-cache").to_str().unwrap(),
-            "--out-dir",
-            t.path().join("packages").to_str().unwrap(),
-        ],
-        &d,
-        &[],
-    );
+    let o = build_in_guest(t.path(), &d, "arc.yaml");
     // Whether the guest's tar refuses the entries (failing the step) or writes them inside the
     // sandbox, nothing reaches the host.
     for p in [
