@@ -6,7 +6,10 @@
 #                                      executions run and the crashes found
 #
 # FUZZ_TARGETS="apk pkginfo" limits the run to some targets; FUZZ_SANITIZER=none builds
-# without AddressSanitizer (faster to build; safe Rust needs it little). Corpora grow in
+# without AddressSanitizer (safe Rust needs it little); FUZZ_DEV=1 builds unoptimised (a
+# third of the build time, slower runs) and FUZZ_SEEDS_ONLY=1 starts from the seeds alone
+# in a scratch corpus (libFuzzer replays a whole corpus before it looks at the clock, and a
+# grown one takes minutes): what test.sh's short run uses. Corpora grow in
 # fuzz/corpus/<target>/ (seeded by fuzz/seed.sh from ../shared), crashes land in
 # fuzz/artifacts/<target>/. Installs cargo-fuzz when missing; prints SKIPPED when it cannot.
 # cargo fuzz passes nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them.
@@ -32,13 +35,16 @@ mkdir -p fuzz/artifacts
 # Each sanitizer builds in its own folder under fuzz/target, so switching does not rebuild all.
 tdir=fuzz/target
 [ "$san" = address ] || tdir=fuzz/target/$san
-if ! cargo fuzz build --sanitizer "$san" --target-dir "$tdir" > fuzz/artifacts/build.log 2>&1; then
+profile=release
+dev=()
+[ -n "${FUZZ_DEV:-}" ] && { profile=debug; dev=(--dev); }
+if ! cargo fuzz build "${dev[@]}" --sanitizer "$san" --target-dir "$tdir" > fuzz/artifacts/build.log 2>&1; then
   tail -40 fuzz/artifacts/build.log
   echo "fuzzing: the fuzz targets do not build (fuzz/artifacts/build.log)"
   exit 1
 fi
 root=$PWD
-bin=$root/$tdir/$(rustc -vV | sed -n 's/^host: //p')/release
+bin=$root/$tdir/$(rustc -vV | sed -n 's/^host: //p')/$profile
 
 status=0
 total_crashes=0
@@ -58,11 +64,17 @@ for t in $targets; do
     # takes the thread-exit records of those still running for leaks.
     registry) extra+=(-detect_leaks=0) ;;
   esac
+  corpus=$root/fuzz/corpus/$t
+  if [ -n "${FUZZ_SEEDS_ONLY:-}" ]; then
+    corpus=$(mktemp -d)
+    find "$root/fuzz/corpus/$t" -maxdepth 1 -name 'seed-*' -exec cp {} "$corpus/" \;
+  fi
   # -jobs=1 runs one worker process whose output goes to fuzz-0.log in the working folder.
   (cd "$art" && PALLET_FUZZ_KEYRING=$root/fuzz/corpus/keys-ring \
-    "$bin/$t" "$root/fuzz/corpus/$t" -jobs=1 -max_total_time="$secs" -timeout=25 \
+    "$bin/$t" "$corpus" -jobs=1 -max_total_time="$secs" -timeout=25 \
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$art/" "${extra[@]}" \
       >/dev/null 2>&1) || true
+  [ -n "${FUZZ_SEEDS_ONLY:-}" ] && rm -rf "$corpus"
   [ -f "$art/fuzz-0.log" ] && mv "$art/fuzz-0.log" "$log"
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" 2>/dev/null | tail -1)
   if [ -z "$execs" ]; then
