@@ -44,6 +44,8 @@ pub struct Options {
     /// Cache for the environment's packages (the image builder's cache).
     pub apk_cache_dir: PathBuf,
     pub source_dir: Option<PathBuf>,
+    /// Paths under `source_dir` (relative) the build does not see.
+    pub source_exclude: Vec<PathBuf>,
     pub signing_key: Option<PathBuf>,
     pub generate_index: bool,
     pub bootstrap: bool,
@@ -67,6 +69,8 @@ pub struct Options {
     pub dependency_log: Option<PathBuf>,
     /// The configuration's file, repository, commit and licence for the SBOM.
     pub config_source: crate::assemble::ConfigSource,
+    /// Where progress lines and step output go.
+    pub log: crate::log::Log,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,26 +99,52 @@ fn setup(what: &str, e: impl std::fmt::Display) -> BuildError {
     BuildError::Setup(format!("{what}: {e}"))
 }
 
-/// Copy the regular files (and folders) of `src` into `dst`, keeping permission bits; links
-/// and special files are skipped, as melange does.
-fn copy_sources(src: &Path, dst: &Path) -> Result<(), BuildError> {
-    for e in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
-        let e = e.map_err(|e| setup("reading --source-dir", e))?;
-        let rel = e.path().strip_prefix(src).expect("under src");
-        if rel
+/// What of a source folder a build sees, as relative paths in walk order (sorted by name): its
+/// folders and regular files, without `melange-out` and anything under `exclude` (a workspace
+/// build keeps its output folders and signing key out). Links and special files are skipped,
+/// as melange does.
+pub fn visible_source_files(
+    src: &Path,
+    exclude: &[PathBuf],
+) -> Result<Vec<(PathBuf, bool)>, walkdir::Error> {
+    let mut out = vec![];
+    let mut it = walkdir::WalkDir::new(src)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(e) = it.next() {
+        let e = e?;
+        let rel = e.path().strip_prefix(src).expect("under src").to_path_buf();
+        let skipped = rel
             .components()
             .next()
             .is_some_and(|c| c.as_os_str() == "melange-out")
-        {
+            || exclude.iter().any(|x| rel.starts_with(x));
+        let ft = e.file_type();
+        if skipped {
+            if ft.is_dir() {
+                it.skip_current_dir();
+            }
             continue;
         }
-        let to = dst.join(rel);
-        let ft = e.file_type();
-        if ft.is_dir() {
+        if ft.is_dir() || ft.is_file() {
+            out.push((rel, ft.is_dir()));
+        }
+    }
+    Ok(out)
+}
+
+/// Copy what the build sees of `src` into `dst`, keeping permission bits.
+fn copy_sources(src: &Path, dst: &Path, exclude: &[PathBuf]) -> Result<(), BuildError> {
+    let files = visible_source_files(src, exclude).map_err(|e| setup("reading --source-dir", e))?;
+    for (rel, is_dir) in files {
+        let to = dst.join(&rel);
+        let from = src.join(&rel);
+        if is_dir {
             fs::create_dir_all(&to).map_err(|e| setup("creating the workspace", e))?;
-        } else if ft.is_file() {
-            fs::copy(e.path(), &to)
-                .map_err(|err| setup(&format!("copying {}", e.path().display()), err))?;
+        } else {
+            fs::copy(&from, &to)
+                .map_err(|err| setup(&format!("copying {}", from.display()), err))?;
         }
     }
     Ok(())
@@ -237,10 +267,12 @@ fn lint_outputs(
             match f.severity {
                 Severity::Require => failures.push(line),
                 _ if opts.fail_on_lint_warning => {
-                    eprintln!("lint warning (an error with --fail-on-lint-warning): {line}");
+                    opts.log.line(format_args!(
+                        "lint warning (an error with --fail-on-lint-warning): {line}"
+                    ));
                     warned.push(line)
                 }
-                _ => eprintln!("lint warning: {line}"),
+                _ => opts.log.line(format_args!("lint warning: {line}")),
             }
         }
         if opts.persist_lint_results && !found.is_empty() {
@@ -267,7 +299,8 @@ fn lint_outputs(
                     )
                 })
                 .map_err(|e| setup(&format!("writing {}", path.display()), e))?;
-            eprintln!("saved lint results to {}", path.display());
+            opts.log
+                .line(format_args!("saved lint results to {}", path.display()));
         }
     }
     if !failures.is_empty() {
@@ -308,7 +341,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     };
     fs::create_dir_all(&workspace).map_err(|e| setup("creating the workspace", e))?;
     if let Some(src) = &opts.source_dir {
-        copy_sources(src, &workspace)?;
+        copy_sources(src, &workspace, &opts.source_exclude)?;
     }
     let all: Vec<&PackageSpec> = std::iter::once(&plan.main)
         .chain(plan.subpackages.iter().map(|(s, _)| s))
@@ -346,14 +379,18 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         debug: opts.debug,
         identity,
         deadline: plan.timeout.map(|t| (started + t, t)),
+        log: opts.log.clone(),
     };
     for step in &plan.steps {
-        eprintln!("running step '{}'", step.name);
+        opts.log.line(format_args!("running step '{}'", step.name));
         sandbox.run(step)?;
     }
     for (spec, steps) in &plan.subpackages {
         for step in steps {
-            eprintln!("running step '{}' for {}", step.name, spec.name);
+            opts.log.line(format_args!(
+                "running step '{}' for {}",
+                step.name, spec.name
+            ));
             sandbox.run(step)?;
         }
     }
@@ -390,7 +427,8 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
             &workspace.join("melange-out").join(&p.name),
             &opts.out_dir,
         )?;
-        eprintln!("wrote {} ({})", path.display(), info.nv());
+        opts.log
+            .line(format_args!("wrote {} ({})", path.display(), info.nv()));
         written.push(path);
     }
     if opts.generate_index {
@@ -401,12 +439,13 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
             key.as_ref(),
             opts.source_date_epoch,
         )?;
-        eprintln!("updated {}", idx.display());
+        opts.log.line(format_args!("updated {}", idx.display()));
     }
     if !opts.rm {
         // Keep the scratch folder for inspection.
         let kept = scratch.keep();
-        eprintln!("kept the build folders in {}", kept.display());
+        opts.log
+            .line(format_args!("kept the build folders in {}", kept.display()));
     }
     Ok(written)
 }
@@ -425,7 +464,7 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     let workspace = scratch.path().join("workspace");
     fs::create_dir_all(&workspace).map_err(|e| setup("creating the workspace", e))?;
     if let Some(src) = &opts.source_dir {
-        copy_sources(src, &workspace)?;
+        copy_sources(src, &workspace, &opts.source_exclude)?;
     }
     let mut environment = test.environment.clone();
     crate::policy::add_build_user(&mut environment);
@@ -443,11 +482,13 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
         debug: opts.debug,
         identity,
         deadline: None,
+        log: opts.log.clone(),
     };
     let mut steps = vec![];
     crate::recipe::flatten_steps(&test.pipeline, &mut steps);
     for step in &steps {
-        eprintln!("running test step '{}'", step.name);
+        opts.log
+            .line(format_args!("running test step '{}'", step.name));
         sandbox.run(step)?;
     }
     Ok(())

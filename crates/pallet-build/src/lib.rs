@@ -3,14 +3,17 @@
 pub mod apkfile;
 pub mod assemble;
 pub mod compile;
+pub mod dotenv;
 pub mod driver;
 pub mod license;
 pub mod lint;
+pub mod log;
 pub mod policy;
 pub mod query;
 pub mod rebuild;
 pub mod recipe;
 pub mod renovate;
+pub mod request;
 pub mod runner;
 pub mod sca;
 pub mod scan;

@@ -67,6 +67,8 @@ pub struct Sandbox {
     pub identity: Identity,
     /// When the whole build must have finished (`package.timeout`), and that limit.
     pub deadline: Option<(Instant, Duration)>,
+    /// Where each line the step prints goes.
+    pub log: crate::log::Log,
 }
 
 impl Default for Identity {
@@ -236,7 +238,7 @@ impl Sandbox {
             // Wake up now and then to enforce the deadline even when the step prints nothing.
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
-                    eprintln!("  | {line}");
+                    self.log.line(format_args!("  | {line}"));
                     tail.push_back(line);
                     if tail.len() > 25 {
                         tail.pop_front();
@@ -290,6 +292,7 @@ mod tests {
             debug: false,
             identity: Identity::default(),
             deadline: None,
+            log: Default::default(),
         };
         let step = Step {
             name: "x".into(),
@@ -318,6 +321,7 @@ mod tests {
             debug: false,
             identity: Identity::default(),
             deadline: None,
+            log: Default::default(),
         };
         let ok = Step {
             name: "write".into(),

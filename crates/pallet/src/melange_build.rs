@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use pallet_build::driver::{self, Options};
-use pallet_build::recipe::{self, RecipeError};
+use pallet_build::request;
 use pallet_image::config::Arch;
 
 #[derive(Args, Clone)]
@@ -157,148 +157,16 @@ fn epoch(build_date: &Option<String>) -> anyhow::Result<u64> {
 }
 
 fn read_vars(p: &Option<PathBuf>) -> anyhow::Result<BTreeMap<String, String>> {
-    let Some(p) = p else {
-        return Ok(BTreeMap::new());
-    };
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    match p {
+        Some(p) => Ok(request::read_vars(p)?),
+        None => Ok(BTreeMap::new()),
+    }
 }
 
-/// The variables of `--env-file`s, read as godotenv does (`KEY=value`, `export KEY=value`,
-/// `KEY: value`, single quotes literal, double quotes with `\n` escapes and `${VAR}`, `#`
-/// comments). A variable named in several files takes the first file's value, as melange
-/// merges them.
+/// `--env-file`s; a `${VAR}` no file sets is read from pallet's own environment, as godotenv
+/// does.
 fn read_env_files(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for p in files {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("reading --env-file {}", p.display()))?;
-        let vars = parse_dotenv(&text).with_context(|| format!("--env-file {}", p.display()))?;
-        for (k, v) in vars {
-            out.entry(k).or_insert(v);
-        }
-    }
-    Ok(out)
-}
-
-fn parse_dotenv(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    let expand = |v: &str, vars: &BTreeMap<String, String>| -> String {
-        let mut out = String::new();
-        let mut it = v.chars().peekable();
-        while let Some(c) = it.next() {
-            if c == '\\' && it.peek() == Some(&'$') {
-                out.push('$');
-                it.next();
-            } else if c == '$' {
-                let braced = it.peek() == Some(&'{');
-                if braced {
-                    it.next();
-                }
-                let mut name = String::new();
-                while let Some(&n) = it.peek() {
-                    if n.is_ascii_alphanumeric() || n == '_' {
-                        name.push(n);
-                        it.next();
-                    } else {
-                        break;
-                    }
-                }
-                if braced && it.peek() == Some(&'}') {
-                    it.next();
-                }
-                if name.is_empty() {
-                    out.push('$');
-                } else {
-                    out.push_str(
-                        &vars
-                            .get(&name)
-                            .cloned()
-                            .or_else(|| std::env::var(&name).ok())
-                            .unwrap_or_default(),
-                    );
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
-    let mut lines = text.lines().enumerate();
-    while let Some((n, raw)) = lines.next() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line
-            .strip_prefix("export ")
-            .map(str::trim_start)
-            .unwrap_or(line);
-        let sep = line
-            .find(['=', ':'])
-            .with_context(|| format!("line {}: no '=' in {line:?}", n + 1))?;
-        let key = line[..sep].trim().to_string();
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        {
-            bail!("line {}: {key:?} is not a variable name", n + 1);
-        }
-        let mut rest = line[sep + 1..].trim_start().to_string();
-        let value = match rest.chars().next() {
-            Some(q @ ('\'' | '"')) => {
-                // A quoted value may run over several lines.
-                let mut body = rest[1..].to_string();
-                loop {
-                    if let Some(end) = find_closing(&body, q) {
-                        body.truncate(end);
-                        break;
-                    }
-                    match lines.next() {
-                        Some((_, more)) => {
-                            body.push('\n');
-                            body.push_str(more);
-                        }
-                        None => bail!("line {}: the {q} quote is not closed", n + 1),
-                    }
-                }
-                if q == '\'' {
-                    body
-                } else {
-                    let unescaped = body
-                        .replace("\\n", "\n")
-                        .replace("\\r", "\r")
-                        .replace("\\\"", "\"");
-                    expand(&unescaped, &vars)
-                }
-            }
-            _ => {
-                if let Some(c) = rest.find(" #") {
-                    rest.truncate(c);
-                }
-                expand(rest.trim_end(), &vars)
-            }
-        };
-        vars.insert(key, value);
-    }
-    Ok(vars)
-}
-
-/// The position of the closing quote `q` in `s` (a backslash escapes a double quote).
-fn find_closing(s: &str, q: char) -> Option<usize> {
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        if q == '"' && c == '\\' && !escaped {
-            escaped = true;
-            continue;
-        }
-        if c == q && !escaped {
-            return Some(i);
-        }
-        escaped = false;
-    }
-    None
+    Ok(request::read_env_files(files, &|n| std::env::var(n).ok()).context("reading --env-file")?)
 }
 
 fn archs(list: &[String]) -> anyhow::Result<Vec<Arch>> {
@@ -354,46 +222,10 @@ fn note_interactive(interactive: bool) {
 /// The commit of the configuration file: `--git-commit`, else `git rev-parse HEAD` in its
 /// folder (melange's best-effort detection), else none.
 fn detect_commit(given: &Option<String>, config: &Path) -> Option<String> {
-    if let Some(c) = given.as_ref().filter(|c| !c.trim().is_empty()) {
-        return Some(c.trim().to_string());
+    match given.as_ref().filter(|c| !c.trim().is_empty()) {
+        Some(c) => Some(c.trim().to_string()),
+        None => request::detect_commit(config),
     }
-    let dir = config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let c = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && c.len() >= 7 && c.chars().all(|x| x.is_ascii_hexdigit())).then_some(c)
-}
-
-/// Append melange's build log lines (`ARCH|ORIGIN|NAME|VERSION-rN`) to `./packages.log`.
-fn append_build_log(plan: &driver::Plan, arch: Arch) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open("packages.log")
-        .context("opening packages.log")?;
-    let origin = &plan.main.name;
-    for name in
-        std::iter::once(&plan.main.name).chain(plan.subpackages.iter().map(|(s, _)| &s.name))
-    {
-        writeln!(
-            f,
-            "{}|{origin}|{name}|{}-r{}",
-            arch.apk(),
-            plan.version,
-            plan.epoch
-        )
-        .context("writing packages.log")?;
-    }
-    Ok(())
 }
 
 pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -445,41 +277,18 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         commit: commit.clone().unwrap_or_else(|| "unknown".into()),
         license: a.license.clone(),
     };
-    let mut built = 0;
-    for arch in archs(&a.arch)? {
-        let copts = pallet_build::compile::CompileOptions {
-            arch: Some(arch),
-            pipeline_dirs: pipeline_dirs.clone(),
-            vars: vars.clone(),
-            build_options: a.build_option.clone(),
-        };
-        let mut plan = match recipe::load_with(&config, &copts) {
-            Ok(p) => p,
-            Err(RecipeError::SkipArch { name, arch }) => {
-                eprintln!("skipping {name} for {arch}: not in target-architecture");
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        // --lint-require / --lint-warn replace melange's default lists, as its flags do.
-        if a.lint_require.is_some() || a.lint_warn.is_some() {
-            plan.lint.policy = pallet_build::lint::Policy::from_flags(
-                a.lint_require.as_deref(),
-                a.lint_warn.as_deref(),
-            )?;
-        }
-        // The detected commit stands in for a `package.commit` the configuration leaves out.
-        if let Some(c) = &commit {
-            for spec in
-                std::iter::once(&mut plan.main).chain(plan.subpackages.iter_mut().map(|(s, _)| s))
-            {
-                if spec.commit.as_deref().is_none_or(str::is_empty) {
-                    spec.commit = Some(c.clone());
-                }
-            }
-        }
-        let opts = Options {
-            arch: Some(arch),
+    let req = request::RecipeRequest {
+        config: config.clone(),
+        archs: archs(&a.arch)?,
+        pipeline_dirs,
+        vars,
+        build_options: a.build_option.clone(),
+        lint_require: a.lint_require.clone(),
+        lint_warn: a.lint_warn.clone(),
+        commit,
+        build_log: a.create_build_log.then(|| PathBuf::from("packages.log")),
+        options: Options {
+            arch: None,
             out_dir: a.out_dir.clone(),
             workspace_dir: a.workspace_dir.clone(),
             cache_dir: Some(a.cache_dir.clone()),
@@ -491,6 +300,7 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| PathBuf::from("."))
             })),
+            source_exclude: vec![],
             signing_key: a.signing_key.clone(),
             generate_index: a.generate_index,
             bootstrap: a.bootstrap,
@@ -503,21 +313,30 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             extra_keyring: a.keyring_append.clone(),
             extra_packages: a.package_append.clone(),
             ignore_signatures: a.ignore_signatures,
-            env_file: env_file.clone(),
+            env_file,
             fail_on_lint_warning: a.fail_on_lint_warning,
             persist_lint_results: a.persist_lint_results,
             dependency_log: a.dependency_log.clone(),
-            config_source: config_source.clone(),
-        };
-        let written = driver::build(&plan, &opts)
-            .with_context(|| format!("building {} for {}", config.display(), arch.apk()))?;
-        if a.create_build_log {
-            append_build_log(&plan, arch)?;
+            config_source,
+            log: pallet_build::log::Log::stderr(),
+        },
+    };
+    let mut built = 0;
+    for outcome in req.build()? {
+        match outcome {
+            request::ArchOutcome::Skipped { name, arch } => {
+                eprintln!(
+                    "skipping {name} for {}: not in target-architecture",
+                    arch.apk()
+                )
+            }
+            request::ArchOutcome::Built { arch, files } => {
+                if let Some(d) = &a.dependency_log {
+                    eprintln!("wrote the dependency log {}.{}", d.display(), arch.apk());
+                }
+                built += files.len();
+            }
         }
-        if let Some(d) = &a.dependency_log {
-            eprintln!("wrote the dependency log {}.{}", d.display(), arch.apk());
-        }
-        built += written.len();
     }
     eprintln!("built {built} package(s) into {}", a.out_dir.display());
     Ok(ExitCode::SUCCESS)
@@ -974,25 +793,4 @@ fn test_arch(
         eprintln!("PASS {name}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_dotenv;
-
-    #[test]
-    fn dotenv_as_godotenv_reads_it() {
-        let v = parse_dotenv(
-            "# c\nexport A=1\nB: two words # note\nC='${A} literal'\nD=\"x${A}y\\n\"\nE=\"multi\nline\"\nF=\n",
-        )
-        .unwrap();
-        assert_eq!(v["A"], "1");
-        assert_eq!(v["B"], "two words");
-        assert_eq!(v["C"], "${A} literal");
-        assert_eq!(v["D"], "x1y\n");
-        assert_eq!(v["E"], "multi\nline");
-        assert_eq!(v["F"], "");
-        assert!(parse_dotenv("no separator here\n").is_err());
-        assert!(parse_dotenv("A='open\n").is_err());
-    }
 }
