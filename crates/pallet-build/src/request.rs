@@ -30,7 +30,7 @@ pub enum RequestError {
         config: PathBuf,
         arch: String,
         #[source]
-        source: driver::BuildError,
+        source: Box<driver::BuildError>,
     },
     #[error("writing {path}: {source}")]
     BuildLog {
@@ -150,7 +150,7 @@ impl RecipeRequest {
         let files = driver::build(plan, &opts).map_err(|source| RequestError::Build {
             config: self.config.clone(),
             arch: arch.apk().to_string(),
-            source,
+            source: Box::new(source),
         })?;
         if let Some(log) = &self.build_log {
             append_build_log(log, plan, arch)?;

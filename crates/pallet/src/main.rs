@@ -7,6 +7,7 @@ mod apk_cmds;
 mod image_cmds;
 mod melange_build;
 mod melange_cmds;
+mod workspace_cmds;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build every recipe and image of a workspace that changed, in order, in parallel.
+    Build(workspace_cmds::BuildArgs),
     /// Build, compile, lint and test APK packages from melange YAML files.
     #[command(subcommand)]
     Pkg(melange_build::PkgCommand),
@@ -119,6 +122,7 @@ where
     let cli = Cli::parse_from(argv);
     log_level(&cli.log_level)?;
     match cli.command {
+        Command::Build(a) => workspace_cmds::build_cmd(a),
         Command::Pkg(cmd) => melange_build::run_pkg(cmd),
         Command::Image(cmd) => image_cmds::run(*cmd),
         Command::Login(a) => image_cmds::login_cmd(a),

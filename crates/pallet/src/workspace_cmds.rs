@@ -1,0 +1,153 @@
+//! `pallet build` and `pallet test`: the workspace build's flags, mapped onto
+//! `pallet_workspace`.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use pallet_workspace::{Flags, RunOptions, Workspace, report, run};
+
+#[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  pallet build                      build every recipe and image here that changed\n  pallet build --plan               what would be built, and why\n  pallet build --plan --json        the same for scripts\n  pallet build curl -j 4            curl and what it needs, four at a time\n  pallet build zlib --rdeps         zlib and everything that depends on it\n  pallet build -C ~/src/os --keep-going\n  pallet build --dot | dot -Tsvg > graph.svg"
+)]
+pub struct BuildArgs {
+    /// Package, subpackage or image names, or files (default: everything).
+    targets: Vec<String>,
+    /// The workspace folder (default: the current one).
+    #[arg(short = 'C', long = "directory", default_value = ".")]
+    dir: PathBuf,
+    /// Print what would be built and why; build nothing.
+    #[arg(long)]
+    plan: bool,
+    /// With --plan: one JSON object; when building: results as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print the graph for Graphviz; build nothing.
+    #[arg(long)]
+    dot: bool,
+    /// Also build what depends on the targets.
+    #[arg(long)]
+    rdeps: bool,
+    /// Builds at once (default: the number of cores).
+    #[arg(short = 'j', long, default_value_t = 0)]
+    jobs: usize,
+    /// After a failure, go on with everything not downstream of it.
+    #[arg(long)]
+    keep_going: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Signing key (default: pallet.yaml's, else melange.rsa, made when missing).
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// Architectures (default: pallet.yaml's, else the host's).
+    #[arg(long, value_delimiter = ',')]
+    arch: Vec<String>,
+    /// Extra repositories for every build and image.
+    #[arg(short = 'r', long, value_delimiter = ',')]
+    repository_append: Vec<String>,
+    /// Extra keys for those repositories.
+    #[arg(short = 'k', long, value_delimiter = ',')]
+    keyring_append: Vec<String>,
+    /// dotenv files every build step sees (replace pallet.yaml's env-files).
+    #[arg(long, value_delimiter = ',')]
+    env_file: Vec<PathBuf>,
+    /// Folders searched for `uses:` pipelines (default: pallet.yaml's, else pipelines/).
+    #[arg(long)]
+    pipeline_dir: Vec<PathBuf>,
+    /// Vendor namespace of the packages.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Build options to enable in every recipe.
+    #[arg(long, value_delimiter = ',')]
+    build_option: Vec<String>,
+    /// Package output folder (default: pallet.yaml's, else packages/).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Cache folder: keys, outputs and downloaded packages (default: $XDG_CACHE_HOME/pallet).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Never download: local repositories and the cache only.
+    #[arg(long)]
+    offline: bool,
+    /// Trace each step's shell (`set -x`).
+    #[arg(long)]
+    debug: bool,
+}
+
+fn load(dir: &std::path::Path, c: &CommonArgs) -> anyhow::Result<Workspace> {
+    let flags = Flags {
+        signing_key: c.signing_key.clone(),
+        archs: c.arch.clone(),
+        repositories: c.repository_append.clone(),
+        keyring: c.keyring_append.clone(),
+        env_files: c.env_file.clone(),
+        pipeline_dirs: c.pipeline_dir.clone(),
+        namespace: c.namespace.clone(),
+        build_options: c.build_option.clone(),
+        output: c.out_dir.clone(),
+    };
+    Workspace::load(dir, &flags).with_context(|| format!("loading the workspace {}", dir.display()))
+}
+
+fn run_options(c: &CommonArgs, targets: &[String]) -> anyhow::Result<RunOptions> {
+    let cache = c
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::melange_build::default_apk_cache);
+    Ok(RunOptions {
+        apk_cache_dir: cache.clone(),
+        cache_dir: cache,
+        offline: c.offline,
+        source_date_epoch: crate::source_date_epoch()?,
+        environment: std::env::vars().collect(),
+        targets: targets.to_vec(),
+        debug: c.debug,
+        ..Default::default()
+    })
+}
+
+pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let ws = load(&a.dir, &a.common)?;
+    let mut ro = run_options(&a.common, &a.targets)?;
+    ro.rdeps = a.rdeps;
+    ro.jobs = a.jobs;
+    ro.keep_going = a.keep_going;
+    if a.plan || a.dot {
+        let plan = run::plan(&ws, &ro)?;
+        let text = if a.dot {
+            report::plan_dot(&ws, &plan)
+        } else if a.json {
+            format!("{:#}\n", report::plan_json(&ws, &plan))
+        } else {
+            report::plan_text(&ws, &plan)
+        };
+        crate::emit(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let started = std::time::Instant::now();
+    let view = report::View::new(std::io::stderr().is_terminal());
+    let results = run::build(&ws, &ro, &view)?;
+    view.finish();
+    if a.json {
+        crate::emit(&format!("{:#}\n", report::results_json(&ws, &results)))?;
+    }
+    eprintln!("{}", report::summary(&ws, &results, started));
+    let ok = results.iter().all(|r| {
+        matches!(
+            r.outcome,
+            pallet_workspace::Outcome::Cached | pallet_workspace::Outcome::Built { .. }
+        )
+    });
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
