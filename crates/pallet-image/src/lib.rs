@@ -1,11 +1,13 @@
 //! The image builder: apko's configuration, the build (resolve, install, accounts, paths,
-//! layer, OCI image), and SBOMs. The CLI is a thin layer over [`build::build_arch`].
+//! layer, OCI image), and SBOMs. [`image::build_image`] is a whole multi-architecture build
+//! with its index and SBOMs; the CLI is a thin layer over it.
 
 pub mod build;
 mod busybox;
 pub mod config;
 pub mod cpio;
 pub mod dot;
+pub mod image;
 mod ldso;
 pub mod lock;
 pub mod oci;

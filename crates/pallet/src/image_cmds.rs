@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use pallet_image::build::{self, BuildOptions};
 use pallet_image::config::{self, Arch};
-use pallet_image::{oci, sbom};
+use pallet_image::image::{self, BuiltImage, ImageRequest};
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -397,29 +397,11 @@ fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let installed = build::install(&loaded.config, &loaded.checksum, arch, &opts)?;
-    let dir = a
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".minirootfs-")
-        .tempfile_in(dir)?;
-    {
-        let names = pallet_fs::OwnerNames::from_files(
-            &String::from_utf8_lossy(&installed.tree.read("etc/passwd")?.unwrap_or_default()),
-            &String::from_utf8_lossy(&installed.tree.read("etc/group")?.unwrap_or_default()),
-        );
-        let gz = flate2::GzBuilder::new().mtime(0).write(
-            std::io::BufWriter::new(tmp.as_file_mut()),
-            flate2::Compression::new(6),
-        );
-        let mut gz = gz;
-        installed.tree.write_tar(&mut gz, &names)?;
-        gz.finish()?.into_inner().map_err(|e| e.into_error())?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(&a.output).map_err(|e| e.error)?;
+    let names = pallet_fs::OwnerNames::from_files(
+        &String::from_utf8_lossy(&installed.tree.read("etc/passwd")?.unwrap_or_default()),
+        &String::from_utf8_lossy(&installed.tree.read("etc/group")?.unwrap_or_default()),
+    );
+    write_archive(&a.output, true, |w| installed.tree.write_tar(w, &names))?;
     eprintln!(
         "wrote {} ({} packages, {})",
         a.output.display(),
@@ -558,33 +540,12 @@ fn default_cache(given: &Option<PathBuf>) -> PathBuf {
 }
 
 fn archs(c: &CommonArgs, cfg: &config::ImageConfiguration) -> anyhow::Result<Vec<Arch>> {
-    let names: Vec<String> = if !c.arch.is_empty() {
-        c.arch.clone()
-    } else {
-        cfg.archs.clone()
-    };
-    let mut out = Vec::new();
-    if names.is_empty() {
-        // apko builds all nine architectures when none are named; that fails for most
-        // repositories, so pallet builds the host's and says so.
-        eprintln!(
-            "no archs in the config or --arch: building for the host ({})",
-            Arch::host().apk()
-        );
-        return Ok(vec![Arch::host()]);
-    }
-    for n in names {
-        match n.as_str() {
-            "host" => out.push(Arch::host()),
-            "all" => out.extend(Arch::ALL),
-            other => out.push(
-                Arch::parse(other).with_context(|| format!("unknown architecture '{other}'"))?,
-            ),
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    Ok(image::select_archs(&c.arch, cfg, &stderr_line)?)
+}
+
+/// Where the library's warnings and progress lines go: stderr, as one line each.
+fn stderr_line(line: &str) {
+    eprintln!("{line}");
 }
 
 fn options(c: &CommonArgs) -> BuildOptions {
@@ -610,315 +571,76 @@ fn options(c: &CommonArgs) -> BuildOptions {
     }
 }
 
+/// `--build-date` as seconds (the melange face takes it too).
 pub(crate) fn parse_date(s: &str) -> anyhow::Result<u64> {
-    // RFC 3339 `YYYY-MM-DDTHH:MM:SSZ` (or with an offset of +00:00).
-    let s = s.trim();
-    let bad = || anyhow::anyhow!("--build-date '{s}' is not RFC 3339 (e.g. 2024-01-02T03:04:05Z)");
-    let (date, time) = s.split_once('T').ok_or_else(bad)?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let t = time.trim_end_matches('Z').trim_end_matches("+00:00");
-    let t: Vec<i64> = t
-        .split(':')
-        .map(|x| {
-            x.split('.')
-                .next()
-                .unwrap_or("0")
-                .parse()
-                .map_err(|_| bad())
-        })
-        .collect::<Result<_, _>>()?;
-    if d.len() != 3 || t.len() != 3 {
-        return Err(bad());
+    Ok(image::parse_date(s)?)
+}
+
+/// The build date: SOURCE_DATE_EPOCH, else `--build-date`, else none (the newest package's).
+/// Read here, as the library reads no environment.
+fn build_epoch(build_date: &Option<String>) -> anyhow::Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds")
+        })?)),
+        _ => build_date.as_deref().map(parse_date).transpose(),
     }
-    let (y, m, day) = (d[0], d[1], d[2]);
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok((days * 86400 + t[0] * 3600 + t[1] * 60 + t[2]).max(0) as u64)
 }
 
-/// What a build produced, in a work folder that goes away with it.
-struct Built {
-    _work: pallet_atomic::TempDir,
-    blobs: PathBuf,
-    images: Vec<oci::ArchImage>,
-    index: oci::Blob,
-    /// (file name, SPDX document) per architecture and for the index.
-    sboms: Vec<(String, serde_json::Value)>,
-}
-
+/// Build every architecture of `config_path` as `build` and `publish` flags say, in a work
+/// folder under `work_parent`.
 fn build_all(
     config_path: &Path,
     tag: &str,
     f: &BuildFlags,
     work_parent: &Path,
-) -> anyhow::Result<Built> {
+) -> anyhow::Result<BuiltImage> {
     check_format(&f.format)?;
     f.limits.apply()?;
-    let mut loaded = load_config(config_path, &f.common.include_paths)?;
-    // apko's --vcs (on by default): the checkout holding the configuration names the source.
-    if f.vcs && loaded.config.vcs_url.as_deref().is_none_or(str::is_empty) {
-        let dir = config_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        loaded.config.vcs_url = pallet_image::vcs::probe(dir);
-    }
-    let cfg = &loaded.config;
-    let archs = archs(&f.common, cfg)?;
-    let mut opts = options(&f.common);
-    opts.epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| {
-            format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds")
-        })?),
-        _ => f.build_date.as_deref().map(parse_date).transpose()?,
+    let req = ImageRequest {
+        config_path: config_path.to_path_buf(),
+        include_paths: f.common.include_paths.clone(),
+        tag: tag.to_string(),
+        archs: f.common.arch.clone(),
+        options: options(&f.common),
+        epoch: build_epoch(&f.build_date)?,
+        annotations: f.annotations.clone(),
+        lockfile: f.lockfile.clone(),
+        vcs: f.vcs,
+        sbom: f.sbom,
+        sbom_formats: f.sbom_formats.clone(),
     };
-    for an in &f.annotations {
-        let (k, v) = an
-            .split_once(':')
-            .with_context(|| format!("--annotations '{an}' is not KEY:VALUE"))?;
-        if k.is_empty()
-            || !k
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            || v.is_empty()
-        {
-            bail!(
-                "--annotations '{an}': the key must match ^[a-z0-9-.]+$ and the value must not be empty"
-            );
-        }
-        if opts
-            .annotations
-            .insert(k.to_string(), v.to_string())
-            .is_some()
-        {
-            bail!("--annotations: duplicate key '{k}'");
-        }
-    }
-    if let Some(lock) = &f.lockfile {
-        let l = pallet_image::lock::read(lock)?;
-        if l.config.checksum.is_empty() {
-            eprintln!(
-                "warning: {} has no config checksum; cannot tell whether it matches {}",
-                lock.display(),
-                config_path.display()
-            );
-        } else if l.config.checksum != loaded.checksum {
-            bail!(
-                "{} was made for another version of {} (config checksum {} != {}); run `pallet image lock` again",
-                lock.display(),
-                config_path.display(),
-                l.config.checksum,
-                loaded.checksum
-            );
-        }
-        for arch in &archs {
-            if !l
-                .contents
-                .packages
-                .iter()
-                .any(|p| p.architecture == arch.apk())
-            {
-                bail!("{} locks no packages for {}", lock.display(), arch.apk());
-            }
-        }
-        opts.locked = Some(l.contents.packages);
-    }
-    // What builds killed here before left behind (their locks are gone); live builds' work
-    // folders are locked and kept.
-    pallet_atomic::sweep(work_parent);
-    let work = pallet_atomic::TempDir::new_in(work_parent, "build")
-        .context("creating a work folder beside the output")?;
-    let blobs = work.path().join("blobs");
-    std::fs::create_dir_all(&blobs)?;
-    let mut results = Vec::new();
-    for arch in &archs {
-        let r = build::build_arch(cfg, &loaded.checksum, *arch, &opts, &blobs)
-            .with_context(|| format!("building {} for {}", config_path.display(), arch.apk()))?;
-        eprintln!(
-            "built {} ({tag}): {} packages, {}",
-            arch.apk(),
-            r.packages.len(),
-            r.image.manifest.digest
-        );
-        results.push(r);
-    }
-    let created = results.iter().map(|r| r.created).max().unwrap_or(0);
-    let images: Vec<oci::ArchImage> = results.iter().map(|r| r.image.clone()).collect();
-    let ann = build::annotations(cfg, &opts, created);
-    let index = build::index_blob(&blobs, &images, &ann)?;
-    let mut sboms = vec![];
-    if f.sbom {
-        for fmt in &f.sbom_formats {
-            if fmt != "spdx" && fmt != "cyclonedx" {
-                bail!("--sbom-formats: unknown format '{fmt}' (spdx, cyclonedx)");
-            }
-        }
-        let spdx = f.sbom_formats.iter().any(|x| x == "spdx");
-        let cdx = f.sbom_formats.iter().any(|x| x == "cyclonedx");
-        let date = build::rfc3339(created);
-        for r in &results {
-            let pkgs: Vec<_> = r.packages.iter().map(|(p, _)| p.clone()).collect();
-            let os_id = r.os_release.get("ID").cloned().unwrap_or_default();
-            let os_ver = r.os_release.get("VERSION_ID").cloned().unwrap_or_default();
-            let (oci_arch, variant) = r.image.arch.oci();
-            let os = r.os_release.get("ID").map(|_| pallet_sbom::OsRelease {
-                id: os_id.clone(),
-                name: r.os_release.get("NAME").cloned().unwrap_or_default(),
-                version_id: os_ver.clone(),
-            });
-            let (repo_url, image_name) = match oci::split_ref(tag).0.rsplit_once('/') {
-                Some((a, b)) => (a.to_string(), b.to_string()),
-                None => (String::new(), oci::split_ref(tag).0),
-            };
-            let input = pallet_sbom::ImageSbomInput {
-                image_name,
-                repository_url: repo_url,
-                oci_arch: oci_arch.to_string(),
-                oci_variant: variant.unwrap_or("").to_string(),
-                apk_arch: r.image.arch.apk().to_string(),
-                image_digest: r.image.manifest.digest.clone(),
-                layer_digests: r.image.layers.iter().map(|l| l.digest.clone()).collect(),
-                created: created as i64,
-                os,
-                vcs_url: cfg.vcs_url.clone().unwrap_or_default(),
-                tool_version: env!("CARGO_PKG_VERSION").to_string(),
-                packages: pkgs
-                    .iter()
-                    .map(|p| {
-                        // melange writes `<name>-<version>.spdx.json`; the package's own
-                        // document is merged into the image SBOM.
-                        let embedded = r
-                            .embedded_sboms
-                            .get(&format!("{}-{}.spdx.json", p.name, p.version))
-                            .cloned();
-                        pallet_sbom::SbomPackage {
-                            name: p.name.clone(),
-                            version: p.version.clone(),
-                            arch: p.arch.clone(),
-                            origin: p.origin.clone().unwrap_or_default(),
-                            license: p.license.clone(),
-                            description: p.description.clone(),
-                            url: p.url.clone(),
-                            maintainer: p.maintainer.clone().unwrap_or_default(),
-                            checksum_q1: p.checksum.clone().unwrap_or_default(),
-                            embedded_spdx: embedded,
-                        }
-                    })
-                    .collect(),
-            };
-            let arch = r.image.arch.apk();
-            if spdx {
-                sboms.push((
-                    pallet_sbom::spdx_file_name(arch),
-                    pallet_sbom::spdx_image(&input),
-                ));
-            }
-            if cdx {
-                sboms.push((
-                    pallet_sbom::cyclonedx_file_name(arch),
-                    pallet_sbom::cyclonedx_image(&input),
-                ));
-            }
-        }
-        let imgs: Vec<(String, String, Vec<_>)> = results
-            .iter()
-            .map(|r| {
-                let pkgs = r.packages.iter().map(|(p, _)| p.clone()).collect();
-                (
-                    r.image.arch.apk().to_string(),
-                    r.image.manifest.digest.clone(),
-                    pkgs,
-                )
-            })
-            .collect();
-        let distro = results
-            .first()
-            .and_then(|r| r.os_release.get("ID").cloned())
-            .unwrap_or_else(|| "unknown".into());
-        if spdx {
-            sboms.push((
-                "sbom-index.spdx.json".into(),
-                sbom::index_spdx(&index.digest, &date, &imgs, &distro),
-            ));
-        }
-    }
-    Ok(Built {
-        _work: work,
-        blobs,
-        images,
-        index,
-        sboms,
-    })
+    Ok(image::build_image(&req, work_parent, &stderr_line)?)
 }
 
-fn write_sboms(b: &Built, dir: Option<&Path>) -> anyhow::Result<()> {
-    let Some(dir) = dir else { return Ok(()) };
-    if b.sboms.is_empty() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, doc) in &b.sboms {
-        pallet_keys::write_atomic(&dir.join(name), &serde_json::to_vec_pretty(doc)?, 0o644)?;
-    }
-    Ok(())
-}
-
-/// A record of the last tarball written to a path: a rebuild that yields the same image and tag
-/// leaves an untouched file as it is, as `make` would, instead of rewriting it byte for byte.
-fn tarball_record(
-    c: &CommonArgs,
+/// Write an archive to `out` atomically, gzip-compressed when `gzip` (with no time in the gzip
+/// header, so equal trees give equal bytes): a failed or killed write leaves the old file, if
+/// any, and no partial one. Returns what `fill` returned.
+fn write_archive<T>(
     out: &Path,
-    tag: &str,
-    digest: &str,
-) -> Option<(PathBuf, String)> {
-    use sha2::Digest as _;
-    let abs = std::path::absolute(out).ok()?;
-    let key: String = sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let path = cache_dir(c).join("outputs-v1").join(key);
-    Some((path, format!("{digest} {tag}")))
-}
-
-fn file_stamp(p: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(p).ok()?;
-    Some(format!(
-        "{} {} {} {}",
-        m.len(),
-        m.ino(),
-        m.mtime(),
-        m.mtime_nsec()
-    ))
-}
-
-fn unchanged_tarball(c: &CommonArgs, out: &Path, tag: &str, digest: &str) -> bool {
-    let (Some((path, what)), Some(stamp)) = (tarball_record(c, out, tag, digest), file_stamp(out))
-    else {
-        return false;
-    };
-    std::fs::read_to_string(path).is_ok_and(|r| r == format!("{what}\n{stamp}\n"))
-}
-
-fn remember_tarball(c: &CommonArgs, out: &Path, tag: &str, digest: &str) {
-    if let (Some((path, what)), Some(stamp)) =
-        (tarball_record(c, out, tag, digest), file_stamp(out))
-    {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = pallet_keys::write_atomic(&path, format!("{what}\n{stamp}\n").as_bytes(), 0o644);
-    }
+    gzip: bool,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<T>,
+) -> anyhow::Result<T> {
+    use std::io::Write as _;
+    let mut made = None;
+    pallet_atomic::write_with(out, |t| {
+        let mut w = std::io::BufWriter::new(t);
+        let v = if gzip {
+            let mut gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(&mut w, flate2::Compression::new(6));
+            let v = fill(&mut gz)?;
+            gz.finish()?;
+            v
+        } else {
+            fill(&mut w)?
+        };
+        w.flush()?;
+        made = Some(v);
+        Ok(())
+    })
+    .with_context(|| format!("writing {}", out.display()))?;
+    Ok(made.expect("write_with calls fill before it succeeds"))
 }
 
 fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -929,21 +651,12 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(Path::new("."));
     let b = build_all(&a.config, &a.tag, &a.flags, parent)?;
     if out.is_dir() {
-        let (_, tag) = oci::split_ref(&a.tag);
-        oci::write_layout(out, &b.blobs, &b.images, &b.index, &tag)
-            .with_context(|| format!("writing OCI layout {}", out.display()))?;
-    } else if !unchanged_tarball(&a.flags.common, out, &a.tag, &b.index.digest) {
-        oci::write_docker_archive(out, &b.images, &a.tag)
-            .with_context(|| format!("writing {}", out.display()))?;
-        remember_tarball(&a.flags.common, out, &a.tag, &b.index.digest);
+        b.write_layout(out, &a.tag)?;
+    } else {
+        b.write_tarball(out, &a.tag, Some(&cache_dir(&a.flags.common)))?;
     }
-    let sbom_dir = a
-        .flags
-        .sbom_path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("."));
-    write_sboms(&b, Some(&sbom_dir))?;
-    println!("{}", b.index.digest);
+    b.write_sboms(a.flags.sbom_path.as_deref().unwrap_or(Path::new(".")))?;
+    println!("{}", b.index_digest());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -956,7 +669,9 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
     let first = a.tags.first().cloned().unwrap_or_default();
     let b = build_all(&a.config, &first, &a.flags, &std::env::temp_dir())?;
     // apko keeps SBOMs only when --sbom-path is set; pallet also attaches them as referrers.
-    write_sboms(&b, a.flags.sbom_path.as_deref())?;
+    if let Some(dir) = &a.flags.sbom_path {
+        b.write_sboms(dir)?;
+    }
     let mut refs = vec![];
     // The first repository pushed to on each registry: later repositories mount from it.
     let mut first_repo: std::collections::BTreeMap<String, String> = Default::default();
@@ -966,9 +681,9 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
         let mount = first_repo.get(&r.registry).cloned();
         let pushed = pallet_image::publish::push(
             &mut client,
-            &b.images,
-            &b.index,
-            &b.sboms,
+            b.images(),
+            b.index(),
+            b.sboms(),
             mount.as_deref(),
         )
         .with_context(|| format!("publishing to {t}"))?;
@@ -979,8 +694,8 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
         for (arch, digest) in &pushed.images {
             refs.push((format!("{base}@{digest}"), Some(arch.clone())));
         }
-        println!("{t}@{}", b.index.digest);
-        refs.push((format!("{t}@{}", b.index.digest), None));
+        println!("{t}@{}", b.index_digest());
+        refs.push((format!("{t}@{}", b.index_digest()), None));
         let s = &client.stats;
         eprintln!(
             "pushed {t}: {} blobs uploaded, {} already there, {} mounted, {} manifests; SBOMs as {}",
@@ -1108,37 +823,12 @@ fn cpio_cmd(a: CpioArgs) -> anyhow::Result<ExitCode> {
         eprintln!("note: --sbom-path: build-cpio writes no SBOM (apko's does not either)");
     }
     let mut opts = options(&a.common);
-    opts.epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| {
-            format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds")
-        })?),
-        _ => a.build_date.as_deref().map(parse_date).transpose()?,
-    };
+    opts.epoch = build_epoch(&a.build_date)?;
     let installed = build::install(&loaded.config, &loaded.checksum, arch, &opts)?;
-    let dir = a
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".cpio-").tempfile_in(dir)?;
-    let entries = {
-        let w = std::io::BufWriter::new(tmp.as_file_mut());
-        if a.output.to_string_lossy().ends_with(".gz") {
-            let mut gz = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(w, flate2::Compression::new(6));
-            let n = pallet_image::cpio::write_newc(&installed.tree, &mut gz)?;
-            gz.finish()?.into_inner().map_err(|e| e.into_error())?;
-            n
-        } else {
-            let mut w = w;
-            let n = pallet_image::cpio::write_newc(&installed.tree, &mut w)?;
-            w.into_inner().map_err(|e| e.into_error())?;
-            n
-        }
-    };
-    tmp.as_file().sync_all()?;
-    tmp.persist(&a.output).map_err(|e| e.error)?;
+    let gzip = a.output.to_string_lossy().ends_with(".gz");
+    let entries = write_archive(&a.output, gzip, |w| {
+        pallet_image::cpio::write_newc(&installed.tree, w)
+    })?;
     eprintln!(
         "wrote {} ({} packages, {entries} entries, {})",
         a.output.display(),
@@ -1284,9 +974,5 @@ pub fn login_cmd(a: LoginArgs) -> anyhow::Result<ExitCode> {
 
 /// Load a configuration and show its deprecation warnings on stderr.
 fn load_config(path: &Path, include_paths: &[PathBuf]) -> anyhow::Result<config::Loaded> {
-    let loaded = config::load(path, include_paths)?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(loaded)
+    Ok(image::load_config(path, include_paths, &stderr_line)?)
 }
