@@ -6,7 +6,7 @@
 //! and `needs.packages` merged into the environment. Compiling never resolves packages or
 //! touches the network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use pallet_image::config::{Arch, ImageConfiguration};
@@ -842,6 +842,27 @@ fn find_pipeline(name: &str, dirs: &[PathBuf]) -> Option<(String, String)> {
         .map(|(n, t)| (format!("(built-in) {n}"), t.to_string()))
 }
 
+/// A pipeline definition parsed once per process: a workspace of thousands of recipes uses
+/// the same few dozen pipelines, and parsing their YAML again for each was most of the time a
+/// workspace plan took. Keyed by the text, so an edited file is parsed anew.
+fn parse_pipeline(source: &str, text: &str) -> Result<std::sync::Arc<Pipeline>, CompileError> {
+    type Memo = std::sync::Mutex<HashMap<String, std::sync::Arc<Pipeline>>>;
+    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(p) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(text) {
+        return Ok(p.clone());
+    }
+    let def: Pipeline = serde_saphyr::from_str(text).map_err(|e| CompileError::Parse {
+        path: PathBuf::from(source),
+        message: e.to_string(),
+    })?;
+    let def = std::sync::Arc::new(def);
+    memo.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(text.to_string(), def.clone());
+    Ok(def)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Substitution and conditions
 
@@ -1365,10 +1386,7 @@ impl Compiler<'_> {
                     format!("unknown pipeline '{uses}' (not built in, and not in --pipeline-dir)"),
                 )
             })?;
-            let def: Pipeline = serde_saphyr::from_str(&text).map_err(|e| CompileError::Parse {
-                path: PathBuf::from(&source),
-                message: e.to_string(),
-            })?;
+            let def = parse_pipeline(&source, &text)?;
             for k in p.with.keys() {
                 if !def.inputs.contains_key(k) {
                     return Err(self.step_err(
@@ -1621,7 +1639,10 @@ pub fn compile(
     };
     let arch = opts.arch.unwrap_or_else(Arch::host);
     let p = &cfg.package;
-    let name_re = regex::Regex::new(NAME_RE).expect("valid regex");
+    // Compiled once: a workspace compiles thousands of recipes.
+    static NAME: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(NAME_RE).expect("valid regex"));
+    let name_re = &*NAME;
     if !name_re.is_match(&p.name) {
         return Err(invalid(format!(
             "package.name '{}' must match {NAME_RE}",

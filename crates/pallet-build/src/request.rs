@@ -284,8 +284,10 @@ mod tests {
             ..Default::default()
         };
         plan.main.name = "foo".into();
-        let mut sub = crate::assemble::PackageSpec::default();
-        sub.name = "foo-doc".into();
+        let sub = crate::assemble::PackageSpec {
+            name: "foo-doc".into(),
+            ..Default::default()
+        };
         plan.subpackages.push((sub, vec![]));
         append_build_log(&p, &plan, Arch::parse("x86_64").unwrap()).unwrap();
         assert_eq!(

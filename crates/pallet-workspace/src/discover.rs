@@ -107,19 +107,29 @@ pub fn image_name(rel: &Path) -> String {
 /// A recipe's source folder (what melange's `--source-dir` would be), relative to the root:
 /// `NAME/` beside `NAME.yaml` (wolfi-os's layout), else the recipe's own folder when no other
 /// recipe lives there, else none.
-pub fn source_dir(root: &Path, rel: &Path, recipes: &[&Path]) -> Option<PathBuf> {
+/// `per_folder` counts the recipes of each folder ([`recipes_per_folder`]).
+pub fn source_dir(
+    root: &Path,
+    rel: &Path,
+    per_folder: &std::collections::BTreeMap<PathBuf, usize>,
+) -> Option<PathBuf> {
     let parent = rel.parent().unwrap_or(Path::new(""));
     let stem = rel.file_stem()?;
     let beside = parent.join(stem);
     if root.join(&beside).is_dir() {
         return Some(beside);
     }
-    let alone = recipes
-        .iter()
-        .filter(|r| r.parent().unwrap_or(Path::new("")) == parent)
-        .count()
-        == 1;
-    alone.then(|| parent.to_path_buf())
+    (per_folder.get(parent) == Some(&1)).then(|| parent.to_path_buf())
+}
+
+/// How many recipes each folder holds.
+pub fn recipes_per_folder(recipes: &[&Path]) -> std::collections::BTreeMap<PathBuf, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for r in recipes {
+        *m.entry(r.parent().unwrap_or(Path::new("")).to_path_buf())
+            .or_insert(0) += 1;
+    }
+    m
 }
 
 #[cfg(test)]
@@ -171,6 +181,7 @@ mod tests {
             .filter(|f| f.kind == Kind::Recipe)
             .map(|f| f.rel.as_path())
             .collect();
+        let recipes = recipes_per_folder(&recipes);
         assert_eq!(
             source_dir(r, Path::new("zlib.yaml"), &recipes),
             Some(PathBuf::from("zlib"))

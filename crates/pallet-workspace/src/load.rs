@@ -175,6 +175,7 @@ impl Workspace {
             .filter(|f| f.kind == Kind::Recipe)
             .map(|f| f.rel.as_path())
             .collect();
+        let per_folder = discover::recipes_per_folder(&recipe_files);
         let build_options: Vec<String> = flags
             .build_options
             .iter()
@@ -223,7 +224,7 @@ impl Workspace {
                 let rs = settings.recipes.get(&plan.main.name);
                 let source_dir = match rs.and_then(|r| r.source_dir.clone()) {
                     Some(d) => Some(d),
-                    None => discover::source_dir(&root, rel, &recipe_files),
+                    None => discover::source_dir(&root, rel, &per_folder),
                 };
                 Ok(Some(Recipe {
                     file: rel.to_path_buf(),

@@ -166,7 +166,7 @@ fn read_vars(p: &Option<PathBuf>) -> anyhow::Result<BTreeMap<String, String>> {
 /// `--env-file`s; a `${VAR}` no file sets is read from pallet's own environment, as godotenv
 /// does.
 fn read_env_files(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, String>> {
-    Ok(request::read_env_files(files, &|n| std::env::var(n).ok()).context("reading --env-file")?)
+    request::read_env_files(files, &|n| std::env::var(n).ok()).context("reading --env-file")
 }
 
 fn archs(list: &[String]) -> anyhow::Result<Vec<Arch>> {
