@@ -52,18 +52,24 @@ impl TempFile {
     pub fn new_in_mode(dir: &Path, hint: &str, mode: u32) -> io::Result<TempFile> {
         use std::os::unix::fs::OpenOptionsExt as _;
         fs::create_dir_all(dir)?;
-        let path = dir.join(temp_name(hint));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)?;
-        file.lock()?;
-        Ok(TempFile {
-            path,
-            file: Some(file),
-        })
+        loop {
+            let path = dir.join(temp_name(hint));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)?;
+            file.lock()?;
+            // Between creating the file and locking it, another build's sweep may have found
+            // it unlocked and removed it: then take a new name.
+            if still_named(&path, &file) {
+                return Ok(TempFile {
+                    path,
+                    file: Some(file),
+                });
+            }
+        }
     }
 
     /// The temporary file's path (for tools that want a name).
@@ -116,14 +122,23 @@ pub struct TempDir {
 impl TempDir {
     pub fn new_in(dir: &Path, hint: &str) -> io::Result<TempDir> {
         fs::create_dir_all(dir)?;
-        let path = dir.join(temp_name(hint));
-        fs::create_dir(&path)?;
-        let lock = File::open(&path)?;
-        lock.lock()?;
-        Ok(TempDir {
-            path,
-            lock: Some(lock),
-        })
+        loop {
+            let path = dir.join(temp_name(hint));
+            fs::create_dir(&path)?;
+            let lock = match File::open(&path) {
+                Ok(f) => f,
+                // Swept before we could even open it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            lock.lock()?;
+            if still_named(&path, &lock) {
+                return Ok(TempDir {
+                    path,
+                    lock: Some(lock),
+                });
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -183,6 +198,15 @@ pub fn write_with(
     let mut t = TempFile::new_in(dir, &hint)?;
     fill(&mut t)?;
     t.persist(path)
+}
+
+/// Whether `path` still names the file or folder `f` is open on (a sweep has not removed it).
+fn still_named(path: &Path, f: &File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (fs::symlink_metadata(path), f.metadata()) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 fn parent(path: &Path) -> &Path {
@@ -341,5 +365,29 @@ mod tests {
         drop(first);
         t.join().unwrap();
         assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+    }
+
+    #[test]
+    fn a_sweep_racing_new_temporaries_never_takes_a_live_one() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    sweep(&dir);
+                }
+            })
+        };
+        for _ in 0..2000 {
+            let t = TempDir::new_in(&dir, "d").unwrap();
+            assert!(t.path().is_dir(), "a new temporary folder was swept");
+            let mut f = TempFile::new_in(&dir, "f").unwrap();
+            f.write_all(b"x").unwrap();
+            f.persist(&dir.join("out")).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        sweeper.join().unwrap();
     }
 }

@@ -265,7 +265,11 @@ impl Ctx<'_> {
             cache_dir: self.ro.apk_cache_dir.clone(),
             epoch: Some(self.ro.source_date_epoch),
             extra_keyring: self.keyring.clone(),
-            extra_repositories: self.repos.clone(),
+            // The workspace's own repository is a path of this checkout: it is read to
+            // resolve, but not written into the image's /etc/apk/repositories, so that two
+            // checkouts make the same image.
+            extra_build_repositories: self.repos[..1].to_vec(),
+            extra_repositories: self.repos[1..].to_vec(),
             offline: offline || self.ro.offline,
             level: 1,
             ..Default::default()
@@ -749,6 +753,11 @@ pub fn build(
             // Hand out everything ready, in build order.
             if !failed || ro.keep_going {
                 for &n in &nodes {
+                    // No more handed out than run at once: what waits in a queue could not
+                    // be held back after a failure.
+                    if running >= jobs {
+                        break;
+                    }
                     if results.contains_key(&n) || queued.contains(&n) {
                         continue;
                     }
@@ -782,6 +791,13 @@ pub fn build(
                             && waiting[&m].contains(&x)
                         {
                             let because = format!("{} failed", ctx.label(n));
+                            observer.finish(
+                                &ctx.label(m),
+                                &Outcome::NotBuilt {
+                                    because: because.clone(),
+                                },
+                                Duration::ZERO,
+                            );
                             results.insert(
                                 m,
                                 NodeResult {

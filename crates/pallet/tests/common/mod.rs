@@ -189,3 +189,28 @@ impl Drop for FileServer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Every regular file under `dir` (relative path → SHA-256), skipping `skip`ped names.
+pub fn tree_digests(dir: &Path, skip: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+        if skip.iter().any(|s| rel.contains(s)) {
+            continue;
+        }
+        m.insert(rel, sha256_hex(&std::fs::read(e.path()).unwrap()));
+    }
+    m
+}
