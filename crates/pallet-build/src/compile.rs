@@ -1524,9 +1524,36 @@ fn sub_deps(
         runtime: sub_list(&d.runtime, scope, path, "dependencies.runtime")?,
         provides: sub_list(&d.provides, scope, path, "dependencies.provides")?,
         replaces: sub_list(&d.replaces, scope, path, "dependencies.replaces")?,
-        provider_priority: d.provider_priority.clone(),
-        replaces_priority: d.replaces_priority.clone(),
+        // wolfi writes `provider-priority: ${{range.value}}` and `${{vars.major-version}}`.
+        provider_priority: sub_opt(
+            &d.provider_priority,
+            scope,
+            path,
+            "dependencies.provider-priority",
+        )?,
+        replaces_priority: sub_opt(
+            &d.replaces_priority,
+            scope,
+            path,
+            "dependencies.replaces-priority",
+        )?,
     })
+}
+
+fn sub_opt(
+    v: &Option<String>,
+    scope: &BTreeMap<String, String>,
+    path: &Path,
+    what: &str,
+) -> Result<Option<String>, CompileError> {
+    v.as_deref()
+        .map(|s| {
+            substitute(s, scope, false).map_err(|m| CompileError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("{what}: {m}"),
+            })
+        })
+        .transpose()
 }
 
 /// Parse a melange YAML file strictly.

@@ -86,13 +86,20 @@ fn scripts(s: &Option<Scriptlets>) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
     (out, triggers)
 }
 
+/// A priority as apk-tools reads it: a whole number, where a negative one (wolfi has
+/// `provider-priority: -1`) counts as the lowest, 0.
+/// An empty value (a range item without one) is no priority, as melange leaves it out.
 fn priority(v: &Option<String>, path: &Path) -> Result<Option<u64>, CompileError> {
     v.as_deref()
+        .filter(|s| !s.trim().is_empty())
         .map(|s| {
-            s.trim().parse().map_err(|_| CompileError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("priority '{s}' is not a number"),
-            })
+            s.trim()
+                .parse::<i64>()
+                .map(|n| n.max(0) as u64)
+                .map_err(|_| CompileError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("priority '{s}' is not a number"),
+                })
         })
         .transpose()
 }

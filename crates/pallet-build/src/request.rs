@@ -295,4 +295,27 @@ mod tests {
             "x86_64|foo|foo|1.2-r3\nx86_64|foo|foo-doc|1.2-r3\n"
         );
     }
+
+    #[test]
+    fn priorities_are_substituted_and_read_as_apk_does() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.yaml");
+        std::fs::write(
+            &p,
+            "package:\n  name: p\n  version: 1\n  epoch: 0\n  description: d\n  dependencies:\n    provider-priority: -1\nvars:\n  major: 7\ndata:\n  - name: vs\n    items:\n      a: 5\n      b:\npipeline:\n  - runs: 'true'\nsubpackages:\n  - range: vs\n    name: p-${{range.key}}\n    dependencies:\n      provider-priority: ${{range.value}}\n      replaces-priority: ${{vars.major}}\n    pipeline:\n      - runs: 'true'\n",
+        )
+        .unwrap();
+        let req = RecipeRequest {
+            config: p,
+            ..Default::default()
+        };
+        let plan = req.plan(Arch::parse("x86_64").unwrap()).unwrap().unwrap();
+        assert_eq!(plan.main.provider_priority, Some(0));
+        let subs: Vec<_> = plan
+            .subpackages
+            .iter()
+            .map(|(s, _)| (s.name.as_str(), s.provider_priority, s.replaces_priority))
+            .collect();
+        assert_eq!(subs, [("p-a", Some(5), Some(7)), ("p-b", None, Some(7))]);
+    }
 }

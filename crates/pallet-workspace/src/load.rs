@@ -217,10 +217,9 @@ impl Workspace {
                         tests.push((sp.name.clone(), t.clone()));
                     }
                 }
-                let mut needs = plan.environment.contents.packages.clone();
-                for (_, t) in &tests {
-                    needs.extend(t.environment.contents.packages.iter().cloned());
-                }
+                // The build waits for its build environment only; test environments are
+                // `pallet test`'s (counting them here would make cycles of most toolchains).
+                let needs = plan.environment.contents.packages.clone();
                 let rs = settings.recipes.get(&plan.main.name);
                 let source_dir = match rs.and_then(|r| r.source_dir.clone()) {
                     Some(d) => Some(d),
