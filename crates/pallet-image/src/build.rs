@@ -214,7 +214,7 @@ pub fn resolve(
             });
         }
         let ring = (!opts.ignore_signatures).then_some(&keyring);
-        let idx = pallet_index::read_index(&index, ring).map_err(|e| BuildError::Repo {
+        let packages = read_index_memo(&index, ring).map_err(|e| BuildError::Repo {
             url: pallet_repo::redact(&url),
             message: format!(
                 "{e} (check contents.keyring, or pass --ignore-signatures to skip verification)"
@@ -223,7 +223,7 @@ pub fn resolve(
         repos.push(Repo {
             url,
             tag,
-            packages: idx.packages,
+            packages: packages.as_ref().clone(),
         });
     }
     let mut world = Vec::new();
@@ -261,6 +261,43 @@ pub fn resolve(
     }
     let picks = resolve::solve(&repos, &world)?;
     Ok((repos, picks, keyring, world))
+}
+
+/// An index read and verified once per process for as long as its file stays the same (size,
+/// modification time, inode) and is checked against the same keys: a workspace build resolves
+/// dozens of environments against the same few indexes.
+fn read_index_memo(
+    path: &Path,
+    ring: Option<&Keyring>,
+) -> Result<Arc<Vec<PackageInfo>>, pallet_index::IndexError> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::sync::{Mutex, OnceLock};
+    type Key = (PathBuf, u64, i64, i64, u64, Option<Vec<PathBuf>>);
+    static MEMO: OnceLock<Mutex<HashMap<Key, Arc<Vec<PackageInfo>>>>> = OnceLock::new();
+    let key = fs::metadata(path).ok().map(|m| {
+        (
+            path.to_path_buf(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ino(),
+            ring.map(|r| r.key_files()),
+        )
+    });
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(k) = &key
+        && let Some(hit) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(k)
+    {
+        return Ok(hit.clone());
+    }
+    let packages = Arc::new(pallet_index::read_index(path, ring)?.packages);
+    if let Some(k) = key {
+        memo.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k, packages.clone());
+    }
+    Ok(packages)
 }
 
 /// The packages of a lock file for one architecture, as one-package repositories in install
