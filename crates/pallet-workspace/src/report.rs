@@ -200,6 +200,9 @@ impl Observer for View {
         let t = secs(time);
         match outcome {
             Outcome::Cached => self.print(format!("cached  {label}")),
+            Outcome::Built { .. } if label.starts_with("test ") => {
+                self.print(format!("passed  {label} in {t}"))
+            }
             Outcome::Built { unchanged, .. } => self.print(format!(
                 "built   {label} in {t}{}",
                 if *unchanged {

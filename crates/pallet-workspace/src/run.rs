@@ -964,3 +964,188 @@ fn build_recipe(ctx: &Ctx, i: usize) -> Result<Vec<OutFile>, String> {
     log.line(format_args!("built {} in {}", r.name, dir.display()));
     Ok(records)
 }
+
+/// One `test:` pipeline's run.
+#[derive(Clone, Debug)]
+pub struct TestResult {
+    pub label: String,
+    pub outcome: Outcome,
+    pub time: Duration,
+}
+
+/// `pallet test`: build what the targets need (as `pallet build` does), then run the `test:`
+/// pipelines of the selected recipes' packages, each in a fresh guest made from its test
+/// environment (which holds the package under test, from the workspace's repository). A test
+/// passed once is not run again while its key holds: the package's key, the compiled test and
+/// its resolved environment.
+pub fn test(
+    ws: &Workspace,
+    ro: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<(Vec<NodeResult>, Vec<TestResult>), WorkspaceError> {
+    let built = build(ws, ro, observer)?;
+    let ctx = Ctx::new(ws, ro, true)?;
+    // Only the targets' own tests (everything's, without targets), not their dependencies'.
+    let wanted: BTreeSet<NodeRef> = if ro.targets.is_empty() {
+        all_nodes(ws).into_iter().collect()
+    } else {
+        select(ws, &ro.targets, false)?
+            .into_iter()
+            .filter(|n| match n {
+                NodeRef::Recipe(i) => ro.targets.iter().any(|t| {
+                    ws.recipes[*i].outputs.contains(t) || ws.recipes[*i].file == Path::new(t)
+                }),
+                NodeRef::Image(_) => false,
+            })
+            .collect()
+    };
+    let mut jobs: Vec<(usize, usize)> = vec![];
+    let mut results = vec![];
+    for r in &built {
+        let NodeRef::Recipe(i) = r.node else { continue };
+        if !wanted.contains(&r.node) {
+            continue;
+        }
+        for (k, (name, _)) in ws.recipes[i].tests.iter().enumerate() {
+            let label = format!("test {name} ({})", ws.recipes[i].arch.apk());
+            match &r.outcome {
+                Outcome::Cached | Outcome::Built { .. } => jobs.push((i, k)),
+                _ => results.push(TestResult {
+                    label,
+                    outcome: Outcome::NotBuilt {
+                        because: format!("{} was not built", ctx.label(r.node)),
+                    },
+                    time: Duration::ZERO,
+                }),
+            }
+        }
+    }
+    let threads = if ro.jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        ro.jobs
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, TestResult)>> = Mutex::new(vec![]);
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| {
+                loop {
+                    let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&(i, k)) = jobs.get(j) else { break };
+                    let started = Instant::now();
+                    let r = &ws.recipes[i];
+                    let label = format!("test {} ({})", r.tests[k].0, r.arch.apk());
+                    let outcome = match run_one_test(&ctx, i, k, &label, observer) {
+                        Ok(o) => o,
+                        Err(error) => Outcome::Failed {
+                            error,
+                            log: Some(test_log(&ctx, i, k)),
+                        },
+                    };
+                    observer.finish(&label, &outcome, started.elapsed());
+                    done.lock().unwrap().push((
+                        j,
+                        TestResult {
+                            label,
+                            outcome,
+                            time: started.elapsed(),
+                        },
+                    ));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap();
+    done.sort_by_key(|(j, _)| *j);
+    results.extend(done.into_iter().map(|(_, r)| r));
+    Ok((built, results))
+}
+
+fn test_log(ctx: &Ctx, i: usize, k: usize) -> PathBuf {
+    let r = &ctx.ws.recipes[i];
+    ctx.arch_dir(r.arch)
+        .join("buildlogs")
+        .join(format!("{}.test.log", r.tests[k].0))
+}
+
+fn run_one_test(
+    ctx: &Ctx,
+    i: usize,
+    k: usize,
+    label: &str,
+    observer: &dyn Observer,
+) -> Result<Outcome, String> {
+    let ws = ctx.ws;
+    let r = &ws.recipes[i];
+    let (_, t) = &r.tests[k];
+    let package_key = ctx
+        .cache
+        .last(&ctx.id(NodeRef::Recipe(i)))
+        .map(|l| l.key)
+        .ok_or_else(|| format!("{} has no build record", ctx.label(NodeRef::Recipe(i))))?;
+    let environment = ctx
+        .resolve(&t.environment, r.arch, false)
+        .map_err(|e| format!("resolving the test environment: {e}"))?;
+    let compiled = serde_json::to_string(t).expect("tests serialise");
+    let inputs = Inputs {
+        pallet: env!("CARGO_PKG_VERSION").to_string(),
+        kind: "test".into(),
+        arch: r.arch.apk().to_string(),
+        config: cache::sha256_str(&format!("{package_key}\n{compiled}")),
+        sources: BTreeMap::new(),
+        environment,
+        options: BTreeMap::from([(
+            "SOURCE_DATE_EPOCH".to_string(),
+            ctx.ro.source_date_epoch.to_string(),
+        )]),
+    };
+    let key = inputs.key();
+    if ctx.cache.entry(&key).is_some() {
+        return Ok(Outcome::Cached);
+    }
+    let id = format!("{} {}", ctx.id(NodeRef::Recipe(i)), label);
+    let last = ctx.cache.last(&id);
+    let why = reason(last.as_ref(), &inputs, &ctx.workspace_packages);
+    observer.start(label, &why);
+    let log_path = test_log(ctx, i, k);
+    let log = pallet_build::log::Log::to_file(&log_path)
+        .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+    let opts = pallet_build::driver::Options {
+        arch: Some(r.arch),
+        cache_dir: Some(ctx.cache.dir().join("melange-cache")),
+        apk_cache_dir: ctx.ro.apk_cache_dir.clone(),
+        source_dir: r.source_dir.as_ref().map(|s| ws.root.join(s)),
+        source_exclude: r
+            .source_dir
+            .as_ref()
+            .map(|s| ws.source_exclude(s))
+            .unwrap_or_default(),
+        source_date_epoch: ctx.ro.source_date_epoch,
+        debug: ctx.ro.debug,
+        extra_repositories: ctx.repos.clone(),
+        extra_keyring: ctx.keyring.clone(),
+        env_file: ctx.env_file.clone(),
+        log: log.clone(),
+        ..Default::default()
+    };
+    pallet_build::driver::run_test(t, &opts).map_err(|e| {
+        log.line(format_args!("error: {e}"));
+        e.to_string()
+    })?;
+    ctx.cache
+        .put_entry(&key, &Entry::default())
+        .map_err(|e| format!("writing the cache entry: {e}"))?;
+    let _ = ctx.cache.put_last(
+        &id,
+        &Last {
+            key,
+            inputs,
+            files: vec![],
+        },
+    );
+    Ok(Outcome::Built {
+        unchanged: false,
+        reason: why,
+    })
+}

@@ -31,6 +31,8 @@ struct Cli {
 enum Command {
     /// Build every recipe and image of a workspace that changed, in order, in parallel.
     Build(workspace_cmds::BuildArgs),
+    /// Run the test: pipelines of a workspace's packages (building what they need first).
+    Test(workspace_cmds::TestArgs),
     /// Build, compile, lint and test APK packages from melange YAML files.
     #[command(subcommand)]
     Pkg(melange_build::PkgCommand),
@@ -123,6 +125,7 @@ where
     log_level(&cli.log_level)?;
     match cli.command {
         Command::Build(a) => workspace_cmds::build_cmd(a),
+        Command::Test(a) => workspace_cmds::test_cmd(a),
         Command::Pkg(cmd) => melange_build::run_pkg(cmd),
         Command::Image(cmd) => image_cmds::run(*cmd),
         Command::Login(a) => image_cmds::login_cmd(a),

@@ -151,3 +151,74 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+#[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  pallet test                 build what changed, then run every test: pipeline not yet passed\n  pallet test zlib curl -j 2  zlib's and curl's tests (and the builds they need)"
+)]
+pub struct TestArgs {
+    /// Package, subpackage or recipe file names whose tests run (default: all).
+    targets: Vec<String>,
+    /// The workspace folder (default: the current one).
+    #[arg(short = 'C', long = "directory", default_value = ".")]
+    dir: PathBuf,
+    /// Builds and tests at once (default: the number of cores).
+    #[arg(short = 'j', long, default_value_t = 0)]
+    jobs: usize,
+    /// After a failed build, go on with everything not downstream of it.
+    #[arg(long)]
+    keep_going: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
+    let ws = load(&a.dir, &a.common)?;
+    let mut ro = run_options(&a.common, &a.targets)?;
+    ro.jobs = a.jobs;
+    ro.keep_going = a.keep_going;
+    let started = std::time::Instant::now();
+    let view = report::View::new(std::io::stderr().is_terminal());
+    let (built, tests) = run::test(&ws, &ro, &view)?;
+    view.finish();
+    eprintln!("{}", report::summary(&ws, &built, started));
+    let passed = tests
+        .iter()
+        .filter(|t| matches!(t.outcome, pallet_workspace::Outcome::Built { .. }))
+        .count();
+    let cached = tests
+        .iter()
+        .filter(|t| t.outcome == pallet_workspace::Outcome::Cached)
+        .count();
+    let failed: Vec<&str> = tests
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t.outcome,
+                pallet_workspace::Outcome::Built { .. } | pallet_workspace::Outcome::Cached
+            )
+        })
+        .map(|t| t.label.as_str())
+        .collect();
+    eprintln!(
+        "tests: {passed} passed, {cached} passed before (cached), {} failed or not run{}",
+        failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failed.join(", "))
+        }
+    );
+    let ok = failed.is_empty()
+        && built.iter().all(|r| {
+            matches!(
+                r.outcome,
+                pallet_workspace::Outcome::Cached | pallet_workspace::Outcome::Built { .. }
+            )
+        });
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

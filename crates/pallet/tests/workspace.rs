@@ -82,6 +82,14 @@ pipeline:
   - runs: |
       mkdir -p ${{targets.destdir}}/usr/share/tools
       cp /usr/include/hello.h ${{targets.destdir}}/usr/share/tools/
+test:
+  environment:
+    contents:
+      packages: [busybox]
+  pipeline:
+    - runs: |
+        grep -q HELLO /usr/share/tools/hello.h
+        echo tools test ran
 "##;
 
 const STANDALONE: &str = r##"package:
@@ -572,4 +580,57 @@ fn real_wolfi_tree_plans_in_a_valid_order() {
     let n = p["packages"].as_array().unwrap().len();
     assert!(n > 1000, "{n}");
     assert_order(&p, n);
+}
+
+#[test]
+fn tests_run_once_per_key() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let alpine = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = &t.path().join("ws");
+    fs::create_dir_all(d).unwrap();
+    workspace(d, &alpine);
+    let cache = t.path().join("cache");
+    let test = |targets: &[&str]| {
+        let mut args = vec![
+            "test",
+            "--arch",
+            "x86_64",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(targets);
+        let o = run(&args, d, &[("SOURCE_DATE_EPOCH", "1700000000")]);
+        (o.status.success(), text(&o))
+    };
+    let (ok, out) = test(&["tools"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("passed  test tools (x86_64)"), "{out}");
+    // Only what tools needs was built.
+    assert!(
+        !d.join("packages/x86_64/greet-0.1.0-r0.apk").exists(),
+        "{out}"
+    );
+    assert!(
+        fs::read_to_string(d.join("packages/x86_64/buildlogs/tools.test.log"))
+            .unwrap()
+            .contains("tools test ran")
+    );
+    let (ok, out) = test(&["tools"]);
+    assert!(ok && out.contains("cached  test tools (x86_64)"), "{out}");
+    // A failing test fails the command and names its log.
+    fs::write(
+        d.join("tools.yaml"),
+        TOOLS.replace("grep -q HELLO", "grep -q NOPE"),
+    )
+    .unwrap();
+    let (ok, out) = test(&["tools"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAILED  test tools (x86_64)") && out.contains("tools.test.log"),
+        "{out}"
+    );
 }
