@@ -832,7 +832,7 @@ pub static BUILTIN_PIPELINES: &[(&str, &str)] =
 fn find_pipeline(name: &str, dirs: &[PathBuf]) -> Option<(String, String)> {
     for d in dirs {
         let p = d.join(format!("{name}.yaml"));
-        if let Ok(text) = std::fs::read_to_string(&p) {
+        if let Some(text) = read_pipeline_file(&p) {
             return Some((p.display().to_string(), text));
         }
     }
@@ -840,6 +840,23 @@ fn find_pipeline(name: &str, dirs: &[PathBuf]) -> Option<(String, String)> {
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(n, t)| (format!("(built-in) {n}"), t.to_string()))
+}
+
+/// A `--pipeline-dir` file, read once per process (a pallet run is one build): a workspace of
+/// thousands of recipes looks up the same few dozen names in the same folders, most of them
+/// missing there and taken from the built-ins.
+fn read_pipeline_file(p: &Path) -> Option<String> {
+    type Memo = std::sync::Mutex<HashMap<PathBuf, Option<String>>>;
+    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(hit) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(p) {
+        return hit.clone();
+    }
+    let text = std::fs::read_to_string(p).ok();
+    memo.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(p.to_path_buf(), text.clone());
+    text
 }
 
 /// A pipeline definition parsed once per process: a workspace of thousands of recipes uses

@@ -8,8 +8,87 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub struct NodeNames {
     /// Package names it builds (the package and its subpackages) and what they provide.
     pub provides: Vec<String>,
-    /// What its build (and test) environment asks for, as dependency atoms.
+    /// What its build environment asks for, as dependency atoms.
     pub needs: Vec<String>,
+    /// Per package it builds: the names that package answers to (its own and what it
+    /// provides) and its runtime dependencies. Installing a package installs those too, so
+    /// whoever needs it waits for the recipes that build them.
+    pub packages: Vec<(Vec<String>, Vec<String>)>,
+}
+
+/// Who builds what: names to (node, package) pairs, with each package's runtime needs.
+pub struct Providers<'a> {
+    nodes: &'a [NodeNames],
+    by_name: BTreeMap<&'a str, Vec<(usize, Option<usize>)>>,
+    /// `reach` per name, asked again and again by a large workspace.
+    memo: std::cell::RefCell<BTreeMap<String, Option<std::rc::Rc<BTreeSet<usize>>>>>,
+}
+
+impl<'a> Providers<'a> {
+    pub fn new(nodes: &'a [NodeNames]) -> Providers<'a> {
+        let mut by_name: BTreeMap<&str, Vec<(usize, Option<usize>)>> = BTreeMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            for p in &node.provides {
+                if let Some(name) = atom_name(p) {
+                    let pkg = node
+                        .packages
+                        .iter()
+                        .position(|(names, _)| names.iter().any(|n| atom_name(n) == Some(name)));
+                    let v = by_name.entry(name).or_default();
+                    if !v.contains(&(i, pkg)) {
+                        v.push((i, pkg));
+                    }
+                }
+            }
+        }
+        Providers {
+            nodes,
+            by_name,
+            memo: Default::default(),
+        }
+    }
+
+    /// The nodes whose packages installing `name` takes: its providers and, through runtime
+    /// dependencies, theirs. `None` when no node provides it.
+    pub fn reach(&self, name: &str) -> Option<std::rc::Rc<BTreeSet<usize>>> {
+        if let Some(hit) = self.memo.borrow().get(name) {
+            return hit.clone();
+        }
+        let r = self.reach_uncached(name).map(std::rc::Rc::new);
+        self.memo.borrow_mut().insert(name.to_string(), r.clone());
+        r
+    }
+
+    fn reach_uncached(&self, name: &str) -> Option<BTreeSet<usize>> {
+        let start = self.by_name.get(name)?;
+        let mut seen: BTreeSet<(usize, Option<usize>)> = start.iter().copied().collect();
+        let mut queue: VecDeque<(usize, Option<usize>)> = start.iter().copied().collect();
+        while let Some((i, pkg)) = queue.pop_front() {
+            let Some(p) = pkg else { continue };
+            for dep in &self.nodes[i].packages[p].1 {
+                let Some(dn) = atom_name(dep) else { continue };
+                for &x in self.by_name.get(dn).into_iter().flatten() {
+                    if seen.insert(x) {
+                        queue.push_back(x);
+                    }
+                }
+            }
+        }
+        Some(seen.into_iter().map(|(i, _)| i).collect())
+    }
+
+    /// Whether node `i` itself provides `name`.
+    pub fn direct(&self, name: &str) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(i, _)| *i)
+            .collect();
+        v.dedup();
+        v
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -40,17 +119,7 @@ pub fn atom_name(atom: &str) -> Option<&str> {
 
 pub fn build(nodes: &[NodeNames]) -> Graph {
     let n = nodes.len();
-    let mut provider: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, node) in nodes.iter().enumerate() {
-        for p in &node.provides {
-            if let Some(name) = atom_name(p) {
-                let v = provider.entry(name).or_default();
-                if v.last() != Some(&i) {
-                    v.push(i);
-                }
-            }
-        }
-    }
+    let providers = Providers::new(nodes);
     let mut after = vec![BTreeSet::new(); n];
     let mut external = vec![BTreeSet::new(); n];
     for (i, node) in nodes.iter().enumerate() {
@@ -58,15 +127,14 @@ pub fn build(nodes: &[NodeNames]) -> Graph {
             let Some(name) = atom_name(need) else {
                 continue;
             };
-            match provider.get(name) {
-                Some(ps) => {
-                    let others: Vec<usize> = ps.iter().copied().filter(|&p| p != i).collect();
-                    if others.is_empty() {
+            match providers.reach(name) {
+                Some(reach) => {
+                    if providers.direct(name).iter().all(|&p| p == i) {
                         // A recipe that needs its own package (a compiler built with an
                         // older copy of itself) takes it from the configured repositories.
                         external[i].insert(name.to_string());
                     }
-                    after[i].extend(others);
+                    after[i].extend(reach.iter().copied().filter(|&p| p != i));
                 }
                 None => {
                     external[i].insert(name.to_string());
@@ -235,6 +303,7 @@ mod tests {
         NodeNames {
             provides: provides.iter().map(|s| s.to_string()).collect(),
             needs: needs.iter().map(|s| s.to_string()).collect(),
+            packages: vec![],
         }
     }
 
@@ -280,10 +349,55 @@ mod tests {
                 } else {
                     vec![]
                 },
+                packages: vec![],
             })
             .collect();
         let g = build(&nodes);
         assert_eq!(g.order.len(), n);
         assert_eq!(g.order[0], 0);
+    }
+
+    #[test]
+    fn runtime_dependencies_of_workspace_packages_are_waited_for() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let nodes = vec![
+            // app's program needs libfoo at run time; its -doc needs nothing.
+            NodeNames {
+                provides: names(&["app", "app-doc"]),
+                needs: names(&["busybox"]),
+                packages: vec![
+                    (names(&["app"]), names(&["libfoo>=1"])),
+                    (names(&["app-doc"]), vec![]),
+                ],
+            },
+            NodeNames {
+                provides: names(&["libfoo", "so:libfoo.so.1"]),
+                needs: vec![],
+                packages: vec![(
+                    names(&["libfoo", "so:libfoo.so.1"]),
+                    names(&["so:libbar.so.2"]),
+                )],
+            },
+            NodeNames {
+                provides: names(&["libbar", "so:libbar.so.2"]),
+                needs: vec![],
+                packages: vec![(names(&["libbar", "so:libbar.so.2"]), vec![])],
+            },
+            // Needs app: waits for libfoo and libbar too; needs app-doc only: app alone.
+            NodeNames {
+                provides: names(&["user"]),
+                needs: names(&["app"]),
+                packages: vec![],
+            },
+            NodeNames {
+                provides: names(&["docs"]),
+                needs: names(&["app-doc"]),
+                packages: vec![],
+            },
+        ];
+        let g = build(&nodes);
+        assert_eq!(g.after[3], [0, 1, 2]);
+        assert_eq!(g.after[4], [0]);
+        assert!(Providers::new(&nodes).reach("nothing").is_none());
     }
 }

@@ -42,7 +42,9 @@ pub struct Recipe {
     /// Relative to the root.
     pub source_dir: Option<PathBuf>,
     pub bootstrap: bool,
+    /// Its `config_yaml` is empty until a build renders it from `compiled`.
     pub plan: Plan,
+    pub compiled: pallet_build::compile::Compiled,
     /// `test:` pipelines of the package and its subpackages.
     pub tests: Vec<(String, CompiledTest)>,
     pub names: NodeNames,
@@ -203,10 +205,15 @@ impl Workspace {
                 let mut outputs = vec![plan.main.name.clone()];
                 outputs.extend(plan.subpackages.iter().map(|(s, _)| s.name.clone()));
                 let mut provides = outputs.clone();
+                let mut packages = vec![];
                 for spec in
                     std::iter::once(&plan.main).chain(plan.subpackages.iter().map(|(s, _)| s))
                 {
+                    let mut names = vec![spec.name.clone()];
+                    names.extend(spec.provides.iter().map(|d| d.name.clone()));
                     provides.extend(spec.provides.iter().map(|d| d.name.clone()));
+                    let runtime = spec.depends.iter().map(|d| d.name.clone()).collect();
+                    packages.push((names, runtime));
                 }
                 let mut tests = vec![];
                 if let Some(t) = &c.test {
@@ -234,8 +241,13 @@ impl Workspace {
                     source_dir,
                     bootstrap: rs.is_some_and(|r| r.bootstrap),
                     tests,
-                    names: NodeNames { provides, needs },
+                    names: NodeNames {
+                        provides,
+                        needs,
+                        packages,
+                    },
                     plan,
+                    compiled: c,
                 }))
             })
             .collect();
@@ -300,24 +312,23 @@ impl Workspace {
         for img in &images {
             let mut after = std::collections::BTreeSet::new();
             let mut external = std::collections::BTreeSet::new();
-            for need in &img.needs {
-                let Some(name) = graph::atom_name(need) else {
-                    continue;
-                };
-                let providers: Vec<usize> = (0..recipes.len())
-                    .filter(|&i| {
-                        img.archs.contains(&recipes[i].arch)
-                            && recipes[i]
-                                .names
-                                .provides
-                                .iter()
-                                .any(|p| graph::atom_name(p) == Some(name))
-                    })
+            for arch in &img.archs {
+                let idx: Vec<usize> = (0..recipes.len())
+                    .filter(|&i| recipes[i].arch == *arch)
                     .collect();
-                if providers.is_empty() {
-                    external.insert(name.to_string());
+                let names: Vec<NodeNames> = idx.iter().map(|&i| recipes[i].names.clone()).collect();
+                let providers = graph::Providers::new(&names);
+                for need in &img.needs {
+                    let Some(name) = graph::atom_name(need) else {
+                        continue;
+                    };
+                    match providers.reach(name) {
+                        Some(reach) => after.extend(reach.iter().map(|&k| idx[k])),
+                        None => {
+                            external.insert(name.to_string());
+                        }
+                    }
                 }
-                after.extend(providers);
             }
             image_after.push(after.into_iter().collect());
             image_external.push(external.into_iter().collect());

@@ -359,7 +359,9 @@ impl Ctx<'_> {
             pallet: env!("CARGO_PKG_VERSION").to_string(),
             kind: "package".into(),
             arch: r.arch.apk().to_string(),
-            config: cache::sha256_str(&r.plan.config_yaml),
+            config: cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+                serde_json::to_vec(&r.compiled).expect("compiled recipes serialise"),
+            )),
             sources,
             environment,
             options,
@@ -937,7 +939,9 @@ fn build_recipe(ctx: &Ctx, i: usize) -> Result<Vec<OutFile>, String> {
         },
         ..Default::default()
     };
-    let written = req.build_plan(&r.plan, r.arch).map_err(|e| {
+    let mut plan = r.plan.clone();
+    plan.config_yaml = pallet_build::request::render(&r.compiled)?;
+    let written = req.build_plan(&plan, r.arch).map_err(|e| {
         log.line(format_args!("error: {e}"));
         e.to_string()
     })?;

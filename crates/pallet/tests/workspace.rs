@@ -255,7 +255,8 @@ fn workspace_builds_in_order_then_only_what_changed() {
         .iter()
         .find(|n| n["package"] == "greet")
         .unwrap();
-    assert_eq!(greet["after"], serde_json::json!(["hello"]));
+    // hello runs with libhello installed (its runtime dependency), so greet waits for both.
+    assert_eq!(greet["after"], serde_json::json!(["hello", "libhello"]));
     assert!(
         greet["external"]
             .as_array()
