@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cache::OutFile;
-use crate::run::Ctx;
+use crate::run::{Ctx, NodeRef};
 
 /// Where image `j`'s build log goes.
 pub(crate) fn log_path(ctx: &Ctx, j: usize) -> PathBuf {
@@ -20,7 +20,25 @@ fn sbom_dir(tarball: &Path) -> PathBuf {
     tarball.with_extension("sbom")
 }
 
-pub(crate) fn build_image(ctx: &Ctx, j: usize) -> Result<Vec<OutFile>, String> {
+/// The cache marker of an image key pushed to a reference.
+fn published_key(key: &str, reference: &str) -> String {
+    crate::cache::sha256_str(&format!("published {key} {reference}"))
+}
+
+/// The publish targets of node `n` that this key has not been pushed to yet.
+pub(crate) fn unpublished(ctx: &Ctx, n: NodeRef, key: &str) -> Vec<String> {
+    let NodeRef::Image(j) = n else {
+        return vec![];
+    };
+    ctx.ws.images[j]
+        .publish
+        .iter()
+        .filter(|r| ctx.cache.entry(&published_key(key, r)).is_none())
+        .cloned()
+        .collect()
+}
+
+pub(crate) fn build_image(ctx: &Ctx, j: usize, key: &str) -> Result<Vec<OutFile>, String> {
     let ws = ctx.ws;
     let img = &ws.images[j];
     let log = pallet_build::log::Log::to_file(&log_path(ctx, j))
@@ -88,5 +106,28 @@ pub(crate) fn build_image(ctx: &Ctx, j: usize) -> Result<Vec<OutFile>, String> {
         img.name,
         built.index_digest()
     ));
+    let mut first_repo: std::collections::BTreeMap<String, String> = Default::default();
+    for target in &img.publish {
+        let r = pallet_registry::Reference::parse(target)
+            .map_err(|e| format!("publish target {target}: {e}"))?;
+        let mut client = pallet_registry::Client::new(r.clone(), &[]);
+        // Later repositories of one registry mount the blobs from the first.
+        let mount = first_repo.get(&r.registry).cloned();
+        pallet_image::publish::push(
+            &mut client,
+            built.images(),
+            built.index(),
+            built.sboms(),
+            mount.as_deref(),
+        )
+        .map_err(|e| format!("publishing to {target}: {e}"))?;
+        first_repo
+            .entry(r.registry.clone())
+            .or_insert_with(|| r.repository.clone());
+        log.line(format_args!("pushed {target}@{}", built.index_digest()));
+        ctx.cache
+            .put_entry(&published_key(key, target), &crate::cache::Entry::default())
+            .map_err(|e| format!("writing the cache entry: {e}"))?;
+    }
     Ok(files)
 }

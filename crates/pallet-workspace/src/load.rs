@@ -59,6 +59,7 @@ pub struct Image {
     pub tags: Vec<String>,
     pub tarball: Option<PathBuf>,
     pub layout: Option<PathBuf>,
+    pub publish: Vec<String>,
     /// `contents.packages` of the merged configuration.
     pub needs: Vec<String>,
 }
@@ -427,6 +428,7 @@ fn load_image(
         tags,
         tarball,
         layout,
+        publish: s.publish.clone(),
         needs: cfg.contents.packages.clone(),
     })
 }

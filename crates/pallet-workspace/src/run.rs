@@ -850,8 +850,10 @@ fn try_node(ctx: &Ctx, n: NodeRef, observer: &dyn Observer) -> Result<Outcome, S
     let key = inputs.key();
     let id = ctx.id(n);
     let last = ctx.cache.last(&id);
+    let unpublished = crate::image::unpublished(ctx, n, &key);
     if let Some(e) = ctx.cache.entry(&key)
         && !ctx.image_layout_missing(n)
+        && unpublished.is_empty()
     {
         ctx.restore(n, &e)?;
         if last.as_ref().is_none_or(|l| l.key != key) {
@@ -866,11 +868,14 @@ fn try_node(ctx: &Ctx, n: NodeRef, observer: &dyn Observer) -> Result<Outcome, S
         }
         return Ok(Outcome::Cached);
     }
-    let why = reason(last.as_ref(), &inputs, &ctx.workspace_packages);
+    let why = match unpublished.first() {
+        Some(r) if ctx.cache.entry(&key).is_some() => format!("not yet published to {r}"),
+        _ => reason(last.as_ref(), &inputs, &ctx.workspace_packages),
+    };
     observer.start(&ctx.label(n), &why);
     let files = match n {
         NodeRef::Recipe(i) => build_recipe(ctx, i)?,
-        NodeRef::Image(j) => crate::image::build_image(ctx, j)?,
+        NodeRef::Image(j) => crate::image::build_image(ctx, j, &key)?,
     };
     let entry = Entry {
         files: files.clone(),

@@ -63,6 +63,9 @@ pub struct ImageSettings {
     pub tarball: Option<PathBuf>,
     /// OCI layout folder.
     pub layout: Option<PathBuf>,
+    /// References to push the image to (`registry/repository:tag`), with its SBOMs as
+    /// referrers; pushed again only when the image's key changes.
+    pub publish: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -635,3 +635,104 @@ fn tests_run_once_per_key() {
         "{out}"
     );
 }
+
+#[test]
+fn images_publish_to_a_registry_once_per_key() {
+    let Some(s) = shared() else { return };
+    if !(have("bwrap") && have("docker-registry") && have("skopeo")) {
+        return;
+    }
+    let alpine = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = &t.path().join("ws");
+    fs::create_dir_all(d).unwrap();
+    workspace(d, &alpine);
+    let reg = Registry::start(t.path(), None, None);
+    let target = format!("127.0.0.1:{}/ws/app:1", reg.port);
+    let settings = fs::read_to_string(d.join("pallet.yaml")).unwrap();
+    fs::write(
+        d.join("pallet.yaml"),
+        format!("{settings}images:\n  app:\n    tags: ['app:1']\n    publish: ['{target}']\n"),
+    )
+    .unwrap();
+    let cache = t.path().join("cache");
+    let (ok, out) = build(d, &cache, &["app"]);
+    assert!(ok, "{out}");
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{target}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("manifests"),
+        "{}",
+        text(&o)
+    );
+    // The same key is not pushed again; a new target is.
+    let (ok, out) = build(d, &cache, &["app"]);
+    assert!(ok && out.contains("cached  image app"), "{out}");
+    let other = format!("127.0.0.1:{}/ws/other:1", reg.port);
+    fs::write(
+        d.join("pallet.yaml"),
+        format!(
+            "{settings}images:\n  app:\n    tags: ['app:1']\n    publish: ['{target}', '{other}']\n"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = build(d, &cache, &["app"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("not yet published to {other}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn targets_rdeps_and_the_graph() {
+    let Some(s) = shared() else { return };
+    let alpine = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    workspace(d, &alpine);
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["build", "--plan", "--json", "--arch", "x86_64"];
+        a.extend_from_slice(args);
+        let o = run(&a, d, &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut v: Vec<String> = p["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["package"].as_str().unwrap().to_string())
+            .chain(
+                p["images"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| format!("image {}", n["image"].as_str().unwrap())),
+            )
+            .collect();
+        v.sort();
+        v
+    };
+    // A subpackage names its recipe; a target brings what it needs.
+    assert_eq!(names(&["libhello-dev"]), ["libhello"]);
+    assert_eq!(names(&["greet"]), ["greet", "hello", "libhello"]);
+    assert_eq!(names(&["greet.yaml"]), ["greet", "hello", "libhello"]);
+    assert_eq!(names(&["base"]), ["image base", "libhello"]);
+    // --rdeps: and everything downstream of it.
+    assert_eq!(
+        names(&["hello", "--rdeps"]),
+        ["greet", "hello", "image app", "libhello"]
+    );
+    let o = run(&["build", "--dot", "--arch", "x86_64"], d, &[]);
+    let dot = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(dot.starts_with("digraph workspace {"), "{dot}");
+    assert!(
+        dot.contains("\"greet (x86_64)\" -> \"hello (x86_64)\";"),
+        "{dot}"
+    );
+    assert!(dot.contains("\"image app\" [shape=box"), "{dot}");
+}

@@ -214,3 +214,67 @@ pub fn tree_digests(dir: &Path, skip: &[&str]) -> std::collections::BTreeMap<Str
     }
     m
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Debian's docker-registry on 127.0.0.1, serving `dir/data`, stopped when dropped.
+pub struct Registry {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub htpasswd: Option<PathBuf>,
+}
+
+impl Registry {
+    pub fn start(dir: &Path, htpasswd: Option<PathBuf>, port: Option<u16>) -> Registry {
+        let port = port.unwrap_or_else(free_port);
+        let mut cfg = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        if let Some(h) = &htpasswd {
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                h.display()
+            ));
+        }
+        let path = dir.join(format!("reg-{port}.yml"));
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            htpasswd,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
