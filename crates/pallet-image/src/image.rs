@@ -562,6 +562,17 @@ impl BuiltImage {
         Ok(true)
     }
 
+    /// Write a docker-archive tarball tagged with every reference of `tags` (the first is the
+    /// image's name for tools that take one).
+    pub fn write_tarball_tags(&self, out: &Path, tags: &[String]) -> Result<(), ImageError> {
+        oci::write_docker_archive_tags(out, &self.images, tags).map_err(|source| {
+            ImageError::Tarball {
+                path: out.to_path_buf(),
+                source,
+            }
+        })
+    }
+
     /// Write an OCI image layout into the existing folder `dir`; `image_ref`'s tag names the
     /// index (and, with the architecture, each image).
     pub fn write_layout(&self, dir: &Path, image_ref: &str) -> Result<(), ImageError> {

@@ -284,8 +284,18 @@ pub fn write_layout(
 /// Write a docker-archive tarball (`docker load`, `skopeo … docker-archive:`): per image a
 /// config file `sha256:<hex>` and layers `<hex>.tar.gz`, and `manifest.json` with the tags.
 pub fn write_docker_archive(out: &Path, images: &[ArchImage], image_ref: &str) -> io::Result<()> {
+    write_docker_archive_tags(out, images, &[image_ref.to_string()])
+}
+
+/// [`write_docker_archive`] with every reference of `image_refs` as a tag (`docker load`
+/// creates each).
+pub fn write_docker_archive_tags(
+    out: &Path,
+    images: &[ArchImage],
+    image_refs: &[String],
+) -> io::Result<()> {
     use pallet_apk_stream::tarw::{self, EntryHeader};
-    let (name, tag) = split_ref(image_ref);
+    let refs: Vec<(String, String)> = image_refs.iter().map(|r| split_ref(r)).collect();
     copy_tree_atomically(
         |tmp| {
             let mut w = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
@@ -312,9 +322,12 @@ pub fn write_docker_archive(out: &Path, images: &[ArchImage], image_ref: &str) -
                     put(&mut w, f.clone(), l)?;
                     layers.push(f);
                 }
-                let mut tags = vec![format!("{name}:{tag}-{}", i.arch.tag_suffix())];
-                if images.len() == 1 {
-                    tags.insert(0, format!("{name}:{tag}"));
+                let mut tags = vec![];
+                for (name, tag) in &refs {
+                    if images.len() == 1 {
+                        tags.push(format!("{name}:{tag}"));
+                    }
+                    tags.push(format!("{name}:{tag}-{}", i.arch.tag_suffix()));
                 }
                 entries.push(json!({"Config": cfg_name, "RepoTags": tags, "Layers": layers}));
             }

@@ -70,7 +70,7 @@ pub(crate) fn build_image(ctx: &Ctx, j: usize, key: &str) -> Result<Vec<OutFile>
     if let Some(t) = &img.tarball {
         let tmp = scratch.path().join("image.tar");
         built
-            .write_tarball(&tmp, &tag, None)
+            .write_tarball_tags(&tmp, &img.tags)
             .map_err(|e| e.to_string())?;
         staged.push((tmp, t.display().to_string()));
         let sboms = scratch.path().join("sbom");

@@ -404,7 +404,10 @@ impl Ctx<'_> {
             pallet: env!("CARGO_PKG_VERSION").to_string(),
             kind: "image".into(),
             arch: archs.join(" "),
-            config: loaded.checksum.clone(),
+            // The merged configuration, so that comments and layout do not count.
+            config: cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+                serde_json::to_vec(&loaded.config).expect("configurations serialise"),
+            )),
             sources: BTreeMap::new(),
             environment,
             options,
@@ -1157,4 +1160,83 @@ fn run_one_test(
         unchanged: false,
         reason: why,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Inputs {
+        Inputs {
+            pallet: "1".into(),
+            kind: "package".into(),
+            arch: "x86_64".into(),
+            config: "c".into(),
+            sources: BTreeMap::from([("zlib/fix.patch".into(), "644 aa".into())]),
+            environment: BTreeMap::from([
+                ("busybox".into(), "1.36.1-r15 Q1a".into()),
+                ("libz".into(), "1.3-r0 Q1b".into()),
+            ]),
+            options: BTreeMap::from([("SOURCE_DATE_EPOCH".into(), "0".into())]),
+        }
+    }
+
+    fn last(i: Inputs) -> Last {
+        Last {
+            key: i.key(),
+            inputs: i,
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn reasons_name_what_changed() {
+        let ws = BTreeSet::from(["libz".to_string()]);
+        let old = inputs();
+        assert_eq!(reason(None, &old, &ws), "new");
+        assert_eq!(
+            reason(Some(&last(old.clone())), &old, &ws),
+            "not in the cache"
+        );
+        let mut n = old.clone();
+        n.pallet = "2".into();
+        assert_eq!(
+            reason(Some(&last(old.clone())), &n, &ws),
+            "pallet version changed"
+        );
+        let mut n = old.clone();
+        n.config = "d".into();
+        assert_eq!(reason(Some(&last(old.clone())), &n, &ws), "recipe changed");
+        let mut n = old.clone();
+        n.sources.insert("zlib/fix.patch".into(), "644 bb".into());
+        assert_eq!(
+            reason(Some(&last(old.clone())), &n, &ws),
+            "source file zlib/fix.patch changed"
+        );
+        let mut n = old.clone();
+        n.environment
+            .insert("busybox".into(), "1.36.1-r16 Q1c".into());
+        assert_eq!(
+            reason(Some(&last(old.clone())), &n, &ws),
+            "environment package busybox 1.36.1-r15 → 1.36.1-r16"
+        );
+        let mut n = old.clone();
+        n.environment.insert("libz".into(), "1.3-r0 Q1z".into());
+        assert_eq!(
+            reason(Some(&last(old.clone())), &n, &ws),
+            "dependency libz rebuilt with different contents"
+        );
+        let mut n = old.clone();
+        n.environment.remove("libz");
+        assert_eq!(
+            reason(Some(&last(old.clone())), &n, &ws),
+            "environment package libz removed"
+        );
+        let mut n = old.clone();
+        n.options.insert("SOURCE_DATE_EPOCH".into(), "5".into());
+        assert_eq!(
+            reason(Some(&last(old)), &n, &ws),
+            "SOURCE_DATE_EPOCH changed"
+        );
+    }
 }

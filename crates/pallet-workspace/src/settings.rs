@@ -57,7 +57,8 @@ pub struct RecipeSettings {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ImageSettings {
-    /// Tags of the image (default `NAME:latest`); the first names the tarball's image.
+    /// Tags of the image (default `NAME:latest`), all written into the tarball; the first
+    /// names the layout's image and the SBOMs'.
     pub tags: Vec<String>,
     /// docker-archive tarball (default `images/NAME.tar` when no output is given).
     pub tarball: Option<PathBuf>,

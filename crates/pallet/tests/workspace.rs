@@ -327,6 +327,8 @@ fn workspace_builds_in_order_then_only_what_changed() {
 
     // A comment changes nothing.
     fs::write(d.join("hello.yaml"), format!("# another comment\n{HELLO}")).unwrap();
+    let app = fs::read_to_string(d.join("app.yaml")).unwrap();
+    fs::write(d.join("app.yaml"), format!("# the image\n{app}")).unwrap();
     assert!(
         states(&plan(d, cache))
             .iter()
