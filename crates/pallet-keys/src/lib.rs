@@ -150,6 +150,11 @@ impl SigningKey {
         Ok(sig)
     }
 
+    /// The public half as `melange keygen` writes it (PKIX PEM).
+    pub fn public_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("PUBLIC KEY", self.public_der()))
+    }
+
     /// The public half, PKIX DER.
     pub fn public_der(&self) -> Vec<u8> {
         use aws_lc_rs::signature::KeyPair as _;

@@ -19,6 +19,10 @@ pub struct OutFile {
     pub name: String,
     pub sha256: String,
     pub size: u64,
+    /// For a package, the checksum its index record carries (`Q1…`): a repository whose
+    /// index names another checksum for this file is brought back in line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_checksum: Option<String>,
 }
 
 /// What a key produced.
@@ -167,6 +171,7 @@ impl Cache {
             name: name.to_string(),
             sha256: sha,
             size,
+            index_checksum: None,
         })
     }
 
@@ -176,6 +181,8 @@ impl Cache {
         let mut src = std::fs::File::open(self.blob(&f.sha256))?;
         if let Some(d) = to.parent() {
             std::fs::create_dir_all(d)?;
+            // What a build killed while writing here left behind.
+            pallet_atomic::sweep(d);
         }
         pallet_atomic::write_with(to, |w| {
             let mut h = Sha256::new();

@@ -165,8 +165,9 @@ pub(crate) struct Ctx<'a> {
     pub keyring: Vec<String>,
     pub env_file: BTreeMap<String, String>,
     pub workspace_packages: BTreeSet<String>,
-    /// Per arch, the package files the index lists (`NAME-VERSION.apk`), kept under the lock.
-    pub indexed: Mutex<BTreeMap<Arch, BTreeSet<String>>>,
+    /// Per arch, the package files the index lists (`NAME-VERSION.apk`) with the checksum it
+    /// gives each, kept under the lock.
+    pub indexed: Mutex<BTreeMap<Arch, BTreeMap<String, String>>>,
 }
 
 impl Ctx<'_> {
@@ -178,22 +179,39 @@ impl Ctx<'_> {
         let mut pub_key = ws.signing_key.as_os_str().to_owned();
         pub_key.push(".pub");
         let pub_key = PathBuf::from(pub_key);
-        if make_key && !ws.signing_key.exists() {
-            pallet_keys::generate(&ws.signing_key, 4096).map_err(|e| WorkspaceError::Key {
-                path: ws.signing_key.clone(),
-                message: e.to_string(),
-            })?;
-        }
-        let key = if ws.signing_key.exists() {
-            Some(pallet_keys::SigningKey::load(&ws.signing_key).map_err(|e| {
-                WorkspaceError::Key {
-                    path: ws.signing_key.clone(),
-                    message: e.to_string(),
-                }
-            })?)
+        let key_err = |message: String| WorkspaceError::Key {
+            path: ws.signing_key.clone(),
+            message,
+        };
+        let cache = Cache::new(&ro.cache_dir);
+        // Two builds starting at once must not each make half a key pair.
+        let _lock = if make_key {
+            Some(
+                cache
+                    .lock(&format!("signing key {}", ws.signing_key.display()))
+                    .map_err(|e| key_err(format!("locking: {e}")))?,
+            )
         } else {
             None
         };
+        if make_key && !ws.signing_key.exists() {
+            pallet_keys::generate(&ws.signing_key, 4096).map_err(|e| key_err(e.to_string()))?;
+        }
+        let key = if ws.signing_key.exists() {
+            Some(
+                pallet_keys::SigningKey::load(&ws.signing_key)
+                    .map_err(|e| key_err(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        // A build killed between writing the private half and the public one: derive it.
+        if let (true, Some(k)) = (make_key, &key)
+            && !pub_key.exists()
+        {
+            pallet_atomic::write(&pub_key, k.public_pem().as_bytes())
+                .map_err(|e| key_err(format!("writing {}: {e}", pub_key.display())))?;
+        }
         let pub_sha = match std::fs::read(&pub_key) {
             Ok(b) => cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(&b)),
             Err(_) => String::new(),
@@ -229,7 +247,7 @@ impl Ctx<'_> {
         Ok(Ctx {
             ws,
             ro,
-            cache: Cache::new(&ro.cache_dir),
+            cache,
             key,
             pub_sha,
             repos,
@@ -451,7 +469,12 @@ impl Ctx<'_> {
             .map_err(|e| format!("reading {}: {e}", idx.display()))?
             .packages
             .iter()
-            .map(|p| format!("{}-{}.apk", p.name, p.version))
+            .map(|p| {
+                (
+                    format!("{}-{}.apk", p.name, p.version),
+                    p.checksum.clone().unwrap_or_default(),
+                )
+            })
             .collect();
         self.indexed.lock().unwrap().insert(arch, listed);
         Ok(())
@@ -473,11 +496,14 @@ impl Ctx<'_> {
             self.ro.source_date_epoch,
         )
         .map_err(|e| format!("updating {}: {e}", idx.display()))?;
+        let listed = pallet_index::read_index(&idx, None)
+            .map_err(|e| format!("reading {}: {e}", idx.display()))?;
         let set = indexed.entry(arch).or_default();
-        for f in files {
-            if let Some(n) = f.file_name() {
-                set.insert(n.to_string_lossy().to_string());
-            }
+        for p in listed.packages {
+            set.insert(
+                format!("{}-{}.apk", p.name, p.version),
+                p.checksum.unwrap_or_default(),
+            );
         }
         Ok(())
     }
@@ -502,8 +528,11 @@ impl Ctx<'_> {
                         .lock()
                         .unwrap()
                         .get(&arch)
-                        .is_some_and(|s| s.contains(&f.name))
+                        .and_then(|s| s.get(&f.name))
+                        .is_some_and(|c| f.index_checksum.as_deref().is_none_or(|x| x == c))
                     {
+                        // In place but not (or not as these bytes) in the index: a build was
+                        // killed between the two.
                         missing.push(to);
                     }
                 }
@@ -961,10 +990,13 @@ fn build_recipe(ctx: &Ctx, i: usize) -> Result<Vec<OutFile>, String> {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let rec = ctx
+        let mut rec = ctx
             .cache
             .put_blob(w, &name)
             .map_err(|e| format!("caching {name}: {e}"))?;
+        rec.index_checksum = pallet_index::record_for(w, None)
+            .map_err(|e| format!("reading {name}: {e}"))?
+            .checksum;
         let to = dir.join(&name);
         ctx.cache
             .restore(&rec, &to)

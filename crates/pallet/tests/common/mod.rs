@@ -198,11 +198,15 @@ pub fn sha256_hex(b: &[u8]) -> String {
         .collect()
 }
 
-/// Every regular file under `dir` (relative path → SHA-256), skipping `skip`ped names.
+/// Every regular file under `dir` (relative path → SHA-256), skipping `skip`ped names; empty
+/// when `dir` does not exist.
 pub fn tree_digests(dir: &Path, skip: &[&str]) -> std::collections::BTreeMap<String, String> {
     let mut m = std::collections::BTreeMap::new();
-    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let e = e.unwrap();
+    for e in walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+    {
         if !e.file_type().is_file() {
             continue;
         }
