@@ -523,14 +523,19 @@ impl Ctx<'_> {
                             .restore(f, &to)
                             .map_err(|err| format!("restoring {}: {err}", to.display()))?;
                         missing.push(to);
-                    } else if !self
-                        .indexed
-                        .lock()
-                        .unwrap()
-                        .get(&arch)
-                        .and_then(|s| s.get(&f.name))
-                        .is_some_and(|c| f.index_checksum.as_deref().is_none_or(|x| x == c))
-                    {
+                    } else {
+                        let listed = self
+                            .indexed
+                            .lock()
+                            .unwrap()
+                            .get(&arch)
+                            .and_then(|s| s.get(&f.name))
+                            .cloned();
+                        let indexed = listed
+                            .is_some_and(|c| f.index_checksum.as_deref().is_none_or(|x| x == c));
+                        if indexed {
+                            continue;
+                        }
                         // In place but not (or not as these bytes) in the index: a build was
                         // killed between the two.
                         missing.push(to);
