@@ -353,7 +353,7 @@ fn workspace_build_survives_kill_9_at_any_moment() {
         }
         if let Ok(b) = fs::read(d.join("images/img.tar")) {
             let tar_sha = sha256_hex(&b);
-            if !fs::read_dir(t.path().join("cache/workspace-v1/blobs")).is_ok()
+            if fs::read_dir(t.path().join("cache/workspace-v1/blobs")).is_err()
                 || !tree_digests(&t.path().join("cache/workspace-v1/blobs"), &[])
                     .values()
                     .any(|v| *v == tar_sha)
