@@ -56,9 +56,27 @@ pub struct ReadOptions<'a> {
     pub control_only: bool,
 }
 
+/// Default largest decompressed signature or control section: apk-tools' own control sections
+/// are a few KiB; 10 MiB is apko's default for `--max-apk-control-size`.
+pub const DEFAULT_MAX_CONTROL_SIZE: u64 = 10 << 20;
+/// Default largest decompressed data section: the biggest real packages (toolchains, CUDA) are
+/// a few GiB unpacked; 16 GiB is apko's default for `--max-apk-data-size`. This bound, not a
+/// ratio, is what stops a decompression bomb: deflate cannot expand more than about 1032:1, so
+/// a bomb needs a large download too, and the download is bounded by the index's size field.
+pub const DEFAULT_MAX_DATA_SIZE: u64 = 16 << 30;
+/// Longest entry path: Linux's PATH_MAX; no longer name could be created in the image anyway.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Deepest entry path, in components: real packages stay under 30; deeper trees only serve to
+/// make every later walk of the image slow or overflow a recursive one.
+pub const MAX_PATH_DEPTH: usize = 256;
+/// Most entries in one data section: the largest Wolfi and Alpine packages hold about 100,000
+/// files; each entry costs memory in the installed database and the image tree.
+pub const MAX_ENTRIES: usize = 2_000_000;
+
 static DEFAULT_MAX_CONTROL: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(10 << 20);
-static DEFAULT_MAX_DATA: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(16 << 30);
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_CONTROL_SIZE);
+static DEFAULT_MAX_DATA: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_DATA_SIZE);
 
 /// Set, for this process, the limits [`ReadOptions::default`] starts from (10 MiB control,
 /// 16 GiB data unless set); `u64::MAX` for none. apko's `--max-apk-control-size` and
@@ -392,6 +410,12 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     if path.starts_with("./") || path.contains("/./") {
         return Err("'.' component");
     }
+    if path.len() > MAX_PATH_BYTES {
+        return Err("name longer than PATH_MAX (4096 bytes)");
+    }
+    if path.split('/').count() > MAX_PATH_DEPTH {
+        return Err("more than 256 path components");
+    }
     Ok(())
 }
 
@@ -415,7 +439,12 @@ fn read_data<R: Read>(
     let mut ar = tar::Archive::new(r);
     let mut seen_dirs: std::collections::HashSet<String> = Default::default();
     let mut seen_files: std::collections::HashSet<String> = Default::default();
-    for e in ar.entries()? {
+    for (n, e) in ar.entries()?.enumerate() {
+        if n >= MAX_ENTRIES {
+            return Err(ApkError::Format(format!(
+                "the data section has more than {MAX_ENTRIES} entries"
+            )));
+        }
         let mut e = e?;
         let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         let path = raw.trim_end_matches('/').to_string();
@@ -624,4 +653,22 @@ pub fn member_ranges<R: Read>(r: R) -> Result<Vec<MemberRange>, ApkError> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn paths_past_the_limits_are_refused() {
+        assert!(check_path("usr/bin/x").is_ok());
+        let long = "a/".repeat(MAX_PATH_BYTES / 2) + "b";
+        assert_eq!(
+            check_path(&long),
+            Err("name longer than PATH_MAX (4096 bytes)")
+        );
+        let deep = vec!["d"; MAX_PATH_DEPTH + 1].join("/");
+        assert_eq!(check_path(&deep), Err("more than 256 path components"));
+        assert!(check_path(&vec!["d"; MAX_PATH_DEPTH].join("/")).is_ok());
+    }
 }
