@@ -574,3 +574,110 @@ fn fetched_archives_cannot_escape_to_the_host() {
         eprintln!("the guest's tar refused the archive: {}", text(&o));
     }
 }
+
+/// A `patch` whose file names leave the source tree (`../../`, absolute) and a `patches:` entry
+/// naming a host file: patching happens inside the sandbox, so nothing on the host changes
+/// whatever the guest's `patch` decides.
+#[test]
+fn patches_cannot_reach_outside_the_source_tree() {
+    if !(have("bwrap") && have("patch")) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = &t.path().join("work");
+    fs::create_dir_all(d).unwrap();
+    let victim = t.path().join("victim.txt");
+    fs::write(&victim, "original\n").unwrap();
+    let up = format!(
+        "../../{}",
+        victim.display().to_string().trim_start_matches('/')
+    );
+    fs::write(
+        d.join("evil.patch"),
+        format!(
+            "--- a/{up}\n+++ b/{up}\n@@ -1 +1 @@\n-original\n+patched\n--- /etc/hostname\n+++ /etc/hostname\n@@ -0,0 +1 @@\n+pwned\n--- a/../pallet-patch-new\n+++ b/../pallet-patch-new\n@@ -0,0 +1 @@\n+new\n"
+        ),
+    )
+    .unwrap();
+    let hostname = fs::read("/etc/hostname").ok();
+    let before = host_state(t.path());
+    let file = write_recipe(
+        d,
+        "patchy",
+        "",
+        "",
+        &format!(
+            "patch -p1 --batch < evil.patch || echo patch refused\npatch -p0 --batch < {} || echo host file refused\nmkdir -p ${{{{targets.destdir}}}}/x",
+            victim.display()
+        ),
+    );
+    let o = run(&["pkg", "build", "--bootstrap", &file], d, &[]);
+    eprintln!("{}", text(&o));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "original\n");
+    assert_eq!(fs::read("/etc/hostname").ok(), hostname);
+    assert!(!t.path().join("pallet-patch-new").exists());
+    assert!(!Path::new("/pallet-patch-new").exists());
+    let strip = |v: Vec<(String, String)>| -> Vec<(String, String)> {
+        v.into_iter()
+            .filter(|(p, _)| !p.starts_with(&t.path().display().to_string()))
+            .collect()
+    };
+    // The folder around holds the build's own outputs; the victim in it was checked above.
+    assert_eq!(strip(before), strip(host_state(t.path())));
+}
+
+/// A build that fills its disk: the step fails with the system's own words, the build ends
+/// with an error naming the step, and no package is written. The build's scratch folder is
+/// put on an 8 MiB tmpfs (this needs root to mount; skipped otherwise).
+#[test]
+fn a_build_that_fills_the_disk_ends_with_a_clear_error() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let small = t.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a small tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(small.clone());
+    let d = &t.path().join("work");
+    fs::create_dir_all(d).unwrap();
+    let file = write_recipe(
+        d,
+        "filler",
+        "",
+        "",
+        "mkdir -p ${{targets.destdir}}/x\nhead -c 64m /dev/zero > ${{targets.destdir}}/x/big\necho not reached",
+    );
+    let start = std::time::Instant::now();
+    let o = run(
+        &["pkg", "build", "--bootstrap", &file],
+        d,
+        &[("TMPDIR", small.to_str().unwrap())],
+    );
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(
+        msg.contains("No space left on device") && msg.contains("'main'"),
+        "{msg}"
+    );
+    assert!(!msg.contains("not reached"), "{msg}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(120));
+    assert!(!d.join("packages/x86_64/filler-1.0.0-r0.apk").exists());
+    // The scratch folder went with the build.
+    let left: Vec<_> = fs::read_dir(&small).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
