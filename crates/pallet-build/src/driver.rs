@@ -318,6 +318,18 @@ fn lint_outputs(
     Ok(())
 }
 
+/// The lock every writer of `dir`'s `APKINDEX.tar.gz` takes, kept in `cache`.
+pub fn index_lock(cache: &Path, dir: &Path) -> std::io::Result<pallet_atomic::EntryLock> {
+    use sha2::Digest as _;
+    let abs = std::path::absolute(dir)?;
+    let h: String = sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    pallet_atomic::EntryLock::acquire(&cache.join("locks-v1").join(format!("index-{h}")))
+}
+
 /// Build every package of `plan`; returns the written `.apk` files.
 pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     let arch = opts.arch.unwrap_or_else(Arch::host);
@@ -432,6 +444,11 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         written.push(path);
     }
     if opts.generate_index {
+        // Builds sharing an output folder (make -j, two terminals) each read, merge and
+        // rewrite the index: without a lock the last one would drop the others' packages.
+        // The lock lives in the package cache, not among the repository's files.
+        let _lock = index_lock(&opts.apk_cache_dir, &opts.out_dir.join(arch.apk()))
+            .map_err(|e| setup("locking the index", e))?;
         let idx = crate::assemble::update_index(
             &opts.out_dir,
             arch.apk(),

@@ -450,9 +450,8 @@ impl Ctx<'_> {
     pub(crate) fn ensure_index(&self, arch: Arch) -> Result<(), String> {
         let dir = self.arch_dir(arch);
         let idx = dir.join("APKINDEX.tar.gz");
-        let _lock = self
-            .cache
-            .lock(&idx.display().to_string())
+        // The lock `melange build` into the same folder takes too.
+        let _lock = pallet_build::driver::index_lock(&self.ro.apk_cache_dir, &self.arch_dir(arch))
             .map_err(|e| format!("locking {}: {e}", idx.display()))?;
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         if !idx.exists() {
@@ -483,9 +482,8 @@ impl Ctx<'_> {
     /// Put package files into the repository and its index.
     pub(crate) fn add_to_index(&self, arch: Arch, files: &[PathBuf]) -> Result<(), String> {
         let idx = self.arch_dir(arch).join("APKINDEX.tar.gz");
-        let _lock = self
-            .cache
-            .lock(&idx.display().to_string())
+        // The lock `melange build` into the same folder takes too.
+        let _lock = pallet_build::driver::index_lock(&self.ro.apk_cache_dir, &self.arch_dir(arch))
             .map_err(|e| format!("locking {}: {e}", idx.display()))?;
         let mut indexed = self.indexed.lock().unwrap();
         pallet_build::assemble::update_index(

@@ -312,3 +312,94 @@ fn concurrent_builds_share_one_cache() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
+
+/// Two, then four package builds started at once, each a different recipe, on one package
+/// cache and one output folder: all succeed, the environment's packages are downloaded once,
+/// and the shared index lists every package (each build's index update waits for the others).
+#[test]
+fn concurrent_package_builds_share_one_cache_and_index() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let srv = FileServer::start(a.clone(), None);
+    let o = run(&["keygen", "--bits", "2048", "k.rsa"], t.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    for (round, n) in [(0, 2), (1, 4)] {
+        let cache = t.path().join(format!("apk-cache-{round}"));
+        let out = t.path().join(format!("out-{round}"));
+        let before = srv.full_responses.load(Ordering::Relaxed);
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                let f = t.path().join(format!("r{round}-{i}.yaml"));
+                fs::write(
+                    &f,
+                    format!(
+                        "package:\n  name: p{i}\n  version: 1\n  epoch: 0\n  description: d\nenvironment:\n  contents:\n    repositories:\n      - http://127.0.0.1:{}\n    keyring:\n{}    packages: [busybox]\npipeline:\n  - runs: mkdir -p ${{{{targets.destdir}}}}/p && echo {i} > ${{{{targets.destdir}}}}/p/{i}\n",
+                        srv.port,
+                        keyring_yaml(&a.join("keys"))
+                    ),
+                )
+                .unwrap();
+                std::process::Command::new(pallet())
+                    .args(["pkg", "build", f.to_str().unwrap(), "--arch", "x86_64", "--signing-key", "k.rsa"])
+                    .arg("--apk-cache-dir")
+                    .arg(&cache)
+                    .arg("--out-dir")
+                    .arg(&out)
+                    .current_dir(t.path())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (i, ch) in children.into_iter().enumerate() {
+            let o = ch.wait_with_output().unwrap();
+            assert!(o.status.success(), "build {i} of {n}: {}", text(&o));
+        }
+        let o = run(
+            &[
+                "verify",
+                "--keyring",
+                "k.rsa.pub",
+                out.join("x86_64/APKINDEX.tar.gz").to_str().unwrap(),
+            ],
+            t.path(),
+            &[],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let idx = pallet_index_names(&out.join("x86_64/APKINDEX.tar.gz"));
+        let want: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+        assert_eq!(idx, want, "the index lost packages");
+        let packages = fs::read_dir(cache.join("apk-data-v1"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+            .count();
+        let downloads = srv.full_responses.load(Ordering::Relaxed) - before;
+        assert_eq!(
+            downloads,
+            packages + 1,
+            "{n} builds: {downloads} downloads for {packages} packages and one index"
+        );
+    }
+}
+
+/// The package names an index lists, sorted.
+fn pallet_index_names(index: &std::path::Path) -> Vec<String> {
+    let o = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(index)
+        .arg("APKINDEX")
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("P:").map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
