@@ -25,6 +25,45 @@ pub struct Flags {
     pub namespace: Option<String>,
     pub build_options: Vec<String>,
     pub output: Option<PathBuf>,
+    pub images_output: Option<PathBuf>,
+    /// Recipes (by package name) built in bootstrap mode, as `recipes.NAME.bootstrap`.
+    pub bootstrap: Vec<String>,
+    /// `(recipe, folder)`, as `recipes.NAME.source-dir`.
+    pub source_dirs: Vec<(String, PathBuf)>,
+    /// `(image, tag)`: replaces the image's tags (repeat for several), as `images.NAME.tags`.
+    pub image_tags: Vec<(String, String)>,
+    /// `(image, reference)`: adds a publish target, as `images.NAME.publish`.
+    pub publish: Vec<(String, String)>,
+}
+
+impl Flags {
+    /// `pallet.yaml` with these flags laid over it.
+    fn apply(&self, s: &mut Settings) {
+        if let Some(o) = &self.images_output {
+            s.images_output = Some(o.clone());
+        }
+        for n in &self.bootstrap {
+            s.recipes.entry(n.clone()).or_default().bootstrap = true;
+        }
+        for (n, d) in &self.source_dirs {
+            s.recipes.entry(n.clone()).or_default().source_dir = Some(d.clone());
+        }
+        let mut retagged = std::collections::BTreeSet::new();
+        for (n, t) in &self.image_tags {
+            let img = s.images.entry(n.clone()).or_default();
+            if retagged.insert(n.clone()) {
+                img.tags.clear();
+            }
+            img.tags.push(t.clone());
+        }
+        for (n, r) in &self.publish {
+            s.images
+                .entry(n.clone())
+                .or_default()
+                .publish
+                .push(r.clone());
+        }
+    }
 }
 
 /// One recipe for one architecture.
@@ -110,6 +149,8 @@ impl Workspace {
             },
             SettingsError::Invalid { path, message } => WorkspaceError::Settings { path, message },
         })?;
+        let mut settings = settings;
+        flags.apply(&mut settings);
         let out_rel = flags
             .output
             .clone()

@@ -70,6 +70,22 @@ pub struct CommonArgs {
     /// Package output folder (default: pallet.yaml's, else packages/).
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Image output folder (default: pallet.yaml's images-output, else images/).
+    #[arg(long)]
+    images_dir: Option<PathBuf>,
+    /// Build this recipe in bootstrap mode: the host's root, read-only, as its guest
+    /// (repeatable; as recipes.NAME.bootstrap).
+    #[arg(long, value_name = "RECIPE")]
+    bootstrap: Vec<String>,
+    /// A recipe's source folder, RECIPE=DIR (repeatable; as recipes.NAME.source-dir).
+    #[arg(long, value_name = "RECIPE=DIR", value_parser = pair::<PathBuf>)]
+    source_dir: Vec<(String, PathBuf)>,
+    /// An image's tag, IMAGE=TAG (repeat for several; replaces images.NAME.tags).
+    #[arg(long, value_name = "IMAGE=TAG", value_parser = pair::<String>)]
+    tag: Vec<(String, String)>,
+    /// Also push an image, IMAGE=REGISTRY/REPO:TAG (repeatable; as images.NAME.publish).
+    #[arg(long, value_name = "IMAGE=REF", value_parser = pair::<String>)]
+    publish: Vec<(String, String)>,
     /// Cache folder: keys, outputs and downloaded packages (default: $XDG_CACHE_HOME/pallet).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -79,6 +95,16 @@ pub struct CommonArgs {
     /// Trace each step's shell (`set -x`).
     #[arg(long)]
     debug: bool,
+}
+
+/// `NAME=VALUE`.
+fn pair<T: From<String>>(s: &str) -> Result<(String, T), String> {
+    match s.split_once('=') {
+        Some((n, v)) if !n.is_empty() && !v.is_empty() => {
+            Ok((n.to_string(), T::from(v.to_string())))
+        }
+        _ => Err(format!("'{s}' is not NAME=VALUE")),
+    }
 }
 
 fn load(dir: &std::path::Path, c: &CommonArgs) -> anyhow::Result<Workspace> {
@@ -92,6 +118,11 @@ fn load(dir: &std::path::Path, c: &CommonArgs) -> anyhow::Result<Workspace> {
         namespace: c.namespace.clone(),
         build_options: c.build_option.clone(),
         output: c.out_dir.clone(),
+        images_output: c.images_dir.clone(),
+        bootstrap: c.bootstrap.clone(),
+        source_dirs: c.source_dir.clone(),
+        image_tags: c.tag.clone(),
+        publish: c.publish.clone(),
     };
     Workspace::load(dir, &flags).with_context(|| format!("loading the workspace {}", dir.display()))
 }

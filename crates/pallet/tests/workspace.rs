@@ -729,6 +729,37 @@ fn targets_rdeps_and_the_graph() {
         names(&["hello", "--rdeps"]),
         ["greet", "hello", "image app", "libhello"]
     );
+    // Per-image and per-recipe settings have flags too.
+    let o = run(
+        &[
+            "build",
+            "--plan",
+            "--json",
+            "--tag",
+            "base=b:2",
+            "--tag",
+            "base=b:3",
+            "--bootstrap",
+            "nope",
+        ],
+        d,
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("recipes.nope"),
+        "{}",
+        text(&o)
+    );
+    let o = run(
+        &[
+            "build", "--plan", "--json", "--tag", "base=b:2", "--tag", "base=b:3", "base",
+        ],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["images"][0]["tags"], serde_json::json!(["b:2", "b:3"]));
     let o = run(&["build", "--dot", "--arch", "x86_64"], d, &[]);
     let dot = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(dot.starts_with("digraph workspace {"), "{dot}");
