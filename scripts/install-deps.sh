@@ -17,6 +17,22 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Foreign architectures (aarch64, armv7) run under qemu-user through binfmt_misc with the F
+# flag; the multi-arch tests repack Debian's arm64/armhf packages, so apt must know the arches.
+if ! [ -x /usr/bin/qemu-aarch64-static ] || ! command -v update-binfmts >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq qemu-user-static binfmt-support >/dev/null \
+    || { apt-get update -qq; apt-get install -y -qq qemu-user-static binfmt-support >/dev/null; }
+fi
+mountpoint -q /proc/sys/fs/binfmt_misc 2>/dev/null || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+for q in aarch64 arm; do
+  grep -q '^enabled' "/proc/sys/fs/binfmt_misc/qemu-$q" 2>/dev/null || update-binfmts --enable "qemu-$q" 2>/dev/null || true
+done
+added=0
+for a in arm64 armhf; do
+  dpkg --print-foreign-architectures | grep -qx "$a" || { dpkg --add-architecture "$a"; added=1; }
+done
+[ "$added" = 0 ] || apt-get update -qq || true
 if ! command -v pyspdxtools >/dev/null 2>&1; then
   python3 -m pip install -q spdx-tools >/dev/null 2>&1 || python3 -m pip install -q --break-system-packages spdx-tools
 fi

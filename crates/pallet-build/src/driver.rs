@@ -71,6 +71,9 @@ pub struct Options {
     pub config_source: crate::assemble::ConfigSource,
     /// Where progress lines and step output go.
     pub log: crate::log::Log,
+    /// binfmt_misc's folder, checked for a qemu-user handler before a foreign-arch build
+    /// (default [`crate::emulation::BINFMT_MISC`]).
+    pub binfmt_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -318,6 +321,27 @@ fn lint_outputs(
     Ok(())
 }
 
+/// Refuse what cannot run here: the host's root as the guest of another architecture (its
+/// programs are the host's, so the package would be mislabelled), or a foreign guest with no
+/// qemu-user handler.
+fn can_run(arch: Arch, bootstrap: bool, opts: &Options) -> Result<(), BuildError> {
+    let host = Arch::host();
+    if bootstrap && arch != host {
+        return Err(BuildError::Setup(format!(
+            "--bootstrap uses this machine's root as the build guest, and its programs are {}: it cannot build for {}; drop --bootstrap (the guest is then installed from {} repositories and run under qemu-user) or build for {}",
+            host.apk(),
+            arch.apk(),
+            arch.apk(),
+            host.apk()
+        )));
+    }
+    let dir = opts
+        .binfmt_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::emulation::BINFMT_MISC));
+    crate::emulation::check(arch, host, &dir).map_err(BuildError::Setup)
+}
+
 /// The lock every writer of `dir`'s `APKINDEX.tar.gz` takes, kept in `cache`.
 pub fn index_lock(cache: &Path, dir: &Path) -> std::io::Result<pallet_atomic::EntryLock> {
     use sha2::Digest as _;
@@ -336,6 +360,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     if !crate::runner::bwrap_available() {
         return Err(crate::runner::RunError::NoBwrap.into());
     }
+    can_run(arch, opts.bootstrap, opts)?;
     let key = match &opts.signing_key {
         Some(p) => Some(SigningKey::load(p).map_err(|source| BuildError::Key {
             path: p.clone(),
@@ -474,6 +499,7 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     if !crate::runner::bwrap_available() {
         return Err(crate::runner::RunError::NoBwrap.into());
     }
+    can_run(arch, false, opts)?;
     let scratch = tempfile::Builder::new()
         .prefix("pallet-test-")
         .tempdir()

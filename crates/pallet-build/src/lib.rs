@@ -5,6 +5,7 @@ pub mod assemble;
 pub mod compile;
 pub mod dotenv;
 pub mod driver;
+pub mod emulation;
 pub mod license;
 pub mod lint;
 pub mod log;

@@ -161,19 +161,89 @@ impl RecipeRequest {
         Ok(files)
     }
 
-    /// Build every architecture in turn.
+    /// Build every architecture, concurrently (each in its own sandbox); outcomes in the
+    /// order of [`RecipeRequest::archs`], the first error wins.
     pub fn build(&self) -> Result<Vec<ArchOutcome>, RequestError> {
-        let mut out = vec![];
-        for arch in self.archs() {
-            match self.plan_or_skip(arch)? {
-                Err(name) => out.push(ArchOutcome::Skipped { name, arch }),
-                Ok(plan) => {
-                    let files = self.build_plan(&plan, arch)?;
-                    out.push(ArchOutcome::Built { arch, files });
+        let archs = self.archs();
+        let results: Vec<Result<ArchOutcome, RequestError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = archs
+                .iter()
+                .map(|&arch| {
+                    s.spawn(move || match self.plan_or_skip(arch)? {
+                        Err(name) => Ok(ArchOutcome::Skipped { name, arch }),
+                        Ok(plan) => Ok(ArchOutcome::Built {
+                            arch,
+                            files: self.build_plan(&plan, arch)?,
+                        }),
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a build thread does not panic"))
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+
+    /// melange's default when no `--arch` is given: every architecture the recipe's
+    /// `target-architecture` allows and its repositories (the environment's and the extra
+    /// ones) all serve; with no repository at all (a bootstrap build), the host's. Returns the
+    /// architectures and one line per architecture left out, saying why.
+    pub fn default_archs(&self) -> Result<(Vec<Arch>, Vec<String>), RequestError> {
+        let host = Arch::host();
+        if self.options.bootstrap {
+            return Ok((vec![host], vec![]));
+        }
+        let mut archs = vec![];
+        let mut skipped = vec![];
+        let bopts = pallet_image::build::BuildOptions {
+            cache_dir: self.options.apk_cache_dir.clone(),
+            ..Default::default()
+        };
+        let client = bopts.client();
+        for arch in Arch::ALL {
+            let plan = match self.plan_or_skip(arch)? {
+                Ok(p) => p,
+                Err(_) => {
+                    skipped.push(format!(
+                        "skipping {}: not in target-architecture",
+                        arch.apk()
+                    ));
+                    continue;
                 }
+            };
+            let repos: Vec<String> = plan
+                .environment
+                .contents
+                .repositories
+                .iter()
+                .chain(&self.options.extra_repositories)
+                .map(|r| {
+                    // `@tag URL` lines name their URL last.
+                    r.rsplit(' ').next().unwrap_or(r).to_string()
+                })
+                .collect();
+            if repos.is_empty() {
+                if arch == host {
+                    archs.push(arch);
+                }
+                continue;
+            }
+            let missing = repos
+                .iter()
+                .find(|r| client.index(r, arch.apk()).map_or(true, |p| !p.is_file()));
+            match missing {
+                Some(r) => skipped.push(format!(
+                    "skipping {}: {} has no {}/APKINDEX.tar.gz",
+                    arch.apk(),
+                    pallet_repo::redact(r),
+                    arch.apk()
+                )),
+                None => archs.push(arch),
             }
         }
-        Ok(out)
+        Ok((archs, skipped))
     }
 }
 

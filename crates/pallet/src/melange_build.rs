@@ -186,6 +186,12 @@ pub(crate) fn one_arch(a: &Option<String>) -> anyhow::Result<Arch> {
     }
 }
 
+/// Where binfmt_misc handlers are looked up: `PALLET_BINFMT_MISC` (for tests that need a
+/// machine without them), else the kernel's folder.
+pub(crate) fn binfmt_dir() -> Option<PathBuf> {
+    std::env::var_os("PALLET_BINFMT_MISC").map(PathBuf::from)
+}
+
 pub(crate) fn default_apk_cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|x| !x.is_empty())
@@ -319,8 +325,24 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             dependency_log: a.dependency_log.clone(),
             config_source,
             log: pallet_build::log::Log::stderr(),
+            binfmt_dir: binfmt_dir(),
         },
     };
+    let mut req = req;
+    if a.arch.is_empty() {
+        // melange's default: every architecture the recipe and its repositories allow.
+        let (archs, skipped) = req.default_archs()?;
+        for line in skipped {
+            eprintln!("{line}");
+        }
+        if archs.is_empty() {
+            bail!(
+                "{}: no architecture to build: none that target-architecture allows has an index in every repository (name one with --arch)",
+                config.display()
+            );
+        }
+        req.archs = archs;
+    }
     let mut built = 0;
     for outcome in req.build()? {
         match outcome {
@@ -785,6 +807,7 @@ fn test_arch(
         extra_packages: a.test_package_append.clone(),
         ignore_signatures: a.ignore_signatures,
         env_file: env_file.clone(),
+        binfmt_dir: binfmt_dir(),
         ..Default::default()
     };
     for (name, t) in &tests {
