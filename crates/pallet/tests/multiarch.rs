@@ -237,7 +237,7 @@ fn aarch64_packages_and_images_build_under_emulation() {
     assert!(info.contains("arch = aarch64"), "{info}");
     assert!(
         info.contains("depend = so:ld-linux-aarch64.so.1")
-            || info.contains("depend = so:libc.so.6"),
+            && info.contains("depend = so:libc.so.6"),
         "{info}"
     );
     let o = run(
