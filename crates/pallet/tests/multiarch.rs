@@ -323,6 +323,65 @@ fn aarch64_packages_and_images_build_under_emulation() {
             .exists()
     );
 
+    // The workspace build, both archs: one node and one key per arch.
+    let ws = d.join("ws");
+    fs::create_dir_all(&ws).unwrap();
+    fs::write(
+        ws.join("which-arch.yaml"),
+        RECIPE
+            .replace("    repositories: [REPOS]\n    keyring: [KEYS]\n", "")
+            .replace(", EXTRA", ""),
+    )
+    .unwrap();
+    let keys_yaml: String = fs::read_dir(alpine.join("keys"))
+        .unwrap()
+        .flatten()
+        .map(|e| format!("  - {}\n", e.path().display()))
+        .collect();
+    fs::write(
+        ws.join("pallet.yaml"),
+        format!(
+            "repositories: [{}]\nkeyring:\n{keys_yaml}  - {}\n",
+            combo.display(),
+            d.join("repo.rsa.pub").display()
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "build",
+            "--arch",
+            "x86_64,aarch64",
+            "--cache-dir",
+            "../cache",
+        ],
+        &ws,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for (arch, uname) in [("x86_64", "x86_64"), ("aarch64", "aarch64")] {
+        let apk = ws.join(format!("packages/{arch}/which-arch-1.0.0-r0.apk"));
+        assert_eq!(file_of(&apk, "usr/share/which-arch/uname").trim(), uname);
+    }
+    let o = run(
+        &[
+            "build",
+            "--plan",
+            "--json",
+            "--arch",
+            "x86_64,aarch64",
+            "--cache-dir",
+            "../cache",
+        ],
+        &ws,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let nodes = p["packages"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes.iter().all(|n| n["state"] == "cached"), "{p}");
+    assert_ne!(nodes[0]["key"], nodes[1]["key"]);
+
     // A two-arch image from those repositories: an index with amd64 and arm64/v8, and both
     // variants run under runc and say which machine they are.
     let mut keys: Vec<String> = fs::read_dir(alpine.join("keys"))
