@@ -191,20 +191,35 @@ impl RecipeRequest {
     /// ones) all serve; with no repository at all (a bootstrap build), the host's. Returns the
     /// architectures and one line per architecture left out, saying why.
     pub fn default_archs(&self) -> Result<(Vec<Arch>, Vec<String>), RequestError> {
-        let host = Arch::host();
         if self.options.bootstrap {
-            return Ok((vec![host], vec![]));
+            return Ok((vec![Arch::host()], vec![]));
         }
-        let mut archs = vec![];
+        self.served(&Arch::ALL, false)
+    }
+
+    /// Of `archs`, those the repositories serve, and a line for each left out. With
+    /// `explicit`, an arch the recipe's `target-architecture` excludes is kept (its build says
+    /// it is skipped), as is the host's when there is no repository at all.
+    pub fn served(
+        &self,
+        archs: &[Arch],
+        explicit: bool,
+    ) -> Result<(Vec<Arch>, Vec<String>), RequestError> {
+        let host = Arch::host();
+        let mut out = vec![];
         let mut skipped = vec![];
         let bopts = pallet_image::build::BuildOptions {
             cache_dir: self.options.apk_cache_dir.clone(),
             ..Default::default()
         };
         let client = bopts.client();
-        for arch in Arch::ALL {
+        for &arch in archs {
             let plan = match self.plan_or_skip(arch)? {
                 Ok(p) => p,
+                Err(_) if explicit => {
+                    out.push(arch);
+                    continue;
+                }
                 Err(_) => {
                     skipped.push(format!(
                         "skipping {}: not in target-architecture",
@@ -219,14 +234,12 @@ impl RecipeRequest {
                 .repositories
                 .iter()
                 .chain(&self.options.extra_repositories)
-                .map(|r| {
-                    // `@tag URL` lines name their URL last.
-                    r.rsplit(' ').next().unwrap_or(r).to_string()
-                })
+                // `@tag URL` lines name their URL last.
+                .map(|r| r.rsplit(' ').next().unwrap_or(r).to_string())
                 .collect();
             if repos.is_empty() {
-                if arch == host {
-                    archs.push(arch);
+                if explicit || arch == host {
+                    out.push(arch);
                 }
                 continue;
             }
@@ -240,10 +253,10 @@ impl RecipeRequest {
                     pallet_repo::redact(r),
                     arch.apk()
                 )),
-                None => archs.push(arch),
+                None => out.push(arch),
             }
         }
-        Ok((archs, skipped))
+        Ok((out, skipped))
     }
 }
 

@@ -329,11 +329,22 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let mut req = req;
-    if a.arch.is_empty() {
-        // melange's default: every architecture the recipe and its repositories allow.
-        let (archs, skipped) = req.default_archs()?;
+    {
+        // melange's default: every architecture the recipe and its repositories allow; an
+        // arch named with --arch that no repository serves is skipped the same way.
+        let (archs, skipped) = if a.arch.is_empty() {
+            req.default_archs()?
+        } else if a.bootstrap {
+            (req.archs.clone(), vec![])
+        } else {
+            req.served(&req.archs, true)?
+        };
         for line in skipped {
             eprintln!("{line}");
+        }
+        if archs.is_empty() && !a.arch.is_empty() {
+            eprintln!("nothing to build for {}", a.arch.join(", "));
+            return Ok(ExitCode::SUCCESS);
         }
         if archs.is_empty() {
             bail!(
