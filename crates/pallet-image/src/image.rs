@@ -23,6 +23,8 @@ use crate::sbom;
 pub enum ImageError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
     /// A lock file that cannot be read, and other failures of the build machinery outside one
     /// architecture's build.
     #[error(transparent)]
@@ -560,6 +562,43 @@ impl BuiltImage {
             remember_tarball(r, out);
         }
         Ok(true)
+    }
+
+    /// apko's `publish --local`: load one architecture's image into the Docker daemon at
+    /// `socket` as `apko.local/cache:<hex>` (the manifest digest) and every tag of `tags`.
+    /// The image is the one for `arch` (the machine's, where apko takes GOARCH or amd64), else
+    /// the first. Returns the local reference and the daemon's lines.
+    pub fn load_local(
+        &self,
+        socket: &Path,
+        tags: &[String],
+        arch: Arch,
+    ) -> Result<(String, Vec<String>), ImageError> {
+        let img = self
+            .images
+            .iter()
+            .find(|i| i.arch == arch)
+            .or_else(|| self.images.first())
+            .cloned()
+            .expect("a build has at least one image");
+        let hex = img
+            .manifest
+            .digest
+            .trim_start_matches("sha256:")
+            .to_string();
+        let local = format!("apko.local/cache:{hex}");
+        let mut refs = vec![local.clone()];
+        refs.extend(tags.iter().cloned());
+        let tar = self.work.path().join("local.tar");
+        oci::write_docker_archive_tags(&tar, std::slice::from_ref(&img), &refs).map_err(
+            |source| ImageError::Tarball {
+                path: tar.clone(),
+                source,
+            },
+        )?;
+        let lines = crate::docker::load(socket, &tar)?;
+        let _ = std::fs::remove_file(&tar);
+        Ok((local, lines))
     }
 
     /// Write a docker-archive tarball tagged with every reference of `tags` (the first is the

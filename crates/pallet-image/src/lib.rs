@@ -6,6 +6,7 @@ pub mod build;
 mod busybox;
 pub mod config;
 pub mod cpio;
+pub mod docker;
 pub mod dot;
 pub mod image;
 mod ldso;

@@ -279,7 +279,8 @@ pub struct PublishArgs {
     /// Registries to speak plain http to (loopback registries always are).
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
-    /// apko's docker-daemon load; refused with the equivalent command to run instead.
+    /// Load the image into the Docker daemon (DOCKER_HOST, else /var/run/docker.sock) under
+    /// apko's local name and every tag, instead of pushing.
     #[arg(long)]
     local: bool,
 }
@@ -661,13 +662,22 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
-    if a.local {
-        bail!(
-            "--local loads the image into a docker daemon, which pallet does not talk to; use `pallet image build CONFIG TAG out.tar` and `docker load < out.tar`"
-        );
-    }
     let first = a.tags.first().cloned().unwrap_or_default();
     let b = build_all(&a.config, &first, &a.flags, &std::env::temp_dir())?;
+    if a.local {
+        // apko's --local: into the Docker daemon instead of a registry; no push, no SBOMs.
+        let socket =
+            pallet_image::docker::socket_from_host(std::env::var("DOCKER_HOST").ok().as_deref())?;
+        let (local, lines) = b.load_local(&socket, &a.tags, Arch::host())?;
+        for l in lines {
+            eprintln!("{l}");
+        }
+        eprintln!("loaded {local}");
+        for t in &a.tags {
+            println!("{t}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // apko keeps SBOMs only when --sbom-path is set; pallet also attaches them as referrers.
     if let Some(dir) = &a.flags.sbom_path {
         b.write_sboms(dir)?;

@@ -1,0 +1,202 @@
+//! The Docker daemon as a real consumer: each test starts its own `dockerd` (Debian's
+//! docker.io) on a socket in a temporary folder with its own data and exec roots, no bridge
+//! and no iptables; containers run with `--network none`. A pallet tarball goes through
+//! `docker load` and `docker run`, `docker inspect` shows the configuration, and `apko publish
+//! --local` loads the image through the Engine API.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Option<Daemon> {
+        if !(have("dockerd") && have("docker")) {
+            return None;
+        }
+        fs::create_dir_all(dir).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(format!("unix://{}", dir.join("sock").display()))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("pid"))
+            .args(["--bridge=none", "--iptables=false"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        for _ in 0..120 {
+            if d.docker(&["info"]).status.success() {
+                return Some(d);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!(
+            "SKIPPED: dockerd did not start: {}",
+            fs::read_to_string(dir.join("log"))
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        None
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("sock").display())
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..40 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_loads_runs_and_inspects_pallet_images() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(&t.path().join("docker")) else {
+        return;
+    };
+    let d = t.path();
+    fs::write(
+        d.join("c.yaml"),
+        format!(
+            "contents:\n  repositories: [{}]\n  keyring:\n{}  packages: [alpine-base]\nentrypoint:\n  command: /bin/sh -c 'echo boo from $(id -u); echo $GREETING'\nwork-dir: /tmp\nenvironment: {{GREETING: hello-env}}\naccounts: {{users: [{{username: u, uid: 10000}}], groups: [{{groupname: u, gid: 10000}}], run-as: 10000}}\nannotations: {{org.example.who: pallet}}\narchs: [x86_64]\n",
+            a.display(),
+            keyring_yaml(&a.join("keys"))
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "image",
+            "build",
+            "c.yaml",
+            "pallet-docker:test",
+            "i.tar",
+            "--cache-dir",
+            "cache",
+        ],
+        d,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = Command::new("docker")
+        .args(["load", "-i"])
+        .arg(d.join("i.tar"))
+        .env("DOCKER_HOST", daemon.host())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker load: {}", text(&o));
+    let o = daemon.docker(&["run", "--rm", "--network", "none", "pallet-docker:test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "boo from 10000\nhello-env"
+    );
+    let o = daemon.docker(&["inspect", "pallet-docker:test"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = &v[0]["Config"];
+    assert_eq!(c["User"], "10000");
+    assert_eq!(c["WorkingDir"], "/tmp");
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("GREETING=hello-env")),
+        "{c}"
+    );
+    assert_eq!(c["Entrypoint"][0], "/bin/sh");
+
+    // apko publish --local: through the Engine API, under apko's local name and the tag.
+    let apko = d.join("apko");
+    std::os::unix::fs::symlink(pallet(), &apko).unwrap();
+    let o = Command::new(&apko)
+        .args([
+            "publish",
+            "--local",
+            "c.yaml",
+            "local-test:1",
+            "--cache-dir",
+            "cache",
+        ])
+        .current_dir(d)
+        .env("DOCKER_HOST", daemon.host())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("apko.local/cache:"), "{}", text(&o));
+    let o = daemon.docker(&["run", "--rm", "--network", "none", "local-test:1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("boo from 10000"));
+    let o = daemon.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("apko.local/cache:"),
+        "{}",
+        text(&o)
+    );
+
+    // No daemon there: an error that says where it looked.
+    let o = Command::new(&apko)
+        .args([
+            "publish",
+            "--local",
+            "c.yaml",
+            "x:1",
+            "--cache-dir",
+            "cache",
+        ])
+        .current_dir(d)
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", d.join("nothing.sock").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("cannot reach the Docker daemon") && text(&o).contains("nothing.sock"),
+        "{}",
+        text(&o)
+    );
+}
