@@ -71,6 +71,9 @@ pub struct Options {
     pub config_source: crate::assemble::ConfigSource,
     /// Where progress lines and step output go.
     pub log: crate::log::Log,
+    /// melange's `--runner docker`: the daemon's socket. Steps then run in a container of
+    /// that daemon instead of bubblewrap.
+    pub docker: Option<PathBuf>,
     /// binfmt_misc's folder, checked for a qemu-user handler before a foreign-arch build
     /// (default [`crate::emulation::BINFMT_MISC`]).
     pub binfmt_dir: Option<PathBuf>,
@@ -111,8 +114,15 @@ pub fn visible_source_files(
     exclude: &[PathBuf],
 ) -> Result<Vec<(PathBuf, bool)>, walkdir::Error> {
     let mut out = vec![];
+    let root_dev = {
+        use std::os::unix::fs::MetadataExt as _;
+        fs::metadata(src).ok().map(|m| m.dev())
+    };
+    // One file system, as `cp -x`: a mount inside the source folder (a daemon's namespace
+    // files, a proc or a tmpfs) is not part of the sources, and may not even be readable.
     let mut it = walkdir::WalkDir::new(src)
         .min_depth(1)
+        .same_file_system(true)
         .sort_by_file_name()
         .into_iter();
     while let Some(e) = it.next() {
@@ -128,6 +138,12 @@ pub fn visible_source_files(
             if ft.is_dir() {
                 it.skip_current_dir();
             }
+            continue;
+        }
+        // A file can be a mount point too (a bind-mounted namespace file).
+        use std::os::unix::fs::MetadataExt as _;
+        let foreign = e.metadata().is_ok_and(|m| Some(m.dev()) != root_dev);
+        if foreign {
             continue;
         }
         if ft.is_dir() || ft.is_file() {
@@ -199,9 +215,48 @@ fn make_guest(
     let mut tree = installed.tree;
     tree.mkdir_all("home/build", 0o755, 0);
     tree.mkdir_all("var/cache/melange", 0o755, 0);
+    if opts.docker.is_some() {
+        // The docker runner imports the root as an image: a tar of the tree, as apko's layer.
+        let tar = scratch.join("guest.tar");
+        let mut f = std::io::BufWriter::new(
+            fs::File::create(&tar).map_err(|e| setup("writing the guest image", e))?,
+        );
+        tree.write_tar(&mut f, &pallet_fs::OwnerNames::from_files("", ""))
+            .and_then(|_| std::io::Write::flush(&mut f))
+            .map_err(|e| setup("writing the guest image", e))?;
+        return Ok((Guest::Root(tar), locked));
+    }
     tree.materialize(&root)
         .map_err(|e| setup("writing the guest root", e))?;
     Ok((Guest::Root(root), locked))
+}
+
+/// With the docker runner, the guest's tar becomes an image and a running container; the
+/// returned value removes both when dropped.
+fn docker_guest(
+    guest: Guest,
+    opts: &Options,
+    workspace: &Path,
+    identity: &crate::policy::Identity,
+) -> Result<(Guest, Option<crate::runner::DockerGuest>), BuildError> {
+    let (Some(socket), Guest::Root(tar)) = (&opts.docker, &guest) else {
+        return Ok((guest, None));
+    };
+    let g = crate::runner::DockerGuest::start(
+        socket,
+        tar,
+        workspace,
+        opts.cache_dir.as_deref(),
+        &identity.caps,
+        Some((identity.uid, identity.gid)),
+    )?;
+    Ok((
+        Guest::Docker {
+            socket: socket.clone(),
+            container: g.container.clone(),
+        },
+        Some(g),
+    ))
 }
 
 /// `.melange.yaml` with the environment's package list replaced by what was installed, pinned
@@ -357,8 +412,13 @@ pub fn index_lock(cache: &Path, dir: &Path) -> std::io::Result<pallet_atomic::En
 /// Build every package of `plan`; returns the written `.apk` files.
 pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     let arch = opts.arch.unwrap_or_else(Arch::host);
-    if !crate::runner::bwrap_available() {
+    if opts.docker.is_none() && !crate::runner::bwrap_available() {
         return Err(crate::runner::RunError::NoBwrap.into());
+    }
+    if opts.docker.is_some() && opts.bootstrap {
+        return Err(BuildError::Setup(
+            "--bootstrap uses the host's root as the guest, which the docker runner cannot: use --runner bubblewrap".into(),
+        ));
     }
     can_run(arch, opts.bootstrap, opts)?;
     let key = match &opts.signing_key {
@@ -400,6 +460,10 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         let (guest, locked) = make_guest(&environment, arch, opts, scratch.path())?;
         (guest, lock_environment(&plan.config_yaml, &locked))
     };
+    if let Some(c) = &opts.cache_dir {
+        let _ = fs::create_dir_all(c);
+    }
+    let (guest, _docker) = docker_guest(guest, opts, &workspace, &identity)?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
     env.extend(plan.environment.environment.clone());
@@ -496,7 +560,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
 /// environment, which includes the package under test.
 pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(), BuildError> {
     let arch = opts.arch.unwrap_or_else(Arch::host);
-    if !crate::runner::bwrap_available() {
+    if opts.docker.is_none() && !crate::runner::bwrap_available() {
         return Err(crate::runner::RunError::NoBwrap.into());
     }
     can_run(arch, false, opts)?;
@@ -514,6 +578,7 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     let identity =
         crate::policy::identity(&environment, &[], &[]).map_err(|e| setup("the test's user", e))?;
     let (guest, _) = make_guest(&environment, arch, opts, scratch.path())?;
+    let (guest, _docker) = docker_guest(guest, opts, &workspace, &identity)?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
     env.extend(test.environment.environment.clone());

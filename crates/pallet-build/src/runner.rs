@@ -28,6 +28,9 @@ pub enum Guest {
     /// The host's own root, read-only: for the first packages of a repository, when no APK
     /// packages exist yet to build an environment from.
     Bootstrap,
+    /// melange's docker runner: a container of the daemon at `socket`, made from the guest
+    /// root imported as an image, that sleeps while each step runs in it as an exec.
+    Docker { socket: PathBuf, container: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,10 @@ pub enum RunError {
     },
     #[error("cannot start bwrap: {0}")]
     Spawn(std::io::Error),
+    // Not a `source`: the message holds it already, and a report printing the chain would
+    // say it twice.
+    #[error("docker runner: {0}")]
+    Docker(pallet_image::docker::DockerError),
     #[error(
         "step '{step}' was stopped: the build ran past package.timeout ({limit:?}); raise the timeout or make the step faster; last output:\n{tail}"
     )]
@@ -52,6 +59,12 @@ pub enum RunError {
         limit: std::time::Duration,
         tail: String,
     },
+}
+
+impl From<pallet_image::docker::DockerError> for RunError {
+    fn from(e: pallet_image::docker::DockerError) -> Self {
+        RunError::Docker(e)
+    }
 }
 
 /// The sandbox for one build.
@@ -153,6 +166,8 @@ impl Sandbox {
                 ]);
                 c.arg("--bind").arg(&self.workspace).arg("/home/build");
             }
+            // `run` hands docker guests to `run_docker` before any bwrap command is made.
+            Guest::Docker { .. } => unreachable!("docker guests do not run in bwrap"),
         }
         if let Some(cache) = self.cache.as_ref().filter(|c| c.is_dir()) {
             if matches!(self.guest, Guest::Bootstrap) {
@@ -201,6 +216,9 @@ impl Sandbox {
     /// Run one step, streaming its output to our stderr and keeping the last lines for the
     /// error report.
     pub fn run(&self, step: &Step) -> Result<(), RunError> {
+        if let Guest::Docker { socket, container } = &self.guest {
+            return self.run_docker(step, socket, container);
+        }
         if !bwrap_available() {
             return Err(RunError::NoBwrap);
         }
@@ -275,6 +293,203 @@ impl Sandbox {
                 .map_or_else(|| "killed by a signal".to_string(), |c| c.to_string()),
             tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
         })
+    }
+}
+
+impl Sandbox {
+    /// The environment a step sees, as every runner sets it.
+    fn step_env(&self, step: &Step) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.extend(step.env.clone());
+        env.entry("PATH".into()).or_insert_with(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/sbin:/bin".into()
+        });
+        env.entry("HOME".into())
+            .or_insert_with(|| "/home/build".into());
+        env
+    }
+
+    /// One step as a `docker exec` in the build's container, as melange's docker runner runs
+    /// it; the output comes back when the step ends.
+    fn run_docker(&self, step: &Step, socket: &Path, container: &str) -> Result<(), RunError> {
+        use pallet_image::docker::{Body, Engine};
+        let engine = Engine::new(socket.to_path_buf());
+        let env: Vec<String> = self
+            .step_env(step)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let created = engine.ok(
+            "POST",
+            &format!("/containers/{container}/exec"),
+            Body::Json(&serde_json::json!({
+                "AttachStdout": true,
+                "AttachStderr": true,
+                "Cmd": ["/bin/sh", "-c", self.script(step)],
+                "Env": env,
+                "User": format!("{}:{}", self.identity.uid, self.identity.gid),
+                "WorkingDir": "/home/build",
+            })),
+        )?;
+        let id = serde_json::from_slice::<serde_json::Value>(&created)
+            .ok()
+            .and_then(|v| v["Id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let out = std::thread::scope(|s| {
+            let run = s.spawn(|| {
+                engine.ok(
+                    "POST",
+                    &format!("/exec/{id}/start"),
+                    Body::Json(&serde_json::json!({"Detach": false, "Tty": false})),
+                )
+            });
+            // package.timeout: stop the container's processes when the deadline passes.
+            loop {
+                if run.is_finished() {
+                    return (run.join().expect("exec thread"), false);
+                }
+                if self.deadline.is_some_and(|(d, _)| Instant::now() >= d) {
+                    let _ =
+                        engine.call("POST", &format!("/containers/{container}/kill"), Body::None);
+                    return (run.join().expect("exec thread"), true);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let (res, timed_out) = out;
+        let text = pallet_image::docker::demux(&res?);
+        let mut tail: std::collections::VecDeque<String> = Default::default();
+        for line in text.lines() {
+            self.log.line(format_args!("  | {line}"));
+            tail.push_back(line.to_string());
+            if tail.len() > 25 {
+                tail.pop_front();
+            }
+        }
+        let tail = tail.into_iter().collect::<Vec<_>>().join("\n");
+        if let (true, Some((_, limit))) = (timed_out, self.deadline) {
+            return Err(RunError::Timeout {
+                step: step.name.clone(),
+                limit,
+                tail,
+            });
+        }
+        let info: serde_json::Value =
+            serde_json::from_slice(&engine.ok("GET", &format!("/exec/{id}/json"), Body::None)?)
+                .unwrap_or_default();
+        match info["ExitCode"].as_i64() {
+            Some(0) => Ok(()),
+            code => Err(RunError::StepFailed {
+                step: step.name.clone(),
+                status: code.map_or_else(|| "unknown".to_string(), |c| c.to_string()),
+                tail,
+            }),
+        }
+    }
+}
+
+/// A docker runner's image and container, removed (with `--rm`'s default) when dropped.
+pub struct DockerGuest {
+    pub socket: PathBuf,
+    pub image: String,
+    pub container: String,
+}
+
+impl DockerGuest {
+    /// Import `rootfs_tar` as `melange:<pid>-<16hex>` and start a sleeping container of it
+    /// with the workspace and cache mounted, Docker's default capabilities plus `caps` (after
+    /// dropping all), and the host's network, as melange's runner does.
+    pub fn start(
+        socket: &Path,
+        rootfs_tar: &Path,
+        workspace: &Path,
+        cache: Option<&Path>,
+        caps: &[String],
+        owner: Option<(u32, u32)>,
+    ) -> Result<DockerGuest, RunError> {
+        use pallet_image::docker::{Body, Engine};
+        use sha2::Digest as _;
+        let engine = Engine::new(socket.to_path_buf());
+        let h: String = sha2::Sha256::digest(workspace.as_os_str().as_encoded_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let tag = format!("{}-{h}", std::process::id());
+        // Steps run as the build user, not as the daemon's root: the mounted workspace (and
+        // cache) must be theirs, as bubblewrap's user namespace makes them.
+        if let Some(uid) = owner {
+            for dir in std::iter::once(workspace).chain(cache) {
+                for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
+                    let _ = std::os::unix::fs::lchown(e.path(), Some(uid.0), Some(uid.1));
+                }
+            }
+        }
+        pallet_image::docker::import(socket, rootfs_tar, "melange", &tag)?;
+        let image = format!("melange:{tag}");
+        // The daemon takes a relative path for a volume name: mounts are absolute.
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut binds = vec![format!("{}:/home/build", abs(workspace).display())];
+        if let Some(c) = cache.filter(|c| c.is_dir()) {
+            binds.push(format!("{}:/var/cache/melange", abs(c).display()));
+        }
+        let created = engine.ok(
+            "POST",
+            "/containers/create",
+            Body::Json(&serde_json::json!({
+                "Image": image,
+                "Cmd": ["/bin/sh", "-c", "while :; do sleep 3600; done"],
+                "WorkingDir": "/home/build",
+                "Labels": {"dev.chainguard.melange": "true", "dev.chainguard.melange.runner": "pallet"},
+                "HostConfig": {
+                    "Binds": binds,
+                    "NetworkMode": "host",
+                    "CapDrop": ["ALL"],
+                    "CapAdd": caps.iter().map(|c| c.trim_start_matches("CAP_")).collect::<Vec<_>>(),
+                    "Tmpfs": {"/tmp": ""},
+                    "Init": true,
+                }
+            })),
+        );
+        let created = match created {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = engine.call("DELETE", &format!("/images/{image}?force=1"), Body::None);
+                return Err(e.into());
+            }
+        };
+        let container = serde_json::from_slice::<serde_json::Value>(&created)
+            .ok()
+            .and_then(|v| v["Id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let g = DockerGuest {
+            socket: socket.to_path_buf(),
+            image,
+            container,
+        };
+        engine.ok(
+            "POST",
+            &format!("/containers/{}/start", g.container),
+            Body::None,
+        )?;
+        Ok(g)
+    }
+}
+
+impl Drop for DockerGuest {
+    fn drop(&mut self) {
+        use pallet_image::docker::{Body, Engine};
+        let e = Engine::new(self.socket.clone());
+        let _ = e.call(
+            "DELETE",
+            &format!("/containers/{}?force=1", self.container),
+            Body::None,
+        );
+        let _ = e.call(
+            "DELETE",
+            &format!("/images/{}?force=1", self.image),
+            Body::None,
+        );
     }
 }
 

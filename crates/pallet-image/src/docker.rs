@@ -47,28 +47,93 @@ pub fn socket_from_host(docker_host: Option<&str>) -> Result<PathBuf, DockerErro
     }
 }
 
-/// `docker load < tarball`, through the API. Returns the daemon's progress lines (`Loaded
-/// image: …`).
-pub fn load(socket: &Path, tarball: &Path) -> Result<Vec<String>, DockerError> {
-    let io = |source| DockerError::Io {
-        socket: socket.to_path_buf(),
-        source,
-    };
-    let mut s = UnixStream::connect(socket).map_err(|source| DockerError::Connect {
-        socket: socket.to_path_buf(),
-        source,
-    })?;
-    s.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-    s.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-    let mut f = std::fs::File::open(tarball).map_err(io)?;
-    let len = f.metadata().map_err(io)?.len();
-    write!(
-        s,
-        "POST /images/load?quiet=1 HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
-    std::io::copy(&mut f, &mut s).map_err(io)?;
-    s.flush().map_err(io)?;
+/// What a request sends.
+pub enum Body<'a> {
+    None,
+    Json(&'a serde_json::Value),
+    /// A file sent as `application/x-tar`.
+    Tar(&'a Path),
+}
+
+/// A Docker Engine reached on its unix socket; one connection per request.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub socket: PathBuf,
+}
+
+impl Engine {
+    pub fn new(socket: PathBuf) -> Engine {
+        Engine { socket }
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> DockerError + '_ {
+        move |source| DockerError::Io {
+            socket: self.socket.clone(),
+            source,
+        }
+    }
+
+    /// One HTTP/1.1 request; the status and the (de-chunked) body.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body,
+    ) -> Result<(u16, Vec<u8>), DockerError> {
+        let io = self.io();
+        let mut s = UnixStream::connect(&self.socket).map_err(|source| DockerError::Connect {
+            socket: self.socket.clone(),
+            source,
+        })?;
+        s.set_read_timeout(Some(IO_TIMEOUT)).map_err(&io)?;
+        s.set_write_timeout(Some(IO_TIMEOUT)).map_err(&io)?;
+        let head = |ct: &str, len: u64| {
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            )
+        };
+        match body {
+            Body::None => s.write_all(head("text/plain", 0).as_bytes()).map_err(&io)?,
+            Body::Json(v) => {
+                let b = serde_json::to_vec(v).expect("JSON values serialise");
+                s.write_all(head("application/json", b.len() as u64).as_bytes())
+                    .map_err(&io)?;
+                s.write_all(&b).map_err(&io)?;
+            }
+            Body::Tar(p) => {
+                let mut f = std::fs::File::open(p).map_err(&io)?;
+                let len = f.metadata().map_err(&io)?.len();
+                s.write_all(head("application/x-tar", len).as_bytes())
+                    .map_err(&io)?;
+                std::io::copy(&mut f, &mut s).map_err(&io)?;
+            }
+        }
+        s.flush().map_err(&io)?;
+        read_reply(s, &io)
+    }
+
+    /// `call`, failing on any status but 2xx with the daemon's message.
+    pub fn ok(&self, method: &str, path: &str, body: Body) -> Result<Vec<u8>, DockerError> {
+        let (code, b) = self.call(method, path, body)?;
+        if !(200..300).contains(&code) {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+            let msg = v
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&b).trim().to_string());
+            return Err(DockerError::Refused(format!(
+                "{method} {path}: HTTP {code}: {msg}"
+            )));
+        }
+        Ok(b)
+    }
+}
+
+fn read_reply(
+    s: UnixStream,
+    io: &dyn Fn(std::io::Error) -> DockerError,
+) -> Result<(u16, Vec<u8>), DockerError> {
     let mut r = BufReader::new(s.take(MAX_REPLY_BYTES));
     let mut status = String::new();
     r.read_line(&mut status).map_err(io)?;
@@ -107,24 +172,53 @@ pub fn load(socket: &Path, tarball: &Path) -> Result<Vec<String>, DockerError> {
     } else {
         r.read_to_end(&mut body).map_err(io)?;
     }
-    let text = String::from_utf8_lossy(&body).to_string();
-    if code != 200 {
-        return Err(DockerError::Refused(format!(
-            "HTTP {code}: {}",
-            text.trim()
-        )));
-    }
+    Ok((code, body))
+}
+
+/// The JSON-lines answer of a load or an import: the `stream` lines, or the `error`.
+fn progress(body: &[u8]) -> Result<Vec<String>, DockerError> {
+    let text = String::from_utf8_lossy(body);
     let mut lines = vec![];
     for l in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
         if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
             return Err(DockerError::Refused(e.to_string()));
         }
-        if let Some(s) = v.get("stream").and_then(|e| e.as_str()) {
+        if let Some(s) = v.get("stream").or(v.get("status")).and_then(|e| e.as_str()) {
             lines.push(s.trim().to_string());
         }
     }
     Ok(lines)
+}
+
+/// `docker load < tarball`, through the API. Returns the daemon's progress lines (`Loaded
+/// image: …`).
+pub fn load(socket: &Path, tarball: &Path) -> Result<Vec<String>, DockerError> {
+    let e = Engine::new(socket.to_path_buf());
+    progress(&e.ok("POST", "/images/load?quiet=1", Body::Tar(tarball))?)
+}
+
+/// `docker import tarball repo:tag`: a one-layer image of a root filesystem tar.
+pub fn import(socket: &Path, tarball: &Path, repo: &str, tag: &str) -> Result<(), DockerError> {
+    let e = Engine::new(socket.to_path_buf());
+    progress(&e.ok(
+        "POST",
+        &format!("/images/create?fromSrc=-&repo={repo}&tag={tag}"),
+        Body::Tar(tarball),
+    )?)
+    .map(|_| ())
+}
+
+/// The text of a container's multiplexed log stream (8-byte frame headers).
+pub fn demux(mut b: &[u8]) -> String {
+    let mut out = Vec::new();
+    while b.len() >= 8 {
+        let n = u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize;
+        let end = (8 + n).min(b.len());
+        out.extend_from_slice(&b[8..end]);
+        b = &b[end..];
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -201,16 +201,20 @@ pub(crate) fn default_apk_cache() -> PathBuf {
         .join("pallet")
 }
 
-/// `--runner`: bubblewrap runs the build; melange's other runners are accepted and say, in one
-/// line, that the build runs in bubblewrap instead.
-pub(crate) fn check_runner(runner: &Option<String>) -> anyhow::Result<()> {
+/// `--runner`: bubblewrap (the default) or docker (the daemon at DOCKER_HOST); melange's qemu
+/// runner is accepted and says, in one line, that the build runs in bubblewrap instead.
+/// Returns the docker socket when the docker runner is chosen.
+pub(crate) fn check_runner(runner: &Option<String>) -> anyhow::Result<Option<PathBuf>> {
     match runner.as_deref() {
-        None | Some("") | Some("bubblewrap") | Some("bwrap") => Ok(()),
-        Some(r @ ("qemu" | "docker")) => {
+        None | Some("") | Some("bubblewrap") | Some("bwrap") => Ok(None),
+        Some("docker") => Ok(Some(pallet_image::docker::socket_from_host(
+            std::env::var("DOCKER_HOST").ok().as_deref(),
+        )?)),
+        Some("qemu") => {
             eprintln!(
-                "note: --runner {r}: pallet has no {r} runner yet; running in the bubblewrap sandbox instead (pass --runner bubblewrap to say so)"
+                "note: --runner qemu: pallet has no qemu runner yet; running in the bubblewrap sandbox instead (pass --runner bubblewrap to say so)"
             );
-            Ok(())
+            Ok(None)
         }
         Some(other) => bail!("--runner {other}: unknown runner (bubblewrap, qemu or docker)"),
     }
@@ -235,7 +239,7 @@ fn detect_commit(given: &Option<String>, config: &Path) -> Option<String> {
 }
 
 pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
-    check_runner(&a.runner)?;
+    let docker = check_runner(&a.runner)?;
     note_interactive(a.interactive);
     if a.bootstrap {
         let unused: Vec<&str> = [
@@ -326,6 +330,7 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             config_source,
             log: pallet_build::log::Log::stderr(),
             binfmt_dir: binfmt_dir(),
+            docker,
         },
     };
     let mut req = req;
@@ -756,7 +761,7 @@ pub struct TestArgs {
 }
 
 pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
-    check_runner(&a.runner)?;
+    let docker = check_runner(&a.runner)?;
     note_interactive(a.interactive);
     let env_file = read_env_files(&a.env_file)?;
     let pipeline_dirs: Vec<PathBuf> = a
@@ -766,7 +771,7 @@ pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
         .cloned()
         .collect();
     for arch in archs(&a.arch)? {
-        test_arch(&a, arch, &pipeline_dirs, &env_file)?;
+        test_arch(&a, arch, &pipeline_dirs, &env_file, &docker)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -776,6 +781,7 @@ fn test_arch(
     arch: Arch,
     pipeline_dirs: &[PathBuf],
     env_file: &BTreeMap<String, String>,
+    docker: &Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let opts = pallet_build::compile::CompileOptions {
         arch: Some(arch),
@@ -819,6 +825,7 @@ fn test_arch(
         ignore_signatures: a.ignore_signatures,
         env_file: env_file.clone(),
         binfmt_dir: binfmt_dir(),
+        docker: docker.clone(),
         ..Default::default()
     };
     for (name, t) in &tests {

@@ -200,3 +200,116 @@ fn docker_loads_runs_and_inspects_pallet_images() {
         text(&o)
     );
 }
+
+/// `melange build --runner docker`: the guest is imported into the daemon and every step runs
+/// in its container as the build user; the package is byte for byte the bubblewrap runner's.
+/// A failing step fails the same way, and the daemon keeps no container or image afterwards.
+#[test]
+fn docker_runner_builds_the_same_bytes_as_bubblewrap() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(&t.path().join("docker")) else {
+        return;
+    };
+    let d = t.path();
+    let o = run(&["keygen", "--bits", "2048", "k.rsa"], d, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let recipe = |runs: &str| {
+        format!(
+            "package: {{name: same-everywhere, version: 1.2.3, epoch: 0, description: runner check, copyright: [{{license: MIT}}]}}\nenvironment:\n  contents:\n    repositories: [{}]\n    keyring:\n{}    packages: [busybox]\npipeline:\n  - runs: |\n      {runs}\n",
+            a.display(),
+            keyring_yaml(&a.join("keys"))
+        )
+    };
+    fs::write(
+        d.join("r.yaml"),
+        recipe("mkdir -p ${{targets.destdir}}/usr/share/s && echo \"built by $(id -u) in $(pwd)\" > ${{targets.destdir}}/usr/share/s/who"),
+    )
+    .unwrap();
+    let mut shas = vec![];
+    fs::create_dir_all(d.join("src")).unwrap();
+    for runner in ["bubblewrap", "docker"] {
+        let out = format!("out-{runner}");
+        let o = Command::new(pallet())
+            .args([
+                "pkg",
+                "build",
+                "r.yaml",
+                "--arch",
+                "x86_64",
+                "--runner",
+                runner,
+                "--signing-key",
+                "k.rsa",
+                "--out-dir",
+                &out,
+                "--apk-cache-dir",
+                "cache",
+                "--source-dir",
+                "src",
+            ])
+            .current_dir(d)
+            .env("DOCKER_HOST", daemon.host())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{runner}: {}", text(&o));
+        let apk = d.join(&out).join("x86_64/same-everywhere-1.2.3-r0.apk");
+        let who = Command::new("tar")
+            .arg("-xzOf")
+            .arg(&apk)
+            .arg("usr/share/s/who")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&who.stdout).trim(),
+            "built by 1000 in /home/build"
+        );
+        shas.push(sha256_hex(&fs::read(apk).unwrap()));
+    }
+    assert_eq!(shas[0], shas[1], "the docker runner changed the package");
+    fs::write(d.join("bad.yaml"), recipe("echo going wrong; exit 7")).unwrap();
+    let o = Command::new(pallet())
+        .args([
+            "pkg",
+            "build",
+            "bad.yaml",
+            "--arch",
+            "x86_64",
+            "--runner",
+            "docker",
+            "--apk-cache-dir",
+            "cache",
+            "--out-dir",
+            "out-bad",
+            // Its own source folder: the test's folder holds the daemon's state.
+            "--source-dir",
+            "src",
+        ])
+        .current_dir(d)
+        .env("DOCKER_HOST", daemon.host())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("exit status 7") && text(&o).contains("going wrong"),
+        "{}",
+        text(&o)
+    );
+    let ps = daemon.docker(&["ps", "-aq"]);
+    assert!(
+        String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
+        "containers left: {}",
+        text(&ps)
+    );
+    let imgs = daemon.docker(&["images", "-q", "melange"]);
+    assert!(
+        String::from_utf8_lossy(&imgs.stdout).trim().is_empty(),
+        "images left: {}",
+        text(&imgs)
+    );
+}
