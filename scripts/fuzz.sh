@@ -56,13 +56,15 @@ for t in $targets; do
   # Inputs that are gzip files get room for whole packages; the others keep libFuzzer's
   # default (the largest seed, at least 4096 bytes).
   extra=()
+  asan=${ASAN_OPTIONS:-}
   dict=$root/fuzz/dicts/${t%_install}.dict
   [ -f "$dict" ] && extra+=(-dict="$dict")
   case $t in
     apk | apk_install | apkindex) extra+=(-max_len=262144) ;;
     # The scripted registry answers each connection on a thread of its own; LeakSanitizer
     # takes the thread-exit records of those still running for leaks.
-    registry) extra+=(-detect_leaks=0) ;;
+    # LeakSanitizer's own check at exit (not only libFuzzer's) must be off for it too.
+    registry) extra+=(-detect_leaks=0); asan=${asan:+$asan:}detect_leaks=0 ;;
   esac
   corpus=$root/fuzz/corpus/$t
   if [ -n "${FUZZ_SEEDS_ONLY:-}" ]; then
@@ -70,7 +72,7 @@ for t in $targets; do
     find "$root/fuzz/corpus/$t" -maxdepth 1 -name 'seed-*' -exec cp {} "$corpus/" \;
   fi
   # -jobs=1 runs one worker process whose output goes to fuzz-0.log in the working folder.
-  (cd "$art" && PALLET_FUZZ_KEYRING=$root/fuzz/corpus/keys-ring \
+  (cd "$art" && ASAN_OPTIONS=$asan PALLET_FUZZ_KEYRING=$root/fuzz/corpus/keys-ring \
     "$bin/$t" "$corpus" -jobs=1 -max_total_time="$secs" -timeout=25 \
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$art/" "${extra[@]}" \
       >/dev/null 2>&1) || true
