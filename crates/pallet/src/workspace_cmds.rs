@@ -95,6 +95,10 @@ pub struct CommonArgs {
     /// Trace each step's shell (`set -x`).
     #[arg(long)]
     debug: bool,
+    /// Runner: bubblewrap (default) or docker (the daemon at DOCKER_HOST); qemu runs in
+    /// bubblewrap and says so.
+    #[arg(long)]
+    runner: Option<String>,
 }
 
 /// `NAME=VALUE`.
@@ -140,6 +144,7 @@ fn run_options(c: &CommonArgs, targets: &[String]) -> anyhow::Result<RunOptions>
         environment: std::env::vars().collect(),
         targets: targets.to_vec(),
         debug: c.debug,
+        docker: crate::melange_build::check_runner(&c.runner)?,
         ..Default::default()
     })
 }

@@ -127,7 +127,7 @@ fn pkg_build_survives_kill_9_at_any_moment() {
             .map(|e| e.path())
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy();
-                n.ends_with(".apk") || n == "APKINDEX.tar.gz"
+                !n.starts_with(".pallet-tmp.") && (n.ends_with(".apk") || n == "APKINDEX.tar.gz")
             })
             .map(|p| p.display().to_string())
             .collect();
@@ -329,7 +329,7 @@ fn workspace_build_survives_kill_9_at_any_moment() {
             .map(|e| e.path())
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy();
-                n.ends_with(".apk") || n == "APKINDEX.tar.gz"
+                !n.starts_with(".pallet-tmp.") && (n.ends_with(".apk") || n == "APKINDEX.tar.gz")
             })
             .map(|p| p.display().to_string())
             .collect();

@@ -313,3 +313,62 @@ fn docker_runner_builds_the_same_bytes_as_bubblewrap() {
         text(&imgs)
     );
 }
+
+/// `pallet build --runner docker`: a workspace built in the daemon's containers gives the
+/// packages the bubblewrap build gives.
+#[test]
+fn workspace_builds_with_the_docker_runner() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(&t.path().join("docker")) else {
+        return;
+    };
+    let keys: String = fs::read_dir(a.join("keys"))
+        .unwrap()
+        .flatten()
+        .map(|e| format!("  - {}\n", e.path().display()))
+        .collect();
+    let mut outs = vec![];
+    for runner in ["bubblewrap", "docker"] {
+        let ws = t.path().join(format!("ws-{runner}"));
+        fs::create_dir_all(&ws).unwrap();
+        fs::write(
+            ws.join("pallet.yaml"),
+            format!("repositories: [{}]\nkeyring:\n{keys}", a.display()),
+        )
+        .unwrap();
+        fs::write(
+            ws.join("w.yaml"),
+            "package: {name: w, version: 1, epoch: 0, description: d, copyright: [{license: MIT}]}\nenvironment:\n  contents:\n    packages: [busybox]\npipeline:\n  - runs: mkdir -p ${{targets.destdir}}/w && id -u > ${{targets.destdir}}/w/uid\n",
+        )
+        .unwrap();
+        if let Some(k) = outs.first().map(|(k, _): &(PathBuf, _)| k.clone()) {
+            fs::copy(k.join("melange.rsa"), ws.join("melange.rsa")).unwrap();
+            fs::copy(k.join("melange.rsa.pub"), ws.join("melange.rsa.pub")).unwrap();
+        }
+        let cache = t.path().join(format!("cache-{runner}"));
+        let o = Command::new(pallet())
+            .args([
+                "build",
+                "--arch",
+                "x86_64",
+                "--runner",
+                runner,
+                "--cache-dir",
+            ])
+            .arg(&cache)
+            .current_dir(&ws)
+            .env("DOCKER_HOST", daemon.host())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{runner}: {}", text(&o));
+        let apk = fs::read(ws.join("packages/x86_64/w-1-r0.apk")).unwrap();
+        outs.push((ws, sha256_hex(&apk)));
+    }
+    assert_eq!(outs[0].1, outs[1].1);
+}
