@@ -77,6 +77,13 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Cached or built: what a dependent may go on from.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Cached | Outcome::Built { .. })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct NodeResult {
     pub node: NodeRef,
@@ -457,6 +464,8 @@ impl Ctx<'_> {
         let _lock = pallet_build::driver::index_lock(&self.ro.apk_cache_dir, &self.arch_dir(arch))
             .map_err(|e| format!("locking {}: {e}", idx.display()))?;
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        // What a killed build left half-written here, even when this run writes nothing.
+        pallet_atomic::sweep(&dir);
         if !idx.exists() {
             pallet_index::write_index(
                 &[],
@@ -740,6 +749,20 @@ pub fn build(
     for arch in &ws.archs {
         ctx.ensure_index(*arch).map_err(WorkspaceError::Output)?;
     }
+    for img in &ws.images {
+        for out in img.tarball.iter() {
+            let out = ws.root.join(out);
+            for dir in [
+                out.parent().map(Path::to_path_buf),
+                Some(out.with_extension("sbom")),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                pallet_atomic::sweep(&dir);
+            }
+        }
+    }
     let jobs = if ro.jobs == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -815,7 +838,7 @@ pub fn build(
             let Ok(r) = done_rx.recv() else { break };
             running -= 1;
             let n = r.node;
-            let ok = matches!(r.outcome, Outcome::Cached | Outcome::Built { .. });
+            let ok = r.outcome.is_ok();
             if ok {
                 for w in waiting.values_mut() {
                     w.remove(&n);

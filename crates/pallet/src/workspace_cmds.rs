@@ -101,6 +101,14 @@ pub struct CommonArgs {
     runner: Option<String>,
 }
 
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// `NAME=VALUE`.
 fn pair<T: From<String>>(s: &str) -> Result<(String, T), String> {
     match s.split_once('=') {
@@ -175,17 +183,7 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         crate::emit(&format!("{:#}\n", report::results_json(&ws, &results)))?;
     }
     eprintln!("{}", report::summary(&ws, &results, started));
-    let ok = results.iter().all(|r| {
-        matches!(
-            r.outcome,
-            pallet_workspace::Outcome::Cached | pallet_workspace::Outcome::Built { .. }
-        )
-    });
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit(results.iter().all(|r| r.outcome.is_ok())))
 }
 
 #[derive(Args, Clone)]
@@ -245,16 +243,7 @@ pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
             format!(": {}", failed.join(", "))
         }
     );
-    let ok = failed.is_empty()
-        && built.iter().all(|r| {
-            matches!(
-                r.outcome,
-                pallet_workspace::Outcome::Cached | pallet_workspace::Outcome::Built { .. }
-            )
-        });
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit(
+        failed.is_empty() && built.iter().all(|r| r.outcome.is_ok()),
+    ))
 }

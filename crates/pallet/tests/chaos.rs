@@ -56,6 +56,33 @@ fn kill_after(args: &[&str], cwd: &Path, after: Duration) -> bool {
     killed
 }
 
+/// Every package and index in `dir` (temporaries aside: a killed writer's are not outputs)
+/// verifies against `key`.
+fn verify_outputs(cwd: &Path, dir: &Path, key: &str) -> Result<(), String> {
+    let files: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            !n.starts_with(".pallet-tmp.") && (n.ends_with(".apk") || n == "APKINDEX.tar.gz")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    if files.is_empty() || !cwd.join(key).exists() {
+        return Ok(());
+    }
+    let mut a = vec!["verify", "--keyring", key];
+    a.extend(files.iter().map(String::as_str));
+    let o = run(&a, cwd, &[]);
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(text(&o))
+    }
+}
+
 fn temporaries(dir: &Path) -> Vec<String> {
     let mut out = vec![];
     let mut stack = vec![dir.to_path_buf()];
@@ -120,25 +147,9 @@ fn pkg_build_survives_kill_9_at_any_moment() {
         }
         // Whatever is there now must be whole: every package and the index verify.
         let dir = d.join("out/x86_64");
-        let files: Vec<String> = fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_string_lossy();
-                !n.starts_with(".pallet-tmp.") && (n.ends_with(".apk") || n == "APKINDEX.tar.gz")
-            })
-            .map(|p| p.display().to_string())
-            .collect();
-        if !files.is_empty() {
-            let mut a = vec!["verify", "--keyring", "k.rsa.pub"];
-            a.extend(files.iter().map(String::as_str));
-            let o = run(&a, d, &[]);
-            if !o.status.success() {
-                corrupt += 1;
-                eprintln!("seed {seed}, kill {i}: {}", text(&o));
-            }
+        if let Err(e) = verify_outputs(d, &dir, "k.rsa.pub") {
+            corrupt += 1;
+            eprintln!("seed {seed}, kill {i}: {e}");
         }
         let o = run(&args, d, &[("SOURCE_DATE_EPOCH", "1700000000")]);
         let same = ["chaos-1.0.0-r0.apk", "chaos-doc-1.0.0-r0.apk"]
@@ -322,25 +333,9 @@ fn workspace_build_survives_kill_9_at_any_moment() {
         // What is there is whole: packages and index verify, every cache blob matches its
         // digest, the tarball (if any) is one the builds make.
         let dir = d.join("packages/x86_64");
-        let files: Vec<String> = fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_string_lossy();
-                !n.starts_with(".pallet-tmp.") && (n.ends_with(".apk") || n == "APKINDEX.tar.gz")
-            })
-            .map(|p| p.display().to_string())
-            .collect();
-        if !files.is_empty() && d.join("melange.rsa.pub").exists() {
-            let mut a = vec!["verify", "--keyring", "melange.rsa.pub"];
-            a.extend(files.iter().map(String::as_str));
-            let o = run(&a, d, &[]);
-            if !o.status.success() {
-                corrupt += 1;
-                eprintln!("seed {seed}, kill {i}: {}", text(&o));
-            }
+        if let Err(e) = verify_outputs(d, &dir, "melange.rsa.pub") {
+            corrupt += 1;
+            eprintln!("seed {seed}, kill {i}: {e}");
         }
         for (name, sha) in tree_digests(
             &t.path().join("cache/workspace-v1/blobs"),
