@@ -50,9 +50,7 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn key(&self) -> String {
-        hex(&Sha256::digest(
-            serde_json::to_vec(self).expect("inputs serialise"),
-        ))
+        sha256_json(self)
     }
 }
 
@@ -82,6 +80,14 @@ pub fn sha256_file(p: &Path) -> std::io::Result<(String, u64)> {
         n += k as u64;
     }
     Ok((hex(&h.finalize()), n))
+}
+
+/// The SHA-256 of a value's JSON: struct fields in order and maps sorted, so equal values
+/// give equal digests.
+pub fn sha256_json<T: Serialize>(v: &T) -> String {
+    hex(&Sha256::digest(
+        serde_json::to_vec(v).expect("values serialise"),
+    ))
 }
 
 pub fn sha256_str(s: &str) -> String {
@@ -181,8 +187,6 @@ impl Cache {
         let mut src = std::fs::File::open(self.blob(&f.sha256))?;
         if let Some(d) = to.parent() {
             std::fs::create_dir_all(d)?;
-            // What a build killed while writing here left behind.
-            pallet_atomic::sweep(d);
         }
         pallet_atomic::write_with(to, |w| {
             let mut h = Sha256::new();

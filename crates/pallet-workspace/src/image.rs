@@ -16,7 +16,7 @@ pub(crate) fn log_path(ctx: &Ctx, j: usize) -> PathBuf {
 }
 
 /// The SBOM folder beside an image's tarball: `images/NAME.tar` → `images/NAME.sbom/`.
-fn sbom_dir(tarball: &Path) -> PathBuf {
+pub(crate) fn sbom_dir(tarball: &Path) -> PathBuf {
     tarball.with_extension("sbom")
 }
 

@@ -313,6 +313,18 @@ impl Workspace {
                 });
             }
         }
+        // Per arch, its recipes' indexes and names: one graph each, and where images look up
+        // their providers.
+        let per_arch: Vec<(Arch, Vec<usize>, Vec<NodeNames>)> = archs
+            .iter()
+            .map(|arch| {
+                let idx: Vec<usize> = (0..recipes.len())
+                    .filter(|&i| recipes[i].arch == *arch)
+                    .collect();
+                let names = idx.iter().map(|&i| recipes[i].names.clone()).collect();
+                (*arch, idx, names)
+            })
+            .collect();
         // One graph per architecture, joined: recipes of different architectures never wait
         // for each other.
         let mut graph = Graph {
@@ -320,12 +332,8 @@ impl Workspace {
             external: vec![vec![]; recipes.len()],
             ..Default::default()
         };
-        for arch in &archs {
-            let idx: Vec<usize> = (0..recipes.len())
-                .filter(|&i| recipes[i].arch == *arch)
-                .collect();
-            let names: Vec<NodeNames> = idx.iter().map(|&i| recipes[i].names.clone()).collect();
-            let g = graph::build(&names);
+        for (_, idx, names) in &per_arch {
+            let g = graph::build(names);
             for (k, &i) in idx.iter().enumerate() {
                 graph.after[i] = g.after[k].iter().map(|&j| idx[j]).collect();
                 graph.external[i] = g.external[k].clone();
@@ -349,17 +357,16 @@ impl Workspace {
                 });
             }
         }
+        let providers: Vec<(Arch, &[usize], graph::Providers)> = per_arch
+            .iter()
+            .map(|(a, idx, names)| (*a, idx.as_slice(), graph::Providers::new(names)))
+            .collect();
         let mut image_after = vec![];
         let mut image_external = vec![];
         for img in &images {
             let mut after = std::collections::BTreeSet::new();
             let mut external = std::collections::BTreeSet::new();
-            for arch in &img.archs {
-                let idx: Vec<usize> = (0..recipes.len())
-                    .filter(|&i| recipes[i].arch == *arch)
-                    .collect();
-                let names: Vec<NodeNames> = idx.iter().map(|&i| recipes[i].names.clone()).collect();
-                let providers = graph::Providers::new(&names);
+            for (_, idx, providers) in providers.iter().filter(|(a, _, _)| img.archs.contains(a)) {
                 for need in &img.needs {
                     let Some(name) = graph::atom_name(need) else {
                         continue;

@@ -11,12 +11,7 @@ use serde_json::{Value, json};
 use crate::load::Workspace;
 use crate::run::{self, Decision, NodeRef, NodeResult, Observer, Outcome};
 
-fn label(ws: &Workspace, n: NodeRef) -> String {
-    match n {
-        NodeRef::Recipe(i) => format!("{} ({})", ws.recipes[i].name, ws.recipes[i].arch.apk()),
-        NodeRef::Image(j) => format!("image {}", ws.images[j].name),
-    }
-}
+use crate::run::label;
 
 fn after_names(ws: &Workspace, n: NodeRef) -> Vec<String> {
     run::deps(ws, n)

@@ -269,13 +269,7 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn label(&self, n: NodeRef) -> String {
-        match n {
-            NodeRef::Recipe(i) => {
-                let r = &self.ws.recipes[i];
-                format!("{} ({})", r.name, r.arch.apk())
-            }
-            NodeRef::Image(j) => format!("image {}", self.ws.images[j].name),
-        }
+        label(self.ws, n)
     }
 
     pub(crate) fn id(&self, n: NodeRef) -> String {
@@ -387,9 +381,7 @@ impl Ctx<'_> {
             pallet: env!("CARGO_PKG_VERSION").to_string(),
             kind: "package".into(),
             arch: r.arch.apk().to_string(),
-            config: cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(
-                serde_json::to_vec(&r.compiled).expect("compiled recipes serialise"),
-            )),
+            config: cache::sha256_json(&r.compiled),
             sources,
             environment,
             options,
@@ -433,9 +425,7 @@ impl Ctx<'_> {
             kind: "image".into(),
             arch: archs.join(" "),
             // The merged configuration, so that comments and layout do not count.
-            config: cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(
-                serde_json::to_vec(&loaded.config).expect("configurations serialise"),
-            )),
+            config: cache::sha256_json(&loaded.config),
             sources: BTreeMap::new(),
             environment,
             options,
@@ -588,6 +578,14 @@ impl Ctx<'_> {
                 .is_some_and(|l| !self.ws.root.join(l).join("index.json").is_file()),
             NodeRef::Recipe(_) => false,
         }
+    }
+}
+
+/// How a node is named to people: `zlib (x86_64)`, `image app`.
+pub fn label(ws: &Workspace, n: NodeRef) -> String {
+    match n {
+        NodeRef::Recipe(i) => format!("{} ({})", ws.recipes[i].name, ws.recipes[i].arch.apk()),
+        NodeRef::Image(j) => format!("image {}", ws.images[j].name),
     }
 }
 
@@ -754,7 +752,7 @@ pub fn build(
             let out = ws.root.join(out);
             for dir in [
                 out.parent().map(Path::to_path_buf),
-                Some(out.with_extension("sbom")),
+                Some(crate::image::sbom_dir(&out)),
             ]
             .into_iter()
             .flatten()

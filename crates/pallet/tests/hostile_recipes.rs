@@ -9,16 +9,6 @@ use std::path::Path;
 
 use common::*;
 
-fn pkginfo(apk: &Path) -> String {
-    let o = std::process::Command::new("tar")
-        .args(["-xzOf"])
-        .arg(apk)
-        .arg(".PKGINFO")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// A description holding `\n depend = …` and `\n provides = cmd:sudo` once added those lines to
 /// the package's `.PKGINFO` (and an index built from it by apk-tools would have trusted them).
 #[test]

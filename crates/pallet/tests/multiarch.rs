@@ -168,26 +168,6 @@ fn foreign_repo(d: &Path, deb_arch: &str, apk_arch: &str) -> Option<PathBuf> {
     Some(d.join("repo"))
 }
 
-fn pkginfo(apk: &Path) -> String {
-    let o = Command::new("tar")
-        .arg("-xzOf")
-        .arg(apk)
-        .arg(".PKGINFO")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn file_of(apk: &Path, path: &str) -> String {
-    let o = Command::new("tar")
-        .arg("-xzOf")
-        .arg(apk)
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 const RECIPE: &str = "package:\n  name: which-arch\n  version: 1.0.0\n  epoch: 0\n  description: records the machine it was built on\n  copyright: [{license: MIT}]\nenvironment:\n  contents:\n    repositories: [REPOS]\n    keyring: [KEYS]\n    packages: [busybox, EXTRA]\npipeline:\n  - runs: |\n      mkdir -p ${{targets.destdir}}/usr/share/which-arch ${{targets.destdir}}/usr/bin\n      uname -m > ${{targets.destdir}}/usr/share/which-arch/uname\n      if [ -e /usr/bin/hello ]; then cp /usr/bin/hello ${{targets.destdir}}/usr/bin/hello; fi\n";
 
 #[test]
@@ -230,7 +210,7 @@ fn aarch64_packages_and_images_build_under_emulation() {
     assert!(o.status.success(), "{}", text(&o));
     let apk = d.join("packages/aarch64/which-arch-1.0.0-r0.apk");
     assert_eq!(
-        file_of(&apk, "usr/share/which-arch/uname").trim(),
+        apk_member(&apk, "usr/share/which-arch/uname").trim(),
         "aarch64"
     );
     let info = pkginfo(&apk);
@@ -295,7 +275,7 @@ fn aarch64_packages_and_images_build_under_emulation() {
     for (arch, uname) in [("x86_64", "x86_64"), ("aarch64", "aarch64")] {
         let apk = d.join(format!("all/{arch}/which-arch-1.0.0-r0.apk"));
         assert_eq!(
-            file_of(&apk, "usr/share/which-arch/uname").trim(),
+            apk_member(&apk, "usr/share/which-arch/uname").trim(),
             uname,
             "{msg}"
         );
@@ -367,7 +347,7 @@ fn aarch64_packages_and_images_build_under_emulation() {
     assert!(o.status.success(), "{}", text(&o));
     for (arch, uname) in [("x86_64", "x86_64"), ("aarch64", "aarch64")] {
         let apk = ws.join(format!("packages/{arch}/which-arch-1.0.0-r0.apk"));
-        assert_eq!(file_of(&apk, "usr/share/which-arch/uname").trim(), uname);
+        assert_eq!(apk_member(&apk, "usr/share/which-arch/uname").trim(), uname);
     }
     let o = run(
         &[
@@ -521,6 +501,9 @@ fn armv7_guests_run_a_command_under_emulation() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let apk = d.join("packages/armv7/which-arch-1.0.0-r0.apk");
-    assert_eq!(file_of(&apk, "usr/share/which-arch/uname").trim(), "armv7l");
+    assert_eq!(
+        apk_member(&apk, "usr/share/which-arch/uname").trim(),
+        "armv7l"
+    );
     assert!(pkginfo(&apk).contains("arch = armv7"));
 }

@@ -282,3 +282,19 @@ impl Drop for Registry {
         self.stop();
     }
 }
+
+/// One member of a package's gzip streams, as text (`.PKGINFO`, or a file of the data).
+pub fn apk_member(apk: &Path, member: &str) -> String {
+    let o = Command::new("tar")
+        .arg("-xzOf")
+        .arg(apk)
+        .arg(member)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A package's `.PKGINFO`.
+pub fn pkginfo(apk: &Path) -> String {
+    apk_member(apk, ".PKGINFO")
+}
