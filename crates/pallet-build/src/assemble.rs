@@ -502,6 +502,19 @@ pub fn update_index(
     key: Option<&SigningKey>,
     epoch: u64,
 ) -> Result<PathBuf, pallet_index::IndexError> {
+    update_index_records(out_dir, arch, packages, key, epoch)?;
+    Ok(out_dir.join(arch).join("APKINDEX.tar.gz"))
+}
+
+/// [`update_index`], returning the records the index now holds (so that a caller keeping
+/// track of them need not read the file back).
+pub fn update_index_records(
+    out_dir: &Path,
+    arch: &str,
+    packages: &[PathBuf],
+    key: Option<&SigningKey>,
+    epoch: u64,
+) -> Result<Vec<pallet_apk_types::PackageInfo>, pallet_index::IndexError> {
     let index = out_dir.join(arch).join("APKINDEX.tar.gz");
     let mut records = pallet_index::records_for(packages, None)?;
     if index.exists() {
@@ -509,7 +522,7 @@ pub fn update_index(
         records = pallet_index::merge(old.packages, records);
     }
     pallet_index::write_index(&records, None, key, epoch, &index)?;
-    Ok(index)
+    Ok(records)
 }
 
 #[cfg(test)]

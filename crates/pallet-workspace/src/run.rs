@@ -468,16 +468,8 @@ impl Ctx<'_> {
         }
         let listed = pallet_index::read_index(&idx, None)
             .map_err(|e| format!("reading {}: {e}", idx.display()))?
-            .packages
-            .iter()
-            .map(|p| {
-                (
-                    format!("{}-{}.apk", p.name, p.version),
-                    p.checksum.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
-        self.indexed.lock().unwrap().insert(arch, listed);
+            .packages;
+        self.indexed.lock().unwrap().insert(arch, listing(&listed));
         Ok(())
     }
 
@@ -488,7 +480,7 @@ impl Ctx<'_> {
         let _lock = pallet_build::driver::index_lock(&self.ro.apk_cache_dir, &self.arch_dir(arch))
             .map_err(|e| format!("locking {}: {e}", idx.display()))?;
         let mut indexed = self.indexed.lock().unwrap();
-        pallet_build::assemble::update_index(
+        let records = pallet_build::assemble::update_index_records(
             &self.ws.out,
             arch.apk(),
             files,
@@ -496,15 +488,7 @@ impl Ctx<'_> {
             self.ro.source_date_epoch,
         )
         .map_err(|e| format!("updating {}: {e}", idx.display()))?;
-        let listed = pallet_index::read_index(&idx, None)
-            .map_err(|e| format!("reading {}: {e}", idx.display()))?;
-        let set = indexed.entry(arch).or_default();
-        for p in listed.packages {
-            set.insert(
-                format!("{}-{}.apk", p.name, p.version),
-                p.checksum.unwrap_or_default(),
-            );
-        }
+        indexed.insert(arch, listing(&records));
         Ok(())
     }
 
@@ -579,6 +563,19 @@ impl Ctx<'_> {
             NodeRef::Recipe(_) => false,
         }
     }
+}
+
+/// What an index lists: package file name → the checksum it gives.
+fn listing(records: &[pallet_apk_types::PackageInfo]) -> BTreeMap<String, String> {
+    records
+        .iter()
+        .map(|p| {
+            (
+                format!("{}-{}.apk", p.name, p.version),
+                p.checksum.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// How a node is named to people: `zlib (x86_64)`, `image app`.
