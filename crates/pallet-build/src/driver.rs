@@ -71,9 +71,8 @@ pub struct Options {
     pub config_source: crate::assemble::ConfigSource,
     /// Where progress lines and step output go.
     pub log: crate::log::Log,
-    /// melange's `--runner docker`: the daemon's socket. Steps then run in a container of
-    /// that daemon instead of bubblewrap.
-    pub docker: Option<PathBuf>,
+    /// melange's `--runner`: bubblewrap, a container of a Docker daemon, or a qemu microVM.
+    pub runner: crate::runner::Runner,
     /// binfmt_misc's folder, checked for a qemu-user handler before a foreign-arch build
     /// (default [`crate::emulation::BINFMT_MISC`]).
     pub binfmt_dir: Option<PathBuf>,
@@ -193,6 +192,8 @@ fn make_guest(
     arch: Arch,
     opts: &Options,
     scratch: &Path,
+    workspace: &Path,
+    identity: &crate::policy::Identity,
 ) -> Result<(Guest, Vec<String>), BuildError> {
     let root = scratch.join("guest");
     fs::create_dir_all(&root).map_err(|e| setup("creating the guest root", e))?;
@@ -215,7 +216,22 @@ fn make_guest(
     let mut tree = installed.tree;
     tree.mkdir_all("home/build", 0o755, 0);
     tree.mkdir_all("var/cache/melange", 0o755, 0);
-    if opts.docker.is_some() {
+    if let crate::runner::Runner::Qemu(q) = &opts.runner {
+        // The qemu runner boots the root as an initramfs, the workspace inside it.
+        let kernel = crate::qemu::kernel(q, arch).map_err(crate::runner::RunError::from)?;
+        let cpio = scratch.join("initramfs.cpio");
+        crate::qemu::write_initramfs(
+            &mut tree,
+            q,
+            &kernel,
+            workspace,
+            (identity.uid, identity.gid),
+            &cpio,
+        )
+        .map_err(crate::runner::RunError::from)?;
+        return Ok((Guest::Root(cpio), locked));
+    }
+    if matches!(opts.runner, crate::runner::Runner::Docker(_)) {
         // The docker runner imports the root as an image: a tar of the tree, as apko's layer.
         let tar = scratch.join("guest.tar");
         let mut f = std::io::BufWriter::new(
@@ -231,32 +247,52 @@ fn make_guest(
     Ok((Guest::Root(root), locked))
 }
 
-/// With the docker runner, the guest's tar becomes an image and a running container; the
-/// returned value removes both when dropped.
-fn docker_guest(
+/// What keeps a docker or qemu guest alive: the container (removed when dropped) or the VM
+/// (stopped when dropped).
+pub enum Running {
+    None,
+    Docker(crate::runner::DockerGuest),
+    Qemu(std::sync::Arc<crate::qemu::Vm>),
+}
+
+/// With the docker runner, the guest's tar becomes an image and a running container; with the
+/// qemu runner, the initramfs boots. The returned value stops either when dropped.
+fn start_guest(
     guest: Guest,
+    arch: Arch,
     opts: &Options,
     workspace: &Path,
+    scratch: &Path,
     identity: &crate::policy::Identity,
-) -> Result<(Guest, Option<crate::runner::DockerGuest>), BuildError> {
-    let (Some(socket), Guest::Root(tar)) = (&opts.docker, &guest) else {
-        return Ok((guest, None));
-    };
-    let g = crate::runner::DockerGuest::start(
-        socket,
-        tar,
-        workspace,
-        opts.cache_dir.as_deref(),
-        &identity.caps,
-        Some((identity.uid, identity.gid)),
-    )?;
-    Ok((
-        Guest::Docker {
-            socket: socket.clone(),
-            container: g.container.clone(),
-        },
-        Some(g),
-    ))
+) -> Result<(Guest, Running), BuildError> {
+    use crate::runner::Runner;
+    match (&opts.runner, &guest) {
+        (Runner::Docker(socket), Guest::Root(tar)) => {
+            let g = crate::runner::DockerGuest::start(
+                socket,
+                tar,
+                workspace,
+                opts.cache_dir.as_deref(),
+                &identity.caps,
+                Some((identity.uid, identity.gid)),
+            )?;
+            Ok((
+                Guest::Docker {
+                    socket: socket.clone(),
+                    container: g.container.clone(),
+                },
+                Running::Docker(g),
+            ))
+        }
+        (Runner::Qemu(q), Guest::Root(cpio)) => {
+            let kernel = crate::qemu::kernel(q, arch).map_err(crate::runner::RunError::from)?;
+            let vm = crate::qemu::Vm::boot(q, arch, &kernel, cpio, scratch, &opts.log)
+                .map_err(crate::runner::RunError::from)?;
+            let vm = std::sync::Arc::new(vm);
+            Ok((Guest::Qemu(vm.clone()), Running::Qemu(vm)))
+        }
+        _ => Ok((guest, Running::None)),
+    }
 }
 
 /// `.melange.yaml` with the environment's package list replaced by what was installed, pinned
@@ -412,13 +448,14 @@ pub fn index_lock(cache: &Path, dir: &Path) -> std::io::Result<pallet_atomic::En
 /// Build every package of `plan`; returns the written `.apk` files.
 pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     let arch = opts.arch.unwrap_or_else(Arch::host);
-    if opts.docker.is_none() && !crate::runner::bwrap_available() {
+    if opts.runner == crate::runner::Runner::Bubblewrap && !crate::runner::bwrap_available() {
         return Err(crate::runner::RunError::NoBwrap.into());
     }
-    if opts.docker.is_some() && opts.bootstrap {
-        return Err(BuildError::Setup(
-            "--bootstrap uses the host's root as the guest, which the docker runner cannot: use --runner bubblewrap".into(),
-        ));
+    if opts.runner != crate::runner::Runner::Bubblewrap && opts.bootstrap {
+        return Err(BuildError::Setup(format!(
+            "--bootstrap uses the host's root as the guest, which the {} runner cannot: use --runner bubblewrap",
+            opts.runner.name()
+        )));
     }
     can_run(arch, opts.bootstrap, opts)?;
     let key = match &opts.signing_key {
@@ -457,13 +494,21 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         // The host's root has no package list to record.
         (Guest::Bootstrap, plan.config_yaml.clone())
     } else {
-        let (guest, locked) = make_guest(&environment, arch, opts, scratch.path())?;
+        let (guest, locked) = make_guest(
+            &environment,
+            arch,
+            opts,
+            scratch.path(),
+            &workspace,
+            &identity,
+        )?;
         (guest, lock_environment(&plan.config_yaml, &locked))
     };
     if let Some(c) = &opts.cache_dir {
         let _ = fs::create_dir_all(c);
     }
-    let (guest, _docker) = docker_guest(guest, opts, &workspace, &identity)?;
+    let (guest, running) =
+        start_guest(guest, arch, opts, &workspace, scratch.path(), &identity)?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
     env.extend(plan.environment.environment.clone());
@@ -495,6 +540,13 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
             sandbox.run(step)?;
         }
     }
+    if let Running::Qemu(vm) = &running {
+        // The steps ran on the guest's copy: what the packager reads comes back from it.
+        vm.retrieve(&workspace)
+            .map_err(crate::runner::RunError::from)?;
+    }
+    drop(sandbox);
+    drop(running);
     let assembly = Assembly {
         version: plan.version.clone(),
         epoch: plan.epoch,
@@ -560,7 +612,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
 /// environment, which includes the package under test.
 pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(), BuildError> {
     let arch = opts.arch.unwrap_or_else(Arch::host);
-    if opts.docker.is_none() && !crate::runner::bwrap_available() {
+    if opts.runner == crate::runner::Runner::Bubblewrap && !crate::runner::bwrap_available() {
         return Err(crate::runner::RunError::NoBwrap.into());
     }
     can_run(arch, false, opts)?;
@@ -577,8 +629,16 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     crate::policy::add_build_user(&mut environment);
     let identity =
         crate::policy::identity(&environment, &[], &[]).map_err(|e| setup("the test's user", e))?;
-    let (guest, _) = make_guest(&environment, arch, opts, scratch.path())?;
-    let (guest, _docker) = docker_guest(guest, opts, &workspace, &identity)?;
+    let (guest, _) = make_guest(
+        &environment,
+        arch,
+        opts,
+        scratch.path(),
+        &workspace,
+        &identity,
+    )?;
+    let (guest, _running) =
+        start_guest(guest, arch, opts, &workspace, scratch.path(), &identity)?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
     env.extend(test.environment.environment.clone());

@@ -10,6 +10,7 @@ pub mod license;
 pub mod lint;
 pub mod log;
 pub mod policy;
+pub mod qemu;
 pub mod query;
 pub mod rebuild;
 pub mod recipe;

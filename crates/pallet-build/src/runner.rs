@@ -31,6 +31,28 @@ pub enum Guest {
     /// melange's docker runner: a container of the daemon at `socket`, made from the guest
     /// root imported as an image, that sleeps while each step runs in it as an exec.
     Docker { socket: PathBuf, container: String },
+    /// melange's qemu runner: a booted microVM whose init runs each step.
+    Qemu(std::sync::Arc<crate::qemu::Vm>),
+}
+
+/// Which runner a build uses (melange's `--runner`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Runner {
+    #[default]
+    Bubblewrap,
+    /// The daemon at this socket.
+    Docker(PathBuf),
+    Qemu(crate::qemu::QemuConfig),
+}
+
+impl Runner {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Runner::Bubblewrap => "bubblewrap",
+            Runner::Docker(_) => "docker",
+            Runner::Qemu(_) => "qemu",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +73,8 @@ pub enum RunError {
     // say it twice.
     #[error("docker runner: {0}")]
     Docker(pallet_image::docker::DockerError),
+    #[error(transparent)]
+    Qemu(#[from] crate::qemu::QemuError),
     #[error(
         "step '{step}' was stopped: the build ran past package.timeout ({limit:?}); raise the timeout or make the step faster; last output:\n{tail}"
     )]
@@ -166,8 +190,11 @@ impl Sandbox {
                 ]);
                 c.arg("--bind").arg(&self.workspace).arg("/home/build");
             }
-            // `run` hands docker guests to `run_docker` before any bwrap command is made.
-            Guest::Docker { .. } => unreachable!("docker guests do not run in bwrap"),
+            // `run` hands docker and qemu guests to their own runners before any bwrap
+            // command is made.
+            Guest::Docker { .. } | Guest::Qemu(_) => {
+                unreachable!("docker and qemu guests do not run in bwrap")
+            }
         }
         if let Some(cache) = self.cache.as_ref().filter(|c| c.is_dir()) {
             if matches!(self.guest, Guest::Bootstrap) {
@@ -218,6 +245,9 @@ impl Sandbox {
     pub fn run(&self, step: &Step) -> Result<(), RunError> {
         if let Guest::Docker { socket, container } = &self.guest {
             return self.run_docker(step, socket, container);
+        }
+        if let Guest::Qemu(vm) = &self.guest {
+            return self.run_qemu(step, vm);
         }
         if !bwrap_available() {
             return Err(RunError::NoBwrap);
@@ -382,6 +412,55 @@ impl Sandbox {
             code => Err(RunError::StepFailed {
                 step: step.name.clone(),
                 status: code.map_or_else(|| "unknown".to_string(), |c| c.to_string()),
+                tail,
+            }),
+        }
+    }
+}
+
+impl Sandbox {
+    /// The script the qemu guest's init runs for a step: the step's environment and nothing
+    /// else (`env -i`, as bubblewrap's `--clearenv`), then melange's script.
+    pub fn qemu_script(&self, step: &Step) -> String {
+        let mut s = String::from("exec env -i");
+        for (k, v) in self.step_env(step) {
+            s.push(' ');
+            s.push_str(&shell_quote(&format!("{k}={v}")));
+        }
+        s.push_str(" /bin/sh -c ");
+        s.push_str(&shell_quote(&self.script(step)));
+        s.push('\n');
+        s
+    }
+
+    /// One step in the microVM, its output streamed as it comes.
+    fn run_qemu(&self, step: &Step, vm: &crate::qemu::Vm) -> Result<(), RunError> {
+        let mut tail: std::collections::VecDeque<String> = Default::default();
+        let end = vm.run(
+            &self.qemu_script(step),
+            self.identity.uid,
+            self.identity.gid,
+            self.deadline.map(|(d, _)| d),
+            |l| {
+                let l = String::from_utf8_lossy(l).to_string();
+                self.log.line(format_args!("  | {l}"));
+                tail.push_back(l);
+                if tail.len() > 25 {
+                    tail.pop_front();
+                }
+            },
+        )?;
+        let tail = tail.into_iter().collect::<Vec<_>>().join("\n");
+        match end {
+            crate::qemu::StepEnd::Exited(0) => Ok(()),
+            crate::qemu::StepEnd::Exited(code) => Err(RunError::StepFailed {
+                step: step.name.clone(),
+                status: code.to_string(),
+                tail,
+            }),
+            crate::qemu::StepEnd::TimedOut => Err(RunError::Timeout {
+                step: step.name.clone(),
+                limit: self.deadline.map(|(_, l)| l).unwrap_or_default(),
                 tail,
             }),
         }

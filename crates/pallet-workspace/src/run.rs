@@ -41,9 +41,9 @@ pub struct RunOptions {
     pub rdeps: bool,
     /// Trace each step's shell.
     pub debug: bool,
-    /// Run steps with the docker runner, in the daemon at this socket. Not part of any key:
-    /// the runners make the same bytes.
-    pub docker: Option<PathBuf>,
+    /// The runner of every step (`--runner`). Not part of any key: the runners make the
+    /// same bytes.
+    pub runner: pallet_build::runner::Runner,
 }
 
 /// The state of a node, decided before it runs.
@@ -996,7 +996,7 @@ fn build_recipe(ctx: &Ctx, i: usize) -> Result<Vec<OutFile>, String> {
                 license: "NOASSERTION".into(),
             },
             log: log.clone(),
-            docker: ctx.ro.docker.clone(),
+            runner: ctx.ro.runner.clone(),
             ..Default::default()
         },
         ..Default::default()
@@ -1196,7 +1196,7 @@ fn run_one_test(
         extra_keyring: ctx.keyring.clone(),
         env_file: ctx.env_file.clone(),
         log: log.clone(),
-        docker: ctx.ro.docker.clone(),
+        runner: ctx.ro.runner.clone(),
         ..Default::default()
     };
     pallet_build::driver::run_test(t, &opts).map_err(|e| {

@@ -204,18 +204,17 @@ pub(crate) fn default_apk_cache() -> PathBuf {
 /// `--runner`: bubblewrap (the default) or docker (the daemon at DOCKER_HOST); melange's qemu
 /// runner is accepted and says, in one line, that the build runs in bubblewrap instead.
 /// Returns the docker socket when the docker runner is chosen.
-pub(crate) fn check_runner(runner: &Option<String>) -> anyhow::Result<Option<PathBuf>> {
+pub(crate) fn check_runner(runner: &Option<String>) -> anyhow::Result<pallet_build::runner::Runner> {
+    use pallet_build::runner::Runner;
     match runner.as_deref() {
-        None | Some("") | Some("bubblewrap") | Some("bwrap") => Ok(None),
-        Some("docker") => Ok(Some(pallet_image::docker::socket_from_host(
+        None | Some("") | Some("bubblewrap") | Some("bwrap") => Ok(Runner::Bubblewrap),
+        Some("docker") => Ok(Runner::Docker(pallet_image::docker::socket_from_host(
             std::env::var("DOCKER_HOST").ok().as_deref(),
         )?)),
-        Some("qemu") => {
-            eprintln!(
-                "note: --runner qemu: pallet has no qemu runner yet; running in the bubblewrap sandbox instead (pass --runner bubblewrap to say so)"
-            );
-            Ok(None)
-        }
+        // melange's variables (QEMU_KERNEL_IMAGE, QEMU_KERNEL_MODULES, ...) name the kernel.
+        Some("qemu") => Ok(Runner::Qemu(pallet_build::qemu::QemuConfig::from_vars(|k| {
+            std::env::var(k).ok()
+        }))),
         Some(other) => bail!("--runner {other}: unknown runner (bubblewrap, qemu or docker)"),
     }
 }
@@ -239,7 +238,7 @@ fn detect_commit(given: &Option<String>, config: &Path) -> Option<String> {
 }
 
 pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
-    let docker = check_runner(&a.runner)?;
+    let runner = check_runner(&a.runner)?;
     note_interactive(a.interactive);
     if a.bootstrap {
         let unused: Vec<&str> = [
@@ -330,7 +329,7 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             config_source,
             log: pallet_build::log::Log::stderr(),
             binfmt_dir: binfmt_dir(),
-            docker,
+            runner,
         },
     };
     let mut req = req;
@@ -761,7 +760,7 @@ pub struct TestArgs {
 }
 
 pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
-    let docker = check_runner(&a.runner)?;
+    let runner = check_runner(&a.runner)?;
     note_interactive(a.interactive);
     let env_file = read_env_files(&a.env_file)?;
     let pipeline_dirs: Vec<PathBuf> = a
@@ -771,7 +770,7 @@ pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
         .cloned()
         .collect();
     for arch in archs(&a.arch)? {
-        test_arch(&a, arch, &pipeline_dirs, &env_file, &docker)?;
+        test_arch(&a, arch, &pipeline_dirs, &env_file, &runner)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -781,7 +780,7 @@ fn test_arch(
     arch: Arch,
     pipeline_dirs: &[PathBuf],
     env_file: &BTreeMap<String, String>,
-    docker: &Option<PathBuf>,
+    runner: &pallet_build::runner::Runner,
 ) -> anyhow::Result<()> {
     let opts = pallet_build::compile::CompileOptions {
         arch: Some(arch),
@@ -825,7 +824,7 @@ fn test_arch(
         ignore_signatures: a.ignore_signatures,
         env_file: env_file.clone(),
         binfmt_dir: binfmt_dir(),
-        docker: docker.clone(),
+        runner: runner.clone(),
         ..Default::default()
     };
     for (name, t) in &tests {

@@ -270,7 +270,7 @@ pub struct RebuildArgs {
 }
 
 pub fn rebuild_cmd(a: RebuildArgs) -> anyhow::Result<ExitCode> {
-    let docker = crate::melange_build::check_runner(&a.runner)?;
+    let runner = crate::melange_build::check_runner(&a.runner)?;
     let mut origins = std::collections::BTreeSet::new();
     let mut failed = vec![];
     for apk in &a.packages {
@@ -314,7 +314,7 @@ pub fn rebuild_cmd(a: RebuildArgs) -> anyhow::Result<ExitCode> {
                 extra_repositories: a.repository_append.clone(),
                 extra_keyring: a.keyring_append.clone(),
                 config_source: emb.config_source.clone(),
-                docker: docker.clone(),
+                runner: runner.clone(),
                 ..Default::default()
             };
             pallet_build::driver::build(&plan, &opts)

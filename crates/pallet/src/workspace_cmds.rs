@@ -152,7 +152,7 @@ fn run_options(c: &CommonArgs, targets: &[String]) -> anyhow::Result<RunOptions>
         environment: std::env::vars().collect(),
         targets: targets.to_vec(),
         debug: c.debug,
-        docker: crate::melange_build::check_runner(&c.runner)?,
+        runner: crate::melange_build::check_runner(&c.runner)?,
         ..Default::default()
     })
 }
