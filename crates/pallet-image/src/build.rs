@@ -214,17 +214,14 @@ pub fn resolve(
             });
         }
         let ring = (!opts.ignore_signatures).then_some(&keyring);
-        let packages = read_index_memo(&index, ring).map_err(|e| BuildError::Repo {
-            url: pallet_repo::redact(&url),
-            message: format!(
-                "{e} (check contents.keyring, or pass --ignore-signatures to skip verification)"
-            ),
-        })?;
-        repos.push(Repo {
-            url,
-            tag,
-            packages: packages.as_ref().clone(),
-        });
+        let packages =
+            read_index_memo(&index, ring, &opts.cache_dir).map_err(|e| BuildError::Repo {
+                url: pallet_repo::redact(&url),
+                message: format!(
+                    "{e} (check contents.keyring, or pass --ignore-signatures to skip verification)"
+                ),
+            })?;
+        repos.push(Repo { url, tag, packages });
     }
     let mut world = Vec::new();
     let mut pkgs: Vec<String> = cfg
@@ -265,16 +262,18 @@ pub fn resolve(
 
 /// An index read and verified once per process for as long as its file stays the same (size,
 /// modification time, inode) and is checked against the same keys: a workspace build resolves
-/// dozens of environments against the same few indexes.
+/// dozens of environments against the same few indexes. Across processes the parsed-index
+/// cache in `cache` ([`pallet_index::read_index_cached`]) saves parsing and verifying again.
 fn read_index_memo(
     path: &Path,
     ring: Option<&Keyring>,
-) -> Result<Arc<Vec<PackageInfo>>, pallet_index::IndexError> {
+    cache: &Path,
+) -> Result<pallet_index::Records, pallet_index::IndexError> {
     use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt as _;
     use std::sync::{Mutex, OnceLock};
     type Key = (PathBuf, u64, i64, i64, u64, Option<Vec<PathBuf>>);
-    static MEMO: OnceLock<Mutex<HashMap<Key, Arc<Vec<PackageInfo>>>>> = OnceLock::new();
+    static MEMO: OnceLock<Mutex<HashMap<Key, pallet_index::Records>>> = OnceLock::new();
     let key = fs::metadata(path).ok().map(|m| {
         (
             path.to_path_buf(),
@@ -291,7 +290,11 @@ fn read_index_memo(
     {
         return Ok(hit.clone());
     }
-    let packages = Arc::new(pallet_index::read_index(path, ring)?.packages);
+    let packages = if cache.as_os_str().is_empty() {
+        pallet_index::read_index(path, ring)?.packages.into()
+    } else {
+        pallet_index::read_index_cached(path, ring, cache)?.packages
+    };
     if let Some(k) = key {
         memo.lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -326,7 +329,8 @@ fn from_lock(locked: &[crate::lock::LockPackage], arch: Arch, keyring: Keyring) 
                     .and_then(|d| d.range.rsplit('-').next()?.parse::<u64>().ok())
                     .map_or(0, |end| end + 1),
                 ..PackageInfo::default()
-            }],
+            }]
+            .into(),
         });
     }
     (repos, picks, keyring, world)

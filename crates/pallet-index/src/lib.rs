@@ -1,5 +1,12 @@
 //! `APKINDEX.tar.gz`: read (verifying the signature), write with the fields and order
-//! apk-tools writes, sign, and merge.
+//! apk-tools writes, sign, and merge; and a cache of parsed indexes ([`read_index_cached`])
+//! in a compact form that loads without parsing text ([`compact`]).
+
+pub mod cache;
+pub mod compact;
+
+pub use cache::{CachedIndex, read_index_cached};
+pub use compact::Records;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -19,6 +26,11 @@ static MAX_INDEX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 /// for none. apko's `--max-apkindex-decompressed-size`.
 pub fn set_max_index_size(bytes: u64) {
     MAX_INDEX.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The limit [`set_max_index_size`] set (or the default).
+pub fn max_index_size() -> u64 {
+    MAX_INDEX.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,15 +86,11 @@ pub fn read_index_from<R: Read>(
     path: &Path,
     keyring: Option<&Keyring>,
 ) -> Result<Index, IndexError> {
-    let (trust, entries) = read_signed_archive(
-        r,
-        keyring,
-        MAX_INDEX.load(std::sync::atomic::Ordering::Relaxed),
-    )
-    .map_err(|source| IndexError::Apk {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let (trust, entries) =
+        read_signed_archive(r, keyring, max_index_size()).map_err(|source| IndexError::Apk {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let mut description = None;
     let mut text = None;
     for (name, data) in entries {

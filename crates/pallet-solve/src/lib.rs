@@ -7,9 +7,11 @@
 //! turns whatever is still unsatisfied into apk's report, so both sides of a conflict are named.
 //! Every output order derives from input order or names; hash maps are only looked up.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::rc::Rc;
 
 use pallet_apk_types::{Dependency, Op, PackageInfo, version};
 
@@ -194,60 +196,179 @@ enum Requirer {
     Pkg(Pid),
 }
 
-/// name → providers, built once per solve so lookups stay O(1) on 5,000-record indexes.
+/// What the solver reads of one repository: its packages by number, and who answers to a
+/// name. A source may decode packages only when they are asked for, so a resolution touches
+/// the records it needs and no others.
+pub trait Source {
+    /// How many packages there are; they are numbered from 0.
+    fn package_count(&self) -> usize;
+    /// Package `index`, for `index < package_count()`.
+    fn package(&self, index: usize) -> &PackageInfo;
+    /// The packages whose own name or one of whose provides is `name`: ascending, each once.
+    fn providers(&self, name: &str) -> Vec<usize>;
+    /// The packages whose `install_if` has a positive (non-`!`) atom on `name`, ascending,
+    /// each once; for the empty name, those whose `install_if` atoms are all conflicts.
+    fn triggered_by(&self, name: &str) -> Vec<usize>;
+}
+
+/// One repository as [`solve_sources`] takes it.
+#[derive(Clone, Copy)]
+pub struct SourceRepo<'a> {
+    /// `@tag` of a pinned repository; `None` is a default repository.
+    pub tag: Option<&'a str>,
+    pub source: &'a dyn Source,
+}
+
+/// A [`Repository`] as a [`Source`]: its name lists built once, up front.
+struct Listed<'a> {
+    packages: &'a [PackageInfo],
+    providers: HashMap<&'a str, Vec<usize>>,
+    triggered: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Listed<'a> {
+    fn new(packages: &'a [PackageInfo]) -> Self {
+        let mut providers: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        let mut triggered: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        let push = |v: &mut Vec<usize>, i: usize| {
+            if v.last() != Some(&i) {
+                v.push(i);
+            }
+        };
+        for (i, p) in packages.iter().enumerate() {
+            push(providers.entry(&p.name).or_default(), i);
+            for pv in &p.provides {
+                push(providers.entry(&pv.name).or_default(), i);
+            }
+            let mut positive = false;
+            for d in p.install_if.iter().filter(|d| !d.conflict) {
+                positive = true;
+                push(triggered.entry(&d.name).or_default(), i);
+            }
+            if !positive && !p.install_if.is_empty() {
+                push(triggered.entry("").or_default(), i);
+            }
+        }
+        Listed {
+            packages,
+            providers,
+            triggered,
+        }
+    }
+}
+
+impl Source for Listed<'_> {
+    fn package_count(&self) -> usize {
+        self.packages.len()
+    }
+
+    fn package(&self, index: usize) -> &PackageInfo {
+        &self.packages[index]
+    }
+
+    fn providers(&self, name: &str) -> Vec<usize> {
+        self.providers.get(name).cloned().unwrap_or_default()
+    }
+
+    fn triggered_by(&self, name: &str) -> Vec<usize> {
+        self.triggered.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// name → providers across every repository, looked up in the sources the first time a name
+/// is asked for and kept for the rest of the solve. Package ids run over the repositories in
+/// order, so an id says which repository a package is from and comparing ids compares
+/// repository order first.
 struct Index<'a> {
-    repos: &'a [Repository],
-    /// Flat package id → (repo, index).
-    pkgs: Vec<(usize, usize)>,
-    by_name: HashMap<&'a str, Vec<Prov<'a>>>,
-    install_if: Vec<Pid>,
+    repos: Vec<SourceRepo<'a>>,
+    /// The first id of each repository, then the number of packages.
+    starts: Vec<usize>,
+    by_name: RefCell<HashMap<String, Rc<[Prov<'a>]>>>,
 }
 
 impl<'a> Index<'a> {
-    fn new(repos: &'a [Repository]) -> Self {
-        let mut pkgs = Vec::new();
-        let mut by_name: HashMap<&'a str, Vec<Prov<'a>>> = HashMap::new();
-        let mut install_if = Vec::new();
-        for (ri, r) in repos.iter().enumerate() {
-            for (pi, p) in r.packages.iter().enumerate() {
-                let id = pkgs.len();
-                pkgs.push((ri, pi));
-                by_name.entry(&p.name).or_default().push(Prov {
-                    pkg: id,
-                    version: Some(&p.version),
-                    own: true,
-                });
-                for pv in &p.provides {
-                    by_name.entry(&pv.name).or_default().push(Prov {
+    fn new(repos: &[SourceRepo<'a>]) -> Self {
+        let mut starts = Vec::with_capacity(repos.len() + 1);
+        let mut n = 0;
+        for r in repos {
+            starts.push(n);
+            n += r.source.package_count();
+        }
+        starts.push(n);
+        Index {
+            repos: repos.to_vec(),
+            starts,
+            by_name: RefCell::default(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    /// (repository, index in it) of package `id`.
+    fn locate(&self, id: Pid) -> (usize, usize) {
+        // The last repository starting at or before `id` (empty repositories start where the
+        // next one does, and are passed over).
+        let r = self.starts[..self.repos.len()].partition_point(|s| *s <= id) - 1;
+        (r, id - self.starts[r])
+    }
+
+    fn pkg(&self, id: Pid) -> &'a PackageInfo {
+        let (r, i) = self.locate(id);
+        self.repos[r].source.package(i)
+    }
+
+    fn repo_tag(&self, id: Pid) -> Option<&'a str> {
+        self.repos[self.locate(id).0].tag
+    }
+
+    /// Every way a package answers to `name`, by id; within a package its own name first,
+    /// then its provides in order.
+    fn providers(&self, name: &str) -> Rc<[Prov<'a>]> {
+        if let Some(p) = self.by_name.borrow().get(name) {
+            return p.clone();
+        }
+        let mut out = Vec::new();
+        for (r, repo) in self.repos.iter().enumerate() {
+            for i in repo.source.providers(name) {
+                let id = self.starts[r] + i;
+                let p = repo.source.package(i);
+                if p.name == name {
+                    out.push(Prov {
+                        pkg: id,
+                        version: Some(&p.version),
+                        own: true,
+                    });
+                }
+                for pv in p.provides.iter().filter(|pv| pv.name == name) {
+                    out.push(Prov {
                         pkg: id,
                         version: pv.is_versioned().then_some(pv.version.as_str()),
                         own: false,
                     });
                 }
-                if !p.install_if.is_empty() {
-                    install_if.push(id);
-                }
             }
         }
-        Index {
-            repos,
-            pkgs,
-            by_name,
-            install_if,
+        let out: Rc<[Prov<'a>]> = out.into();
+        self.by_name
+            .borrow_mut()
+            .insert(name.to_string(), out.clone());
+        out
+    }
+
+    /// Ids of the install_if packages a package holding `name` may trigger.
+    fn triggered_by(&self, name: &str) -> Vec<Pid> {
+        let mut out = Vec::new();
+        for (r, repo) in self.repos.iter().enumerate() {
+            out.extend(
+                repo.source
+                    .triggered_by(name)
+                    .iter()
+                    .map(|i| self.starts[r] + i),
+            );
         }
-    }
-
-    fn pkg(&self, id: Pid) -> &'a PackageInfo {
-        let (r, i) = self.pkgs[id];
-        &self.repos[r].packages[i]
-    }
-
-    fn repo_tag(&self, id: Pid) -> Option<&'a str> {
-        self.repos[self.pkgs[id].0].tag.as_deref()
-    }
-
-    fn providers(&self, name: &str) -> &[Prov<'a>] {
-        self.by_name.get(name).map_or(&[], Vec::as_slice)
+        out
     }
 
     /// Whether `prov` satisfies the positive form of `d` (the conflict flag is ignored).
@@ -291,15 +412,20 @@ struct Solver<'a> {
     reqs: HashMap<&'a str, Vec<(Requirer, &'a Dependency)>>,
     /// Requirements whose only providers are virtuals nobody picked yet.
     deferred: Vec<(&'a Dependency, Vec<String>)>,
+    /// install_if packages that may be triggered: some chosen package holds a name one of
+    /// their positive atoms asks for (or they have none). Any other install_if package has an
+    /// atom nothing chosen answers to, so it cannot be triggered yet.
+    pending: BTreeSet<Pid>,
 }
 
 impl<'a> Solver<'a> {
-    fn new(repos: &'a [Repository], world: &'a [Dependency]) -> Self {
+    fn new(repos: &[SourceRepo<'a>], world: &'a [Dependency]) -> Self {
         let ix = Index::new(repos);
         let mut w: Vec<&Dependency> = world.iter().collect();
         // apk sorts the world by name before solving; the full atom breaks ties.
         w.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.cmp(b)));
-        let n = ix.pkgs.len();
+        let n = ix.len();
+        let pending = ix.triggered_by("").into_iter().collect();
         let mut s = Solver {
             ix,
             world: w,
@@ -310,6 +436,7 @@ impl<'a> Solver<'a> {
             holders: HashMap::new(),
             reqs: HashMap::new(),
             deferred: Vec::new(),
+            pending,
         };
         for d in s.world.clone() {
             s.reqs
@@ -406,7 +533,7 @@ impl<'a> Solver<'a> {
                     .unwrap_or(0)
                     .cmp(&pb.provider_priority.unwrap_or(0))
             })
-            .then_with(|| self.ix.pkgs[b.pkg].0.cmp(&self.ix.pkgs[a.pkg].0))
+            .then_with(|| self.ix.locate(b.pkg).0.cmp(&self.ix.locate(a.pkg).0))
             // Past apk's criteria only determinism matters: apko's newest-overall, then name.
             .then_with(|| version::compare(&pa.version, &pb.version))
             .then_with(|| pb.name.cmp(&pa.name))
@@ -436,6 +563,16 @@ impl<'a> Solver<'a> {
             self.holders.entry(n).or_insert(id);
         }
         let p = self.ix.pkg(id);
+        // Every name it answers to may complete some install_if.
+        for n in std::iter::once(&p.name).chain(p.provides.iter().map(|d| &d.name)) {
+            let woken: Vec<Pid> = self
+                .ix
+                .triggered_by(n)
+                .into_iter()
+                .filter(|q| !self.chosen[*q])
+                .collect();
+            self.pending.extend(woken);
+        }
         for d in &p.depends {
             self.reqs
                 .entry(d.name.as_str())
@@ -505,9 +642,13 @@ impl<'a> Solver<'a> {
 
     fn install_if_round(&mut self) -> bool {
         let mut added = false;
-        for i in 0..self.ix.install_if.len() {
-            let id = self.ix.install_if[i];
+        // The pending packages in id order, including those that become pending (with a
+        // larger id) while the round runs: the order apk walks its install_if list in.
+        let mut next = 0;
+        while let Some(&id) = self.pending.range(next..).next() {
+            next = id + 1;
             if self.chosen[id] {
+                self.pending.remove(&id);
                 continue;
             }
             let p = self.ix.pkg(id);
@@ -592,7 +733,7 @@ impl<'a> Solver<'a> {
         let mut bad: BTreeMap<Pid, Faults> = BTreeMap::new();
         for &(r, d) in &all {
             if d.conflict {
-                for pr in self.ix.providers(&d.name) {
+                for pr in self.ix.providers(&d.name).iter() {
                     if self.chosen[pr.pkg]
                         && r != Requirer::Pkg(pr.pkg)
                         && self.ix.prov_matches(pr, d)
@@ -720,10 +861,17 @@ impl<'a> Solver<'a> {
     fn order(&self) -> Vec<Selected> {
         let mut state = vec![0u8; self.chosen.len()];
         let mut out = Vec::new();
+        let mut install_if: Vec<Pid> = self
+            .chosen_list
+            .iter()
+            .copied()
+            .filter(|id| !self.ix.pkg(*id).install_if.is_empty())
+            .collect();
+        install_if.sort_unstable();
         let world: Vec<&Dependency> = self.world.iter().copied().filter(|d| !d.conflict).collect();
         for d in world {
             if let Some(id) = self.holder_of(d) {
-                self.visit(id, &mut state, &mut out);
+                self.visit(id, &install_if, &mut state, &mut out);
             }
         }
         let mut rest: Vec<Pid> = self
@@ -737,11 +885,11 @@ impl<'a> Solver<'a> {
             pa.name.cmp(&pb.name).then(a.cmp(b))
         });
         for id in rest {
-            self.visit(id, &mut state, &mut out);
+            self.visit(id, &install_if, &mut state, &mut out);
         }
         out.into_iter()
             .map(|id| {
-                let (repo, index) = self.ix.pkgs[id];
+                let (repo, index) = self.ix.locate(id);
                 Selected {
                     repo,
                     index,
@@ -761,7 +909,8 @@ impl<'a> Solver<'a> {
             .min_by_key(|id| self.rank[*id])
     }
 
-    fn visit(&self, id: Pid, state: &mut [u8], out: &mut Vec<Pid>) {
+    /// `install_if` holds the chosen install_if packages in id order.
+    fn visit(&self, id: Pid, install_if: &[Pid], state: &mut [u8], out: &mut Vec<Pid>) {
         if state[id] != 0 {
             return;
         }
@@ -772,14 +921,14 @@ impl<'a> Solver<'a> {
                 continue;
             }
             if let Some(dep) = self.holder_of(d) {
-                self.visit(dep, state, out);
+                self.visit(dep, install_if, state, out);
             }
         }
         state[id] = 2;
         out.push(id);
         // apk records an install_if package right after the last of its triggers.
-        for &q in &self.ix.install_if {
-            if !self.chosen[q] || state[q] != 0 {
+        for &q in install_if {
+            if state[q] != 0 {
                 continue;
             }
             let ready = self
@@ -789,7 +938,7 @@ impl<'a> Solver<'a> {
                 .iter()
                 .all(|d| d.conflict || self.holder_of(d).is_some_and(|h| state[h] == 2));
             if ready {
-                self.visit(q, state, out);
+                self.visit(q, install_if, state, out);
             }
         }
     }
@@ -798,6 +947,23 @@ impl<'a> Solver<'a> {
 /// Resolve `world` over `repos` (in priority order) into the packages to install, in install
 /// order, or apk's explanation of why that is impossible.
 pub fn solve(repos: &[Repository], world: &[Dependency]) -> Result<Solution, SolveError> {
+    let listed: Vec<Listed<'_>> = repos.iter().map(|r| Listed::new(&r.packages)).collect();
+    let sources: Vec<SourceRepo<'_>> = repos
+        .iter()
+        .zip(&listed)
+        .map(|(r, l)| SourceRepo {
+            tag: r.tag.as_deref(),
+            source: l,
+        })
+        .collect();
+    solve_sources(&sources, world)
+}
+
+/// [`solve`] over any [`Source`]s: only the packages the resolution reaches are read.
+pub fn solve_sources(
+    repos: &[SourceRepo<'_>],
+    world: &[Dependency],
+) -> Result<Solution, SolveError> {
     let mut s = Solver::new(repos, world);
     s.run();
     let problems = s.validate();
