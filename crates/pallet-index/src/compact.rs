@@ -388,26 +388,37 @@ impl Layout {
             }
             prev = s;
         }
-        for i in 0..names {
-            let e = l.names_table + i * NAME_ENTRY;
-            let (at, len) = (u32_at(data, e) as usize, u32_at(data, e + 4) as usize);
-            let (list, n) = (
-                u32_at(data, e + 8) as usize,
-                u32_at(data, e + 12) as usize + u32_at(data, e + 16) as usize,
-            );
-            if !fits(at, len, l.strings_len) || !fits(list, n, l.lists_len) {
-                return Err(bad("a name entry lies outside the file"));
-            }
-            std::str::from_utf8(&data[l.strings + at..l.strings + at + len])
-                .map_err(|_| bad("a name is not UTF-8"))?;
-        }
-        for i in 0..l.lists_len {
-            if u32_at(data, l.lists + i * 4) as usize >= count {
-                return Err(bad("a name list points past the last record"));
-            }
-        }
+        // Name entries and lists are checked as they are read (see `Records::lists`): a
+        // lookup reads a dozen entries of the tens of thousands.
         Ok(l)
     }
+
+    /// Name entry `i`: its name's bytes and where its lists lie (start, providers, triggered).
+    fn name_entry<'d>(&self, data: &'d [u8], i: usize) -> Option<(&'d [u8], usize, usize, usize)> {
+        let e = self.names_table + i * NAME_ENTRY;
+        let (at, len) = (u32_at(data, e) as usize, u32_at(data, e + 4) as usize);
+        let (list, np, nt) = (
+            u32_at(data, e + 8) as usize,
+            u32_at(data, e + 12) as usize,
+            u32_at(data, e + 16) as usize,
+        );
+        (fits(at, len, self.strings_len) && fits(list, np + nt, self.lists_len)).then(|| {
+            (
+                &data[self.strings + at..self.strings + at + len],
+                list,
+                np,
+                nt,
+            )
+        })
+    }
+}
+
+/// What a record or name that does not decode says (possible only if the file was altered in
+/// a way that kept its checksum, or written by a broken pallet).
+fn altered(what: &str) -> ! {
+    panic!(
+        "compact index {what} does not decode: the cache file was altered; remove pallet's cache folder"
+    )
 }
 
 /// A checked reader over one record's bytes.
@@ -623,9 +634,9 @@ impl Records {
                 Some(cell.get_or_init(|| {
                     let at = |k: usize| u32_at(data, layout.records_table + k * 4) as usize;
                     let b = &data[layout.records + at(i)..layout.records + at(i + 1)];
-                    let p = Cursor { b, at: 0 }.record().unwrap_or_else(|| {
-                        panic!("compact index record {i} does not decode: the cache file was altered; remove pallet's cache folder")
-                    });
+                    let p = Cursor { b, at: 0 }
+                        .record()
+                        .unwrap_or_else(|| altered(&format!("record {i}")));
                     Box::new(p)
                 }))
             }
@@ -660,26 +671,26 @@ impl Records {
                     .map_or_else(Default::default, |(p, t)| (widen(p), widen(t)))
             }
             Backing::Compact { data, layout, .. } => {
-                let entry = |i: usize| layout.names_table + i * NAME_ENTRY;
-                let name_of = |i: usize| {
-                    let e = entry(i);
-                    let at = layout.strings + u32_at(data, e) as usize;
-                    &data[at..at + u32_at(data, e + 4) as usize]
-                };
                 let (mut lo, mut hi) = (0, layout.names);
                 while lo < hi {
                     let mid = (lo + hi) / 2;
-                    match name_of(mid).cmp(name.as_bytes()) {
+                    let (n, list, np, nt) = layout
+                        .name_entry(data, mid)
+                        .unwrap_or_else(|| altered(&format!("name entry {mid}")));
+                    match n.cmp(name.as_bytes()) {
                         std::cmp::Ordering::Less => lo = mid + 1,
                         std::cmp::Ordering::Greater => hi = mid,
                         std::cmp::Ordering::Equal => {
-                            let e = entry(mid);
-                            let list = layout.lists + u32_at(data, e + 8) as usize * 4;
-                            let (np, nt) = (u32_at(data, e + 12) as usize, u32_at(data, e + 16));
-                            let read = |k: usize| u32_at(data, list + k * 4) as usize;
+                            let read = |k: usize| {
+                                let r = u32_at(data, layout.lists + (list + k) * 4) as usize;
+                                if r >= layout.count {
+                                    altered(&format!("list of '{name}'"));
+                                }
+                                r
+                            };
                             return (
                                 (0..np).map(read).collect(),
-                                (np..np + nt as usize).map(read).collect(),
+                                (np..np + nt).map(read).collect(),
                             );
                         }
                     }
@@ -862,6 +873,20 @@ mod tests {
             Records::load(v, None).unwrap_err(),
             CompactError::Malformed(_)
         ));
+    }
+
+    #[test]
+    fn an_altered_list_with_a_valid_checksum_is_never_followed() {
+        let mut v = encoded();
+        let lists = HEADER + u32_at(&v, HEADER + 40 + 24) as usize;
+        for k in 0..u32_at(&v, HEADER + 40 + 28) as usize {
+            v[lists + k * 4..lists + k * 4 + 4].copy_from_slice(&7u32.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&v[HEADER..]);
+        v[12..16].copy_from_slice(&crc.to_le_bytes());
+        let r = Records::load(v, None).unwrap();
+        let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.providers("musl")));
+        assert!(looked.is_err());
     }
 
     #[test]

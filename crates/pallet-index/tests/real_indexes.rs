@@ -44,3 +44,40 @@ fn three_rsa256_signatures_and_the_installed_db() {
     .unwrap();
     assert_eq!(again, db);
 }
+
+#[test]
+fn the_compact_form_of_a_real_index_gives_the_same_records_and_names() {
+    let Some(s) = shared() else { return };
+    let idx = pallet_index::read_index(
+        &s.join("fixtures/upstream-testdata/apko/alpine-316/APKINDEX.tar.gz"),
+        None,
+    )
+    .unwrap();
+    let data = pallet_index::compact::encode(
+        &idx.packages,
+        idx.description.as_deref(),
+        &[1; 32],
+        pallet_index::MAX_INDEX_SIZE,
+    )
+    .unwrap();
+    let compact = pallet_index::Records::load(data, Some(&[1; 32])).unwrap();
+    assert_eq!(compact.to_vec(), idx.packages);
+    assert_eq!(compact.description(), idx.description);
+    // Every name any record answers to or triggers on, looked up both ways.
+    let plain = pallet_index::Records::from(idx.packages.clone());
+    let mut names: Vec<&str> = vec!["", "no-such-name"];
+    for p in &idx.packages {
+        names.push(&p.name);
+        names.extend(
+            p.provides
+                .iter()
+                .chain(&p.install_if)
+                .map(|d| d.name.as_str()),
+        );
+    }
+    for n in names {
+        assert_eq!(compact.providers(n), plain.providers(n), "{n}");
+        assert_eq!(compact.triggered_by(n), plain.triggered_by(n), "{n}");
+    }
+    assert!(compact.triggered_by("docs").len() > 1000);
+}
