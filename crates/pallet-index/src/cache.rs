@@ -127,6 +127,77 @@ fn paths(dir: &Path, digest: &[u8; 32], ring: Option<&[u8; 32]>) -> (PathBuf, Op
     )
 }
 
+/// SHA-256 of a file, read in pieces.
+fn file_digest(path: &Path) -> io::Result<[u8; 32]> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(h.finalize().into()),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The cached records of the index at `path` (whose SHA-256 is `digest`) when there are
+/// some: made from these very bytes, read within a limit no larger than today's (a lower limit
+/// now might refuse the index, so that case reads it again), and, with a keyring, verified
+/// with these keys before or now.
+fn cached(
+    path: &Path,
+    digest: &[u8; 32],
+    keyring: Option<&Keyring>,
+    ring: Option<&[u8; 32]>,
+    dir: &Path,
+    limit: u64,
+) -> Result<Option<CachedIndex>, IndexError> {
+    let (idx_path, trust_path) = paths(dir, digest, ring);
+    let Some(packages) = fs::read(&idx_path)
+        .ok()
+        .and_then(|data| Records::load(data, Some(digest)).ok())
+        .filter(|r| r.size_limit().is_some_and(|l| l <= limit))
+    else {
+        return Ok(None);
+    };
+    let trust = match (keyring, &trust_path, ring) {
+        (Some(k), Some(tp), Some(fp)) => {
+            match fs::read(tp).ok().and_then(|d| decode_trust(&d, digest, fp)) {
+                Some(t) => t,
+                None => {
+                    let bytes = fs::read(path).map_err(|source| IndexError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                    if Sha256::digest(&bytes)[..] != digest[..] {
+                        // Changed since it was hashed: read it as a new index.
+                        return Ok(None);
+                    }
+                    let (t, _) =
+                        read_signed_archive(&bytes[..], Some(k), limit).map_err(|source| {
+                            IndexError::Apk {
+                                path: path.to_path_buf(),
+                                source,
+                            }
+                        })?;
+                    write_trust(dir, tp, digest, fp, &t);
+                    t
+                }
+            }
+        }
+        _ => Trust::NotChecked,
+    };
+    Ok(Some(CachedIndex {
+        description: packages.description(),
+        packages,
+        trust,
+        digest: *digest,
+    }))
+}
+
 /// Read the index at `path` as [`crate::read_index`] does (verifying it against `keyring`
 /// when one is given, within the size limit), through the cache in `cache_dir`. Anything
 /// wrong with the cache is a miss; failing to write it is not an error.
@@ -135,50 +206,23 @@ pub fn read_index_cached(
     keyring: Option<&Keyring>,
     cache_dir: &Path,
 ) -> Result<CachedIndex, IndexError> {
-    let bytes = fs::read(path).map_err(|source| IndexError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let digest: [u8; 32] = Sha256::digest(&bytes).into();
-    let dir = cache_dir.join(BUCKET);
-    let ring = keyring.map(keyring_fingerprint);
-    let (idx_path, trust_path) = paths(&dir, &digest, ring.as_ref());
-    let limit = max_index_size();
-    let apk_err = |source| IndexError::Apk {
+    let io_err = |source| IndexError::Io {
         path: path.to_path_buf(),
         source,
     };
-    // A hit: records made from these very bytes, read within a limit no larger than today's
-    // (a lower limit now might refuse the index, so that case reads it again).
-    let hit = fs::read(&idx_path)
-        .ok()
-        .and_then(|data| Records::load(data, Some(&digest)).ok())
-        .filter(|r| r.size_limit().is_some_and(|l| l <= limit));
-    if let Some(packages) = hit {
-        let trust = match (keyring, &trust_path, &ring) {
-            (Some(k), Some(tp), Some(fp)) => {
-                match fs::read(tp)
-                    .ok()
-                    .and_then(|d| decode_trust(&d, &digest, fp))
-                {
-                    Some(t) => t,
-                    None => {
-                        let (t, _) =
-                            read_signed_archive(&bytes[..], Some(k), limit).map_err(apk_err)?;
-                        write_trust(&dir, tp, &digest, fp, &t);
-                        t
-                    }
-                }
-            }
-            _ => Trust::NotChecked,
-        };
-        return Ok(CachedIndex {
-            description: packages.description(),
-            packages,
-            trust,
-            digest,
-        });
+    let dir = cache_dir.join(BUCKET);
+    let ring = keyring.map(keyring_fingerprint);
+    let limit = max_index_size();
+    // A hit needs only the digest, hashed as the file streams by; the bytes themselves are
+    // read only to verify or parse them.
+    let digest = file_digest(path).map_err(io_err)?;
+    if let Some(hit) = cached(path, &digest, keyring, ring.as_ref(), &dir, limit)? {
+        return Ok(hit);
     }
+    let bytes = fs::read(path).map_err(io_err)?;
+    // The digest of the bytes parsed, should the file have changed since it was hashed.
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let (idx_path, trust_path) = paths(&dir, &digest, ring.as_ref());
     let index = crate::read_index_from(&bytes[..], path, keyring)?;
     let mut packages = None;
     if let Ok(data) = crate::compact::encode(
