@@ -5,7 +5,7 @@ set -euo pipefail
 need=()
 for pair in skopeo:skopeo umoci:umoci runc:runc bwrap:bubblewrap docker-registry:docker-registry \
             curl:curl gcc:gcc pigz:pigz bc:bc htpasswd:apache2-utils patch:patch wget:wget \
-            cpio:cpio dockerd:docker.io; do
+            cpio:cpio dockerd:docker.io tmux:tmux qemu-system-x86_64:qemu-system-x86; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -33,6 +33,16 @@ for a in arm64 armhf; do
   dpkg --print-foreign-architectures | grep -qx "$a" || { dpkg --add-architecture "$a"; added=1; }
 done
 [ "$added" = 0 ] || apt-get update -qq || true
+# The qemu runner's tests boot Debian's cloud kernel, unpacked (never installed on the host).
+K=${PALLET_TEST_KERNEL_DIR:-/var/cache/pallet-test-kernel}
+if ! ls "$K"/boot/vmlinuz-* >/dev/null 2>&1; then
+  mkdir -p "$K.tmp" && (
+    cd "$K.tmp"
+    v=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+    apt-get download "$v" >/dev/null 2>&1 || { apt-get update -qq; apt-get download "$v" >/dev/null 2>&1; }
+    dpkg-deb -x linux-image-*.deb root && rm -f linux-image-*.deb
+  ) && rm -rf "$K" && mv "$K.tmp/root" "$K" && rm -rf "$K.tmp" || echo "note: no kernel for the qemu runner's tests" >&2
+fi
 if ! command -v pyspdxtools >/dev/null 2>&1; then
   python3 -m pip install -q spdx-tools >/dev/null 2>&1 || python3 -m pip install -q --break-system-packages spdx-tools
 fi

@@ -73,6 +73,8 @@ pub struct Options {
     pub log: crate::log::Log,
     /// melange's `--runner`: bubblewrap, a container of a Docker daemon, or a qemu microVM.
     pub runner: crate::runner::Runner,
+    /// melange's `--interactive`: a failed step opens a shell in the guest.
+    pub interactive: bool,
     /// binfmt_misc's folder, checked for a qemu-user handler before a foreign-arch build
     /// (default [`crate::emulation::BINFMT_MISC`]).
     pub binfmt_dir: Option<PathBuf>,
@@ -507,8 +509,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     if let Some(c) = &opts.cache_dir {
         let _ = fs::create_dir_all(c);
     }
-    let (guest, running) =
-        start_guest(guest, arch, opts, &workspace, scratch.path(), &identity)?;
+    let (guest, running) = start_guest(guest, arch, opts, &workspace, scratch.path(), &identity)?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
     env.extend(plan.environment.environment.clone());
@@ -526,6 +527,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         identity,
         deadline: plan.timeout.map(|t| (started + t, t)),
         log: opts.log.clone(),
+        interactive: opts.interactive,
     };
     for step in &plan.steps {
         opts.log.line(format_args!("running step '{}'", step.name));
@@ -637,8 +639,7 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
         &workspace,
         &identity,
     )?;
-    let (guest, _running) =
-        start_guest(guest, arch, opts, &workspace, scratch.path(), &identity)?;
+    let (guest, _running) = start_guest(guest, arch, opts, &workspace, scratch.path(), &identity)?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
     env.extend(test.environment.environment.clone());
@@ -651,6 +652,7 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
         identity,
         deadline: None,
         log: opts.log.clone(),
+        interactive: opts.interactive,
     };
     let mut steps = vec![];
     crate::recipe::flatten_steps(&test.pipeline, &mut steps);

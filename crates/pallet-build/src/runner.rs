@@ -106,6 +106,8 @@ pub struct Sandbox {
     pub deadline: Option<(Instant, Duration)>,
     /// Where each line the step prints goes.
     pub log: crate::log::Log,
+    /// melange's `--interactive`: a failed step opens a shell in the guest, on our terminal.
+    pub interactive: bool,
 }
 
 impl Default for Identity {
@@ -154,6 +156,18 @@ impl Sandbox {
     }
 
     fn command(&self, step: &Step) -> Command {
+        // Debian's /bin/sh (dash) has no pipefail: a bootstrap build uses the host's bash.
+        let shell = match &self.guest {
+            Guest::Bootstrap if Path::new("/bin/bash").exists() => "/bin/bash",
+            _ => "/bin/sh",
+        };
+        self.bwrap(step, &[shell, "-c", &self.script(step)], true)
+    }
+
+    /// bwrap with the guest's mounts, user and environment, running `argv`. `new_session`
+    /// detaches it from our terminal (so a step cannot push input into it); only the debug
+    /// shell keeps the terminal.
+    fn bwrap(&self, step: &Step, argv: &[&str], new_session: bool) -> Command {
         let mut c = Command::new("bwrap");
         match &self.guest {
             Guest::Root(root) => {
@@ -213,14 +227,11 @@ impl Sandbox {
         for cap in &self.identity.caps {
             c.arg("--cap-add").arg(cap);
         }
-        c.args([
-            "--unshare-pid",
-            "--die-with-parent",
-            "--new-session",
-            "--clearenv",
-            "--chdir",
-            "/home/build",
-        ]);
+        c.args(["--unshare-pid", "--die-with-parent"]);
+        if new_session {
+            c.arg("--new-session");
+        }
+        c.args(["--clearenv", "--chdir", "/home/build"]);
         let mut env = self.env.clone();
         env.extend(step.env.clone());
         env.entry("PATH".into()).or_insert_with(|| {
@@ -231,18 +242,137 @@ impl Sandbox {
         for (k, v) in &env {
             c.arg("--setenv").arg(k).arg(v);
         }
-        // Debian's /bin/sh (dash) has no pipefail: a bootstrap build uses the host's bash.
-        let shell = match &self.guest {
-            Guest::Bootstrap if Path::new("/bin/bash").exists() => "/bin/bash",
-            _ => "/bin/sh",
-        };
-        c.args([shell, "-c", &self.script(step)]);
+        c.args(argv);
         c
     }
 
     /// Run one step, streaming its output to our stderr and keeping the last lines for the
     /// error report.
     pub fn run(&self, step: &Step) -> Result<(), RunError> {
+        let r = self.run_once(step);
+        if !self.interactive || !matches!(r, Err(RunError::StepFailed { .. })) {
+            return r;
+        }
+        if let Err(e) = &r {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "step '{}' failed: a shell in the build guest, in its working folder with its environment (its script is in the shell's history). `exit 0` continues the build; any other exit stops it.",
+            step.name
+        );
+        match self.debug_shell(step)? {
+            0 => Ok(()),
+            _ => r,
+        }
+    }
+
+    /// The shell of `--interactive`: `cd` to the step's folder, then an interactive `sh`.
+    fn shell_script(&self, step: &Step) -> String {
+        let workdir = if step.workdir.is_empty() {
+            "/home/build"
+        } else {
+            step.workdir.as_str()
+        };
+        format!("cd {} 2>/dev/null; exec /bin/sh -i", shell_quote(workdir))
+    }
+
+    /// melange's debugger: a shell in the same guest as the failed step, on our terminal;
+    /// returns the shell's exit status. The failed script is put in `~/.ash_history` (so the
+    /// up arrow recalls it) and removed afterwards.
+    fn debug_shell(&self, step: &Step) -> Result<i32, RunError> {
+        let history = self.workspace.join(".ash_history");
+        let _ = std::fs::write(&history, format!("{}\n", step.runs.trim_end()));
+        let status = match &self.guest {
+            Guest::Docker { socket, container } => self.docker_shell(step, socket, container),
+            Guest::Qemu(vm) => {
+                let code = vm.shell(
+                    &self.qemu_wrap(step, &self.shell_script(step)),
+                    self.identity.uid,
+                    self.identity.gid,
+                )?;
+                Ok(code)
+            }
+            _ => {
+                let st = self
+                    .bwrap(step, &["/bin/sh", "-c", &self.shell_script(step)], false)
+                    .status()
+                    .map_err(RunError::Spawn)?;
+                Ok(st.code().unwrap_or(1))
+            }
+        };
+        let _ = std::fs::remove_file(&history);
+        status
+    }
+
+    /// The debug shell as an attached `docker exec`: our standard input goes to it, its
+    /// output comes back multiplexed.
+    fn docker_shell(&self, step: &Step, socket: &Path, container: &str) -> Result<i32, RunError> {
+        use pallet_image::docker::{Body, Engine};
+        use std::io::{Read as _, Write as _};
+        let engine = Engine::new(socket.to_path_buf());
+        let env: Vec<String> = self
+            .step_env(step)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let created = engine.ok(
+            "POST",
+            &format!("/containers/{container}/exec"),
+            Body::Json(&serde_json::json!({
+                "AttachStdin": true,
+                "AttachStdout": true,
+                "AttachStderr": true,
+                "Cmd": ["/bin/sh", "-c", self.shell_script(step)],
+                "Env": env,
+                "User": format!("{}:{}", self.identity.uid, self.identity.gid),
+                "WorkingDir": "/home/build",
+            })),
+        )?;
+        let id = serde_json::from_slice::<serde_json::Value>(&created)
+            .ok()
+            .and_then(|v| v["Id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut stream = engine.hijack(
+            &format!("/exec/{id}/start"),
+            &serde_json::json!({"Detach": false, "Tty": false}),
+        )?;
+        let mut input = stream
+            .try_clone()
+            .map_err(|e| RunError::Spawn(std::io::Error::other(e)))?;
+        // Stays blocked on our terminal after the shell is gone; the build moves on.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let stdin = std::io::stdin();
+            let mut stdin = stdin.lock();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || input.write_all(&buf[..n]).is_err() {
+                    let _ = input.shutdown(std::net::Shutdown::Write);
+                    break;
+                }
+            }
+        });
+        // Frames: a byte for the stream (1 out, 2 err), three zeros, a big-endian length.
+        let mut head = [0u8; 8];
+        while stream.read_exact(&mut head).is_ok() {
+            let n = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+            let mut data = vec![0u8; n];
+            if stream.read_exact(&mut data).is_err() {
+                break;
+            }
+            if head[0] == 2 {
+                let _ = std::io::stderr().write_all(&data);
+            } else {
+                let mut out = std::io::stdout();
+                let _ = out.write_all(&data).and_then(|_| out.flush());
+            }
+        }
+        let info: serde_json::Value =
+            serde_json::from_slice(&engine.ok("GET", &format!("/exec/{id}/json"), Body::None)?)
+                .unwrap_or_default();
+        Ok(info["ExitCode"].as_i64().unwrap_or(1) as i32)
+    }
+
+    fn run_once(&self, step: &Step) -> Result<(), RunError> {
         if let Guest::Docker { socket, container } = &self.guest {
             return self.run_docker(step, socket, container);
         }
@@ -422,13 +552,17 @@ impl Sandbox {
     /// The script the qemu guest's init runs for a step: the step's environment and nothing
     /// else (`env -i`, as bubblewrap's `--clearenv`), then melange's script.
     pub fn qemu_script(&self, step: &Step) -> String {
+        self.qemu_wrap(step, &self.script(step))
+    }
+
+    fn qemu_wrap(&self, step: &Step, script: &str) -> String {
         let mut s = String::from("exec env -i");
         for (k, v) in self.step_env(step) {
             s.push(' ');
             s.push_str(&shell_quote(&format!("{k}={v}")));
         }
         s.push_str(" /bin/sh -c ");
-        s.push_str(&shell_quote(&self.script(step)));
+        s.push_str(&shell_quote(script));
         s.push('\n');
         s
     }
@@ -587,6 +721,7 @@ mod tests {
             identity: Identity::default(),
             deadline: None,
             log: Default::default(),
+            interactive: false,
         };
         let step = Step {
             name: "x".into(),
@@ -616,6 +751,7 @@ mod tests {
             identity: Identity::default(),
             deadline: None,
             log: Default::default(),
+            interactive: false,
         };
         let ok = Step {
             name: "write".into(),

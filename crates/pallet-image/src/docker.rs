@@ -130,6 +130,48 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A request whose connection the daemon hands over to the caller as a raw stream
+    /// (`Upgrade: tcp`), as an attached `exec` start does: the stream after the answer's head.
+    pub fn hijack(&self, path: &str, body: &serde_json::Value) -> Result<UnixStream, DockerError> {
+        let io = self.io();
+        let mut s = UnixStream::connect(&self.socket).map_err(|source| DockerError::Connect {
+            socket: self.socket.clone(),
+            source,
+        })?;
+        let b = serde_json::to_vec(body).expect("JSON values serialise");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n",
+            b.len()
+        );
+        s.write_all(head.as_bytes()).map_err(&io)?;
+        s.write_all(&b).map_err(&io)?;
+        s.flush().map_err(&io)?;
+        // Byte by byte up to the blank line: what follows is the stream, and a buffered
+        // reader would swallow its start.
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n\r\n") {
+            if reply.len() > 64 << 10 || s.read(&mut byte).map_err(&io)? == 0 {
+                return Err(DockerError::Refused(format!(
+                    "POST {path}: the daemon closed the connection"
+                )));
+            }
+            reply.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&reply);
+        let code: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if code != 101 && code != 200 {
+            return Err(DockerError::Refused(format!("POST {path}: HTTP {code}")));
+        }
+        Ok(s)
+    }
+}
+
 fn read_reply(
     s: UnixStream,
     io: &dyn Fn(std::io::Error) -> DockerError,

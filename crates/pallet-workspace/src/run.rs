@@ -997,6 +997,7 @@ fn build_recipe(ctx: &Ctx, i: usize) -> Result<Vec<OutFile>, String> {
             },
             log: log.clone(),
             runner: ctx.ro.runner.clone(),
+            interactive: false,
             ..Default::default()
         },
         ..Default::default()
@@ -1197,6 +1198,7 @@ fn run_one_test(
         env_file: ctx.env_file.clone(),
         log: log.clone(),
         runner: ctx.ro.runner.clone(),
+        interactive: false,
         ..Default::default()
     };
     pallet_build::driver::run_test(t, &opts).map_err(|e| {

@@ -155,8 +155,46 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("Error: {err:#}");
+            eprintln!("Error: {}", chain_text(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, each said once: library errors carry their cause in their own
+/// message, and printing the chain after it would repeat the cause.
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(io).context("writing out.tar");
+        assert_eq!(super::chain_text(&e), "writing out.tar: disk full");
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "building x: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Wrapped(std::io::Error::other("no space")));
+        assert_eq!(super::chain_text(&e), "building x: no space");
     }
 }

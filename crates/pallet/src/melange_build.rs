@@ -204,7 +204,9 @@ pub(crate) fn default_apk_cache() -> PathBuf {
 /// `--runner`: bubblewrap (the default) or docker (the daemon at DOCKER_HOST); melange's qemu
 /// runner is accepted and says, in one line, that the build runs in bubblewrap instead.
 /// Returns the docker socket when the docker runner is chosen.
-pub(crate) fn check_runner(runner: &Option<String>) -> anyhow::Result<pallet_build::runner::Runner> {
+pub(crate) fn check_runner(
+    runner: &Option<String>,
+) -> anyhow::Result<pallet_build::runner::Runner> {
     use pallet_build::runner::Runner;
     match runner.as_deref() {
         None | Some("") | Some("bubblewrap") | Some("bwrap") => Ok(Runner::Bubblewrap),
@@ -212,19 +214,10 @@ pub(crate) fn check_runner(runner: &Option<String>) -> anyhow::Result<pallet_bui
             std::env::var("DOCKER_HOST").ok().as_deref(),
         )?)),
         // melange's variables (QEMU_KERNEL_IMAGE, QEMU_KERNEL_MODULES, ...) name the kernel.
-        Some("qemu") => Ok(Runner::Qemu(pallet_build::qemu::QemuConfig::from_vars(|k| {
-            std::env::var(k).ok()
-        }))),
+        Some("qemu") => Ok(Runner::Qemu(pallet_build::qemu::QemuConfig::from_vars(
+            |k| std::env::var(k).ok(),
+        ))),
         Some(other) => bail!("--runner {other}: unknown runner (bubblewrap, qemu or docker)"),
-    }
-}
-
-/// `-i/--interactive`: melange opens a shell in the guest when a step fails; pallet cannot yet.
-fn note_interactive(interactive: bool) {
-    if interactive {
-        eprintln!(
-            "note: --interactive: pallet cannot open a shell in the sandbox when a step fails yet; to look at a failed build, rerun it with --workspace-dir DIR (kept afterwards) and --debug"
-        );
     }
 }
 
@@ -239,7 +232,6 @@ fn detect_commit(given: &Option<String>, config: &Path) -> Option<String> {
 
 pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let runner = check_runner(&a.runner)?;
-    note_interactive(a.interactive);
     if a.bootstrap {
         let unused: Vec<&str> = [
             ("--package-append", !a.package_append.is_empty()),
@@ -330,6 +322,7 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             log: pallet_build::log::Log::stderr(),
             binfmt_dir: binfmt_dir(),
             runner,
+            interactive: a.interactive,
         },
     };
     let mut req = req;
@@ -761,7 +754,6 @@ pub struct TestArgs {
 
 pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
     let runner = check_runner(&a.runner)?;
-    note_interactive(a.interactive);
     let env_file = read_env_files(&a.env_file)?;
     let pipeline_dirs: Vec<PathBuf> = a
         .pipeline_dir
@@ -825,6 +817,7 @@ fn test_arch(
         env_file: env_file.clone(),
         binfmt_dir: binfmt_dir(),
         runner: runner.clone(),
+        interactive: a.interactive,
         ..Default::default()
     };
     for (name, t) in &tests {

@@ -315,6 +315,7 @@ pub fn rebuild_cmd(a: RebuildArgs) -> anyhow::Result<ExitCode> {
                 extra_keyring: a.keyring_append.clone(),
                 config_source: emb.config_source.clone(),
                 runner: runner.clone(),
+                interactive: false,
                 ..Default::default()
             };
             pallet_build::driver::build(&plan, &opts)

@@ -8,85 +8,9 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use common::*;
-
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path) -> Option<Daemon> {
-        if !(have("dockerd") && have("docker")) {
-            return None;
-        }
-        fs::create_dir_all(dir).unwrap();
-        let child = Command::new("dockerd")
-            .arg("--host")
-            .arg(format!("unix://{}", dir.join("sock").display()))
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("pid"))
-            .args(["--bridge=none", "--iptables=false"])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("log")).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            dir: dir.to_path_buf(),
-        };
-        for _ in 0..120 {
-            if d.docker(&["info"]).status.success() {
-                return Some(d);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        eprintln!(
-            "SKIPPED: dockerd did not start: {}",
-            fs::read_to_string(dir.join("log"))
-                .unwrap_or_default()
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        None
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.dir.join("sock").display())
-    }
-
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", self.host())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..40 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn docker_loads_runs_and_inspects_pallet_images() {

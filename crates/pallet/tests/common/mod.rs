@@ -298,3 +298,179 @@ pub fn apk_member(apk: &Path, member: &str) -> String {
 pub fn pkginfo(apk: &Path) -> String {
     apk_member(apk, ".PKGINFO")
 }
+
+/// A private Docker daemon (Debian's docker.io) on a socket in `dir`, with its own data and exec
+/// roots, no bridge and no iptables; stopped when dropped. `None` (with a SKIPPED line) when
+/// dockerd is missing or does not start.
+pub struct Daemon {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path) -> Option<Daemon> {
+        if !(have("dockerd") && have("docker")) {
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let child = std::process::Command::new("dockerd")
+            .arg("--host")
+            .arg(format!("unix://{}", dir.join("sock").display()))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("pid"))
+            .args(["--bridge=none", "--iptables=false"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        for _ in 0..120 {
+            if d.docker(&["info"]).status.success() {
+                return Some(d);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        eprintln!(
+            "SKIPPED: dockerd did not start: {}",
+            std::fs::read_to_string(dir.join("log"))
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        None
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("sock").display())
+    }
+
+    pub fn docker(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..40 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kernel for qemu runner tests: `PALLET_TEST_KERNEL`, else Debian's cloud kernel that
+/// scripts/install-deps.sh unpacks into /var/cache/pallet-test-kernel. `None` (with a SKIPPED
+/// line) when there is none or qemu is missing.
+pub fn qemu_kernel() -> Option<PathBuf> {
+    if !have("qemu-system-x86_64") {
+        return None;
+    }
+    if let Some(k) = std::env::var_os("PALLET_TEST_KERNEL") {
+        return Some(PathBuf::from(k));
+    }
+    let dir = std::env::var_os("PALLET_TEST_KERNEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/pallet-test-kernel"));
+    let found = std::fs::read_dir(dir.join("boot")).ok().and_then(|rd| {
+        rd.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+    });
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED part: no kernel for the qemu runner in {} (scripts/install-deps.sh unpacks Debian's linux-image-cloud-amd64 there)",
+            dir.display()
+        );
+    }
+    found
+}
+
+/// A detached tmux session running a shell command on a real terminal; killed when dropped.
+pub struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    pub fn start(name: &str, command: &str) -> Option<Tmux> {
+        if !have("tmux") {
+            return None;
+        }
+        let name = format!("{name}-{}", std::process::id());
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "220",
+                "-y",
+                "60",
+                command,
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tmux new-session");
+        Some(Tmux { name })
+    }
+
+    pub fn send(&self, keys: &str) {
+        let ok = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name, keys, "Enter"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tmux send-keys");
+    }
+
+    /// The whole pane, history included.
+    pub fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-J", "-S", "-500", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Wait until the pane shows `needle`; the pane's text either way.
+    pub fn wait_for(&self, needle: &str, secs: u64) -> Result<String, String> {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if s.contains(needle) {
+                return Ok(s);
+            }
+            if std::time::Instant::now() > end {
+                return Err(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
