@@ -507,3 +507,84 @@ fn armv7_guests_run_a_command_under_emulation() {
     );
     assert!(pkginfo(&apk).contains("arch = armv7"));
 }
+
+/// A two-arch tarball through a real Docker daemon: `docker load` takes both per-arch tags
+/// (`TAG-amd64`, `TAG-arm64`), `docker inspect` gives each its architecture, and `docker run`
+/// of each prints its machine (the arm64 one under qemu-user, through binfmt_misc).
+#[test]
+fn multi_arch_tarballs_load_into_docker_with_a_tag_per_arch() {
+    let Some(s) = shared() else { return };
+    if !(have("apt-get") && handler("aarch64")) {
+        return;
+    }
+    let alpine = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let Some(repo) = foreign_repo(d, "arm64", "aarch64") else {
+        return;
+    };
+    let Some(daemon) = Daemon::start(&d.join("docker")) else {
+        return;
+    };
+    let combo = d.join("combo");
+    fs::create_dir_all(&combo).unwrap();
+    std::os::unix::fs::symlink(alpine.join("x86_64"), combo.join("x86_64")).unwrap();
+    std::os::unix::fs::symlink(repo.join("aarch64"), combo.join("aarch64")).unwrap();
+    let mut keys: Vec<String> = fs::read_dir(alpine.join("keys"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .collect();
+    keys.push(d.join("repo.rsa.pub").display().to_string());
+    fs::write(
+        d.join("img.yaml"),
+        format!(
+            "contents:\n  repositories: [{}]\n  keyring: [{}]\n  packages: [busybox]\nentrypoint:\n  command: /bin/sh -c \"echo machine=$(uname -m)\"\narchs: [x86_64, aarch64]\n",
+            combo.display(),
+            keys.join(", ")
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "image",
+            "build",
+            "img.yaml",
+            "pallet.test/two-arch:v1",
+            "two.tar",
+            "--cache-dir",
+            "cache",
+        ],
+        d,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = Command::new("docker")
+        .args(["load", "-i"])
+        .arg(d.join("two.tar"))
+        .env("DOCKER_HOST", daemon.host())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for (suffix, arch, machine) in [("amd64", "amd64", "x86_64"), ("arm64", "arm64", "aarch64")] {
+        let tag = format!("pallet.test/two-arch:v1-{suffix}");
+        assert!(text(&o).contains(&tag), "{}", text(&o));
+        let i = daemon.docker(&["inspect", "--format", "{{.Architecture}} {{.Os}}", &tag]);
+        assert_eq!(String::from_utf8_lossy(&i.stdout).trim(), format!("{arch} linux"));
+        let r = daemon.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--platform",
+            &format!("linux/{arch}"),
+            &tag,
+        ]);
+        assert!(r.status.success(), "{tag}: {}", text(&r));
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout).trim(),
+            format!("machine={machine}"),
+            "{tag}"
+        );
+    }
+}
