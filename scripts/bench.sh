@@ -46,7 +46,7 @@ run() {
   MS=$(( (t1 - t0) / 1000000 ))
   RSS=$(( $(tail -1 "$T/$name.rss") / 1024 ))
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { r = a / b; printf (r < 0.1 ? "%.3fx" : "%.2fx"), r }'; }
 row() { printf '%-44s %8s   %-34s %8s   %6s   %s\n' "$@"; }
 
 # The packages and the image configuration.
@@ -68,7 +68,6 @@ build() { # build NAME CONFIG: the image of CONFIG into out.tar, with the shared
 }
 
 # Baseline: what `apk add` does to the files (without its database), then the layer, with tar.
-mkdir "$T/root"
 base() {
   for f in "$A"/x86_64/*.apk; do
     case "$f" in */vlan-*|*/network-extras-*) continue;; esac
@@ -77,8 +76,14 @@ base() {
   done
   tar --sort=name -C "$T/root" -cf - . | gzip -6 >"$T/base.tar.gz"
 }
-t0=$(now); base; t1=$(now)
-BASE=$(( (t1 - t0) / 1000000 ))
+# The faster of two runs, as the machine may be busy.
+BASE=
+for _ in 1 2; do
+  rm -rf "$T/root"; mkdir "$T/root"
+  t0=$(now); base; t1=$(now)
+  ms=$(( (t1 - t0) / 1000000 ))
+  if [ -z "$BASE" ] || [ "$ms" -lt "$BASE" ]; then BASE=$ms; fi
+done
 
 # The changed repository: every package but openssh linked in, openssh repacked at -r1 with
 # the same files and metadata, and an index signed with a new key.
@@ -93,8 +98,8 @@ while IFS= read -r line; do
   case "$key" in pkgname|arch|pkgdesc|url|license|origin|maintainer|commit|depend|provides)
     info+=(--info "$key=$value");;
   esac
-done < <(tar -xzOf "$old_ssh" .PKGINFO)
-old_ver=$(tar -xzOf "$old_ssh" .PKGINFO | sed -n 's/^pkgver = //p')
+done < <(tar -xzOf "$old_ssh" .PKGINFO 2>/dev/null)
+old_ver=$(tar -xzOf "$old_ssh" .PKGINFO 2>/dev/null | sed -n 's/^pkgver = //p')
 new_ver=${old_ver%-r*}-r$(( ${old_ver##*-r} + 1 ))
 "$P" mkpkg "${info[@]}" --info "version=$new_ver" --files "$T/ssh" \
   -o "$T/new/x86_64/openssh-$new_ver.apk" --signing-key "$T/bench.rsa" >/dev/null 2>&1
@@ -105,6 +110,8 @@ config "$T/new.yaml" "$T/new" "$T/bench.rsa.pub"
 build cold "$T/old.yaml"; COLD=$MS; COLD_RSS=$RSS
 build same "$T/old.yaml"; SAME=$MS; SAME_RSS=$RSS
 build leaf "$T/new.yaml"; LEAF=$MS; LEAF_RSS=$RSS
+# What the new repository resolves openssh to (the repacked version, if all went well).
+SSH=$("$P" image show-packages "$T/new.yaml" --cache-dir "$T/cache" | awk '$1 == "openssh" { print $2 }')
 IMAGE_KB=$(du -k "$T/out.tar" | cut -f1)
 
 # The resolver, on a repository holding the Alpine 3.16 index. The first run reads, verifies
@@ -159,7 +166,7 @@ echo "pallet $("$P" --version | awk '{print $2}'), $(nproc) cores; image of $npk
 row "figure" "pallet" "baseline" "" "ratio" "peak RSS"
 row "1. cold image build (empty cache)" "$COLD ms" "tar -xzf each + tar | gzip -6" "$BASE ms" "$(ratio "$COLD" "$BASE")" "$COLD_RSS MB"
 row "2. rebuild, nothing changed" "$SAME ms" "the same" "$BASE ms" "$(ratio "$SAME" "$BASE")" "$SAME_RSS MB"
-row "3. one leaf changed (openssh $new_ver)" "$LEAF ms" "the same" "$BASE ms" "$(ratio "$LEAF" "$BASE")" "$LEAF_RSS MB"
+row "3. one leaf changed (openssh $SSH)" "$LEAF ms" "the same" "$BASE ms" "$(ratio "$LEAF" "$BASE")" "$LEAF_RSS MB"
 row "4. resolve $RESOLVED packages (median of 20)" "$MEDIAN ms" "apk add --simulate (fixed)" "$APK_SIMULATE_MS ms" "$(ratio "$MEDIAN" "$APK_SIMULATE_MS")" ""
 row "   first run (parses, verifies, caches)" "$FIRST ms" "" "" "" ""
 row "5. 1 GB image build (20 x 50 MB, cold)" "$BIG ms" "(made in $GEN ms, $BIG_MB MB image)" "" "" "$BIG_RSS MB"
