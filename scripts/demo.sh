@@ -44,4 +44,13 @@ PY
 out=$(cd bundle && runc run "pallet-demo-$$")
 echo "$out"
 echo "$out" | grep -q "hello from a package pallet built (uid 1000)"
+# With a Docker daemon at hand (DOCKER_HOST or the default socket), the everyday flow too:
+# docker load, then docker run. Without one, runc above is the consumer.
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  echo "== docker load and docker run"
+  docker load -i images/demo.tar
+  out=$(docker run --rm --network none demo:latest)
+  echo "$out"
+  echo "$out" | grep -q "hello from a package pallet built (uid 1000)"
+fi
 echo "demo OK: packages built and signed, image built from them and run under runc as uid 1000 (all in $D)"
