@@ -3,8 +3,13 @@
 //! written. Installing follows apk's extraction and file-conflict rules; nothing from a package
 //! is ever executed or written to the host outside the cache.
 
+mod cache;
+mod layer;
 mod ldcache;
 pub mod ldso;
+
+pub use cache::{CachedEntry, cache_package, cached_entries, index_path, scan_data_tar};
+pub use layer::{LayerPart, PartKind};
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,7 +17,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pallet_apk_stream::tarw::{self, EntryHeader, Kind};
+use pallet_apk_stream::tarw::{self, Kind};
 use pallet_apk_types::{InstalledDir, InstalledFile, PackageInfo, checksum, installed::Acl};
 
 /// Where a file's bytes are.
@@ -340,53 +345,34 @@ impl Tree {
     }
 
     /// Install one package whose data section was cached as an uncompressed tar at `tar_path`
-    /// (written by [`cache_data_tar`]). Applies apk's rules: the parent must be a directory
-    /// (possibly through a symlink), and a file owned by another package may be replaced only
-    /// if the contents are identical, the packages share an origin, or `replaces` allows it.
+    /// (written by [`cache_package`]), its entries read from the index beside it (or from the
+    /// tar when there is none). See [`Tree::install_entries`].
     pub fn install(
         &mut self,
         meta: InstalledMeta,
         tar_path: &std::path::Path,
     ) -> Result<(), FsError> {
+        let entries = cache::cached_entries(tar_path)?;
+        self.install_entries(meta, tar_path, &entries)
+    }
+
+    /// Install one package from its cached data tar at `tar_path` and that tar's `entries`.
+    /// Applies apk's rules: the parent must be a directory (possibly through a symlink), and a
+    /// file owned by another package may be replaced only if the contents are identical, the
+    /// packages share an origin, or `replaces` allows it.
+    pub fn install_entries(
+        &mut self,
+        meta: InstalledMeta,
+        tar_path: &std::path::Path,
+        entries: &[CachedEntry],
+    ) -> Result<(), FsError> {
         let idx = self.packages.len();
         let nv = meta.info.nv();
         let file = Arc::new(tar_path.to_path_buf());
-        // Buffered and read straight through: far fewer syscalls than seeking past contents.
-        let mut ar = tar::Archive::new(io::BufReader::with_capacity(
-            256 << 10,
-            File::open(tar_path)?,
-        ));
         let mut shipped = Vec::new();
-        for e in ar.entries()? {
-            let mut e = e?;
-            let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let path = norm(&raw);
-            let mut sha1 = None;
-            let mut xattrs = vec![];
-            if let Some(exts) = e.pax_extensions()? {
-                for x in exts.flatten() {
-                    match x.key() {
-                        Ok("APK-TOOLS.checksum.SHA1") => {
-                            sha1 = x.value().ok().and_then(hex_20);
-                        }
-                        Ok(k) if k.starts_with("SCHILY.xattr.") => xattrs.push((
-                            k["SCHILY.xattr.".len()..].to_string(),
-                            x.value_bytes().to_vec(),
-                        )),
-                        _ => {}
-                    }
-                }
-            }
-            let h = e.header();
-            let kind = match h.entry_type() {
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Symlink => Kind::Symlink,
-                tar::EntryType::Link => Kind::HardLink,
-                tar::EntryType::Char => Kind::Char,
-                tar::EntryType::Block => Kind::Block,
-                tar::EntryType::Fifo => Kind::Fifo,
-                _ => Kind::File,
-            };
+        for e in entries {
+            let path = norm(&e.path);
+            let kind = e.kind;
             // Place the entry under the real directory if its parent is a symlink to one.
             let path = match parent(&path) {
                 Some(par) => {
@@ -404,38 +390,31 @@ impl Tree {
                 }
                 None => path,
             };
-            let link = e
-                .link_name_bytes()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
             let node = Node {
                 kind,
-                mode: h.mode()? & 0o7777,
-                uid: h.uid()? as u32,
-                gid: h.gid()? as u32,
-                mtime: h.mtime().unwrap_or(0),
+                mode: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                mtime: e.mtime,
                 link: if kind == Kind::HardLink {
-                    norm(&link)
+                    norm(&e.link)
                 } else {
-                    link
+                    e.link.clone()
                 },
-                dev: (
-                    h.device_major().ok().flatten().unwrap_or(0),
-                    h.device_minor().ok().flatten().unwrap_or(0),
-                ),
-                xattrs,
-                size: if kind == Kind::File { h.size()? } else { 0 },
+                dev: e.dev,
+                xattrs: e.xattrs.clone(),
+                size: if kind == Kind::File { e.size } else { 0 },
                 content: if kind == Kind::File {
                     Content::Extent {
                         file: file.clone(),
-                        offset: e.raw_file_position(),
-                        len: h.size()?,
+                        offset: e.offset,
+                        len: e.size,
                     }
                 } else {
                     Content::None
                 },
                 owner: Some(idx),
-                sha1,
+                sha1: e.sha1,
             };
             if let Some(old) = self.nodes.get(&path) {
                 if kind == Kind::Dir && old.kind == Kind::Dir {
@@ -564,77 +543,17 @@ impl Tree {
         names: &OwnerNames,
         keep: impl Fn(&str, &Node) -> bool,
     ) -> io::Result<usize> {
-        let mut open: Option<(Arc<PathBuf>, File)> = None;
-        let mut copy_buf = vec![0u8; 256 << 10];
+        let mut ew = layer::EntryWriter::new(names);
         let mut count = 0;
         // BTreeMap order is byte order of the full path; tar consumers need parents first,
         // which byte order guarantees ("a" < "a/b"), so no separate walk is needed.
         for (path, n) in self.nodes.iter().filter(|(p, n)| keep(p, n)) {
-            let pax: Vec<(String, Vec<u8>)> = n
-                .xattrs
-                .iter()
-                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone()))
-                .collect();
-            let h = EntryHeader {
-                path,
-                kind: n.kind,
-                mode: n.mode,
-                uid: n.uid,
-                gid: n.gid,
-                uname: names.user(n.uid),
-                gname: names.group(n.gid),
-                mtime: n.mtime,
-                size: n.size,
-                link: &n.link,
-                dev_major: n.dev.0,
-                dev_minor: n.dev.1,
-                pax: &pax,
-            };
-            tarw::write_header(w, &h)?;
+            ew.write(w, path, n)?;
             count += 1;
-            if n.kind != Kind::File {
-                continue;
-            }
-            match &n.content {
-                Content::None => {}
-                Content::Bytes(b) => w.write_all(b)?,
-                Content::Extent { file, offset, len } => {
-                    if open.as_ref().is_none_or(|(p, _)| !Arc::ptr_eq(p, file)) {
-                        open = Some((file.clone(), File::open(file.as_ref())?));
-                    }
-                    let f = &open.as_ref().expect("just opened").1;
-                    // Positioned reads: no seek per file, one syscall per 256 KiB.
-                    use std::os::unix::fs::FileExt;
-                    let (mut pos, end) = (*offset, offset + len);
-                    while pos < end {
-                        let n = ((end - pos) as usize).min(copy_buf.len());
-                        f.read_exact_at(&mut copy_buf[..n], pos).map_err(|e| {
-                            io::Error::other(format!(
-                                "cached package data for {path} is truncated: {e}"
-                            ))
-                        })?;
-                        w.write_all(&copy_buf[..n])?;
-                        pos += n as u64;
-                    }
-                }
-            }
-            w.write_all(&[0u8; 512][..tarw::padding(n.size)])?;
         }
         tarw::write_end(w)?;
         Ok(count)
     }
-}
-
-fn hex_20(v: &str) -> Option<[u8; 20]> {
-    let v = v.trim();
-    if v.len() != 40 {
-        return None;
-    }
-    let mut out = [0u8; 20];
-    for i in 0..20 {
-        out[i] = u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 /// uid/gid → names from the image's own `/etc/passwd` and `/etc/group`.
@@ -662,78 +581,23 @@ impl OwnerNames {
             groups: parse(group),
         }
     }
-    fn user(&self, id: u32) -> &str {
+    pub(crate) fn user(&self, id: u32) -> &str {
         self.users.get(&id).map(String::as_str).unwrap_or("")
     }
-    fn group(&self, id: u32) -> &str {
+    pub(crate) fn group(&self, id: u32) -> &str {
         self.groups.get(&id).map(String::as_str).unwrap_or("")
     }
 }
 
-/// Verify a package and cache its data section as an uncompressed tar of normalised entries
-/// (written to a temporary name and renamed, so a killed build never leaves a partial file).
-/// Returns the package's control metadata.
+/// Verify a package and cache its data section as an uncompressed tar of normalised entries,
+/// with its entry index beside it (see [`cache_package`]). Returns the package's control
+/// metadata.
 pub fn cache_data_tar<R: Read>(
     apk: R,
     opts: &pallet_apk_stream::ReadOptions<'_>,
     out: &std::path::Path,
 ) -> Result<pallet_apk_stream::ApkMeta, pallet_apk_stream::ApkError> {
-    let dir = out.parent().unwrap_or(std::path::Path::new("."));
-    // A locked temporary: removed on every error path by its Drop, and swept by the next build
-    // if this process is killed.
-    let mut tmp = pallet_atomic::TempFile::new_in(dir, "data.tar")?;
-    let mut w = io::BufWriter::new(tmp.file().try_clone()?);
-    let res = pallet_apk_stream::read_apk(apk, opts, |e, r| {
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        if let Some(s) = e.sha1 {
-            pax.push((
-                "APK-TOOLS.checksum.SHA1".into(),
-                s.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-                    .into_bytes(),
-            ));
-        }
-        for (k, v) in &e.xattrs {
-            pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
-        }
-        let h = EntryHeader {
-            path: &e.path,
-            kind: e.kind,
-            mode: e.mode,
-            uid: e.uid,
-            gid: e.gid,
-            uname: &e.uname,
-            gname: &e.gname,
-            mtime: e.mtime,
-            size: e.size,
-            link: &e.link,
-            dev_major: e.dev_major,
-            dev_minor: e.dev_minor,
-            pax: &pax,
-        };
-        tarw::write_header(&mut w, &h)?;
-        if e.kind == Kind::File {
-            let n = io::copy(r, &mut w)?;
-            if n != e.size {
-                return Err(pallet_apk_stream::ApkError::Format(format!(
-                    "{}: short file",
-                    e.path
-                )));
-            }
-            w.write_all(&[0u8; 512][..tarw::padding(n)])?;
-        }
-        Ok(())
-    });
-    let finish = |w: io::BufWriter<File>| -> io::Result<()> {
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        tarw::write_end(&mut &f)?;
-        Ok(())
-    };
-    let meta = res?;
-    finish(w)?;
-    tmp.persist(out)?;
-    Ok(meta)
+    cache_package(apk, opts, out).map(|(meta, _)| meta)
 }
 
 impl Tree {

@@ -87,7 +87,7 @@ pub struct ArchResult {
 }
 
 /// A repository line: optional `@tag `, then a path or `file://` URL.
-fn parse_repo(line: &str) -> (Option<String>, String) {
+pub(crate) fn parse_repo(line: &str) -> (Option<String>, String) {
     let line = line.trim();
     if let Some(rest) = line.strip_prefix('@')
         && let Some((tag, url)) = rest.split_once(char::is_whitespace)
@@ -164,7 +164,7 @@ pub fn keyring(
 
 /// The repository lines a build reads indexes from: build repositories, repositories, then
 /// `-r` and `-b`, without repeats next to each other.
-fn repository_lines(cfg: &ImageConfiguration, opts: &BuildOptions) -> Vec<String> {
+pub(crate) fn repository_lines(cfg: &ImageConfiguration, opts: &BuildOptions) -> Vec<String> {
     let mut lines: Vec<String> = cfg
         .contents
         .build_repositories
@@ -346,13 +346,17 @@ fn cache_paths(cache: &Path, identity: &str) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Fetch (from the cache, or verify and cache) one package; returns its metadata.
+/// A package in the cache: its data tar, what the installer needs of its control section, and
+/// its entries.
+type CachedPackage = (PathBuf, InstalledMeta, Vec<pallet_fs::CachedEntry>);
+
+/// Fetch (from the cache, or verify and cache) one package.
 fn ensure_cached(
     repo: &Repo,
     info: &PackageInfo,
     arch: Arch,
     opts: &BuildOptions,
-) -> Result<(PathBuf, InstalledMeta), BuildError> {
+) -> Result<CachedPackage, BuildError> {
     let pkg_err = |message: String| BuildError::Package {
         pkg: info.nv(),
         message,
@@ -369,6 +373,8 @@ fn ensure_cached(
     if tar.exists() && control.exists() {
         let ctl = fs::read(&control).map_err(io_ctx(control.display().to_string()))?;
         if let Ok((pkginfo, scripts)) = decode_control(&ctl) {
+            let entries = pallet_fs::cached_entries(&tar)
+                .map_err(io_ctx(format!("reading {}", tar.display())))?;
             return Ok((
                 tar,
                 InstalledMeta {
@@ -376,6 +382,7 @@ fn ensure_cached(
                     tag: repo.tag.clone(),
                     scripts,
                 },
+                entries,
             ));
         }
     }
@@ -391,8 +398,9 @@ fn ensure_cached(
         .client()
         .open_package(&repo.url, arch.apk(), &info.file_name())
         .map_err(|e| pkg_err(e.to_string()))?;
-    let meta = pallet_fs::cache_data_tar(f, &pallet_apk_stream::ReadOptions::default(), &tar)
-        .map_err(|e| pkg_err(format!("{apk}: {e}")))?;
+    let (meta, entries) =
+        pallet_fs::cache_package(f, &pallet_apk_stream::ReadOptions::default(), &tar)
+            .map_err(|e| pkg_err(format!("{apk}: {e}")))?;
     // The signed index vouches for the package through its control checksum, as apk does.
     if !opts.ignore_signatures && meta.identity != identity {
         let _ = fs::remove_file(&tar);
@@ -410,6 +418,7 @@ fn ensure_cached(
             tag: repo.tag.clone(),
             scripts: meta.scripts,
         },
+        entries,
     ))
 }
 
@@ -474,7 +483,9 @@ pub fn install(
     arch: Arch,
     opts: &BuildOptions,
 ) -> Result<Installed, BuildError> {
+    crate::timing::mark("install start");
     let (repos, picks, keyring, world) = resolve(cfg, arch, opts)?;
+    crate::timing::mark("resolved");
     let mut tree = Tree::new();
     // apko's base directories, before any package.
     for (d, m) in [
@@ -500,7 +511,7 @@ pub fn install(
             .progress_chars("=> "),
     );
     bar.set_prefix(format!("fetching ({})", arch.apk()));
-    let cached: Vec<Result<(PathBuf, InstalledMeta), BuildError>> = picks
+    let cached: Vec<Result<CachedPackage, BuildError>> = picks
         .par_iter()
         .map(|&(r, p)| {
             let res = ensure_cached(&repos[r], &repos[r].packages[p], arch, opts);
@@ -510,13 +521,15 @@ pub fn install(
         })
         .collect();
     bar.finish_and_clear();
+    crate::timing::mark("fetched");
     for (i, c) in cached.into_iter().enumerate() {
-        let (tar, meta) = c?;
+        let (tar, meta, entries) = c?;
         let (r, _) = picks[i];
         max_build = max_build.max(meta.info.build_time);
         resolved.push((meta.info.clone(), repos[r].url.clone()));
-        tree.install(meta, &tar)?;
+        tree.install_entries(meta, &tar, &entries)?;
     }
+    crate::timing::mark("installed");
     let epoch = opts.epoch.unwrap_or(max_build);
     post_install(
         &mut tree,
@@ -530,6 +543,7 @@ pub fn install(
         &opts.extra_repositories,
         epoch,
     )?;
+    crate::timing::mark("post-installed");
     Ok(Installed {
         tree,
         packages: resolved,
@@ -542,10 +556,10 @@ pub fn install(
 /// groups (by installed size, ties by name) each get a layer, the rest share one, and a top
 /// layer holds what no package owns (directories, the apk database, accounts, generated
 /// files). Each package layer carries the directories above its files.
-fn layer_plan(
-    cfg: &ImageConfiguration,
-    tree: &Tree,
-) -> Result<Vec<std::collections::BTreeSet<String>>, BuildError> {
+/// `None` stands for every path.
+type LayerFilter = Option<std::collections::BTreeSet<String>>;
+
+fn layer_plan(cfg: &ImageConfiguration, tree: &Tree) -> Result<Vec<LayerFilter>, BuildError> {
     let all = || {
         tree.nodes
             .keys()
@@ -553,7 +567,7 @@ fn layer_plan(
             .collect::<std::collections::BTreeSet<String>>()
     };
     let Some(l) = cfg.layering.as_ref().filter(|l| l.budget > 0) else {
-        return Ok(vec![all()]);
+        return Ok(vec![None]);
     };
     if !l.strategy.is_empty() && l.strategy != "origin" {
         return Err(BuildError::Config(format!(
@@ -595,9 +609,11 @@ fn layer_plan(
                 .filter(|p| tree.get(p).is_some_and(|n| n.kind != Kind::Dir))
                 .cloned(),
         );
-        out.push(set);
+        out.push(Some(set));
     }
-    out.push(all().into_iter().filter(|p| !owned.contains(p)).collect());
+    out.push(Some(
+        all().into_iter().filter(|p| !owned.contains(p)).collect(),
+    ));
     Ok(out)
 }
 
@@ -621,14 +637,19 @@ pub fn build_arch(
     let mut layers = vec![];
     let mut diff_ids = vec![];
     for filter in layer_plan(cfg, &tree)? {
-        let (layer, diff_id) = oci::cached_layer(&opts.cache_dir, blobs, opts.level, |w| {
-            tree.write_tar_filtered(w, &names, |p, _| filter.contains(p))
-                .map(|_| ())
-        })
+        let (layer, diff_id) = crate::layers::tree_layer(
+            &tree,
+            &names,
+            filter.as_ref(),
+            &opts.cache_dir,
+            blobs,
+            opts.level,
+        )
         .map_err(io_ctx("writing a layer"))?;
         layers.push(layer);
         diff_ids.push(diff_id);
     }
+    crate::timing::mark("layers written");
     let os_release = parse_os_release(&tree);
     let config = image_config(cfg, arch, epoch, &diff_ids, &opts.annotations, &tree)?;
     let config_blob = oci::put_blob(blobs, &config).map_err(io_ctx("writing the image config"))?;

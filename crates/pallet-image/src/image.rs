@@ -285,6 +285,7 @@ pub fn build_image(
     work_parent: &Path,
     log: &dyn Fn(&str),
 ) -> Result<BuiltImage, ImageError> {
+    crate::timing::mark("build_image start");
     let config_path = &req.config_path;
     let mut loaded = load_config(config_path, &req.include_paths, log)?;
     // apko's --vcs (on by default): the checkout holding the configuration names the source.
@@ -297,6 +298,7 @@ pub fn build_image(
     }
     let cfg = &loaded.config;
     let archs = select_archs(&req.archs, cfg, log)?;
+    crate::timing::mark("config loaded");
     let mut opts = req.options.clone();
     opts.epoch = req.epoch;
     opts.annotations = parse_annotations(&req.annotations)?;
@@ -546,6 +548,7 @@ impl BuiltImage {
         tag: &str,
         record_cache_dir: Option<&Path>,
     ) -> Result<bool, ImageError> {
+        crate::timing::mark("write_tarball");
         let record = record_cache_dir.and_then(|c| tarball_record(c, out, tag, &self.index.digest));
         if let Some(r) = &record
             && unchanged_tarball(r, out)
@@ -561,6 +564,7 @@ impl BuiltImage {
         if let Some(r) = &record {
             remember_tarball(r, out);
         }
+        crate::timing::mark("tarball written");
         Ok(true)
     }
 

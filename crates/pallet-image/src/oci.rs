@@ -1,6 +1,6 @@
-//! OCI output: layer blobs (gzip while hashing both the compressed and uncompressed bytes),
-//! image config, manifest and index with a fixed key order, written as an OCI image layout or
-//! a docker-archive tarball. Every output is written under a temporary name and renamed.
+//! OCI output: image config, manifest and index with a fixed key order, written as an OCI image
+//! layout or a docker-archive tarball (layer blobs are made in [`crate::layers`]). Every output
+//! is written under a temporary name and renamed.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -31,77 +31,6 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hexs(Sha256::digest(bytes)))
 }
 
-/// Hashes and counts what passes through.
-pub struct HashCount<W> {
-    pub inner: W,
-    pub hash: Sha256,
-    pub n: u64,
-}
-
-impl<W: Write> Write for HashCount<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Write a layer through a cache keyed by its diff_id: the uncompressed tar is produced once to
-/// hash it (cheap: the content comes from the package cache), and compressed only when no
-/// earlier build compressed the same bytes at the same level. Returns (blob, diff_id).
-pub fn cached_layer(
-    cache: &Path,
-    blobs: &Path,
-    level: u32,
-    produce: impl Fn(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<(Blob, String)> {
-    let mut sink = HashCount {
-        inner: io::sink(),
-        hash: Sha256::new(),
-        n: 0,
-    };
-    produce(&mut sink)?;
-    let diff_hex = hexs(sink.hash.finalize());
-    let dir = cache.join("layers-v2");
-    let entry = dir.join(format!("{diff_hex}.gz{level}"));
-    if let Ok(meta) = fs::read_to_string(entry.with_extension(format!("gz{level}.digest")))
-        && let Some(hex) = meta.trim().strip_prefix("sha256:")
-    {
-        let dst = blobs.join(hex);
-        if dst.exists() || fs::hard_link(&entry, &dst).is_ok() || fs::copy(&entry, &dst).is_ok() {
-            let size = fs::metadata(&dst)?.len();
-            return Ok((
-                Blob {
-                    digest: meta.trim().to_string(),
-                    size,
-                    path: dst,
-                },
-                format!("sha256:{diff_hex}"),
-            ));
-        }
-    }
-    let (blob, diff_id) = write_layer(blobs, level, |w| produce(w))?;
-    if diff_id == format!("sha256:{diff_hex}") && fs::create_dir_all(&dir).is_ok() {
-        // Fill the cache under locked temporary names: a killed build leaves no entry behind,
-        // and the next build sweeps the temporary.
-        pallet_atomic::sweep(&dir);
-        let copied = pallet_atomic::write_with(&entry, |t| {
-            io::copy(&mut File::open(&blob.path)?, t).map(|_| ())
-        });
-        if copied.is_ok() {
-            let _ = pallet_atomic::write(
-                &entry.with_extension(format!("gz{level}.digest")),
-                blob.digest.as_bytes(),
-            );
-        }
-    }
-    Ok((blob, diff_id))
-}
-
 /// Store bytes as a blob in `blobs` (a `blobs/sha256` folder).
 pub fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<Blob> {
     let hex = hexs(Sha256::digest(data));
@@ -114,54 +43,6 @@ pub fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<Blob> {
         size: data.len() as u64,
         path,
     })
-}
-
-/// Write a layer: `produce` writes the uncompressed tar; returns (blob, diff_id).
-pub fn write_layer(
-    blobs: &Path,
-    level: u32,
-    produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<(Blob, String)> {
-    // Locked and removed on error by its Drop; swept by a later build if this one is killed.
-    let mut tmp = pallet_atomic::TempFile::new_in(blobs, "layer")?;
-    let result = (|| -> io::Result<(String, u64, String)> {
-        let file = BufWriter::with_capacity(1 << 20, tmp.file().try_clone()?);
-        let compressed = HashCount {
-            inner: file,
-            hash: Sha256::new(),
-            n: 0,
-        };
-        // Both cores compress; the bytes do not depend on how many there are.
-        let gz = pallet_apk_stream::pgzip::ParGzWriter::new(compressed, level);
-        let mut raw = HashCount {
-            inner: BufWriter::with_capacity(1 << 20, gz),
-            hash: Sha256::new(),
-            n: 0,
-        };
-        produce(&mut raw)?;
-        let diff_id = format!("sha256:{}", hexs(raw.hash.finalize()));
-        let gz = raw.inner.into_inner().map_err(|e| e.into_error())?;
-        let mut c = gz.finish()?;
-        c.flush()?;
-        let digest_hex = hexs(c.hash.finalize());
-        let size = c.n;
-        c.inner
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()?;
-        Ok((digest_hex, size, diff_id))
-    })();
-    let (digest_hex, size, diff_id) = result?;
-    let path = blobs.join(&digest_hex);
-    tmp.persist(&path)?;
-    Ok((
-        Blob {
-            digest: format!("sha256:{digest_hex}"),
-            size,
-            path,
-        },
-        diff_id,
-    ))
 }
 
 pub fn descriptor(mt: &str, b: &Blob) -> Value {

@@ -588,17 +588,11 @@ fn build_epoch(build_date: &Option<String>) -> anyhow::Result<Option<u64>> {
     }
 }
 
-/// Build every architecture of `config_path` as `build` and `publish` flags say, in a work
-/// folder under `work_parent`.
-fn build_all(
-    config_path: &Path,
-    tag: &str,
-    f: &BuildFlags,
-    work_parent: &Path,
-) -> anyhow::Result<BuiltImage> {
+/// The build request that `build` and `publish` flags make.
+fn request(config_path: &Path, tag: &str, f: &BuildFlags) -> anyhow::Result<ImageRequest> {
     check_format(&f.format)?;
     f.limits.apply()?;
-    let req = ImageRequest {
+    Ok(ImageRequest {
         config_path: config_path.to_path_buf(),
         include_paths: f.common.include_paths.clone(),
         tag: tag.to_string(),
@@ -610,7 +604,18 @@ fn build_all(
         vcs: f.vcs,
         sbom: f.sbom,
         sbom_formats: f.sbom_formats.clone(),
-    };
+    })
+}
+
+/// Build every architecture of `config_path` as `build` and `publish` flags say, in a work
+/// folder under `work_parent`.
+fn build_all(
+    config_path: &Path,
+    tag: &str,
+    f: &BuildFlags,
+    work_parent: &Path,
+) -> anyhow::Result<BuiltImage> {
+    let req = request(config_path, tag, f)?;
     Ok(image::build_image(&req, work_parent, &stderr_line)?)
 }
 
@@ -645,18 +650,55 @@ fn write_archive<T>(
 }
 
 fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    if std::env::var_os("PALLET_TIMINGS").is_some() {
+        pallet_image::timing::enable();
+    }
     let out = &a.output;
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let b = build_all(&a.config, &a.tag, &a.flags, parent)?;
+    let req = request(&a.config, &a.tag, &a.flags)?;
+    let cache = cache_dir(&a.flags.common);
+    let outputs = pallet_image::uptodate::Outputs {
+        image: out.clone(),
+        sbom_dir: a.flags.sbom.then(|| {
+            a.flags
+                .sbom_path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("."))
+        }),
+    };
+    // Nothing changed since the last build of this output: say what it said, touch nothing.
+    let fingerprint = pallet_image::uptodate::fingerprint(&req);
+    pallet_image::timing::mark("fingerprint");
+    if let Some(fp) = &fingerprint
+        && let Some(done) = pallet_image::uptodate::unchanged(&cache, fp, &outputs)
+    {
+        for l in &done.lines {
+            eprintln!("{l}");
+        }
+        println!("{}", done.digest);
+        pallet_image::timing::mark("up to date");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lines = std::cell::RefCell::new(vec![]);
+    let b = image::build_image(&req, parent, &|l: &str| {
+        stderr_line(l);
+        lines.borrow_mut().push(l.to_string());
+    })?;
     if out.is_dir() {
         b.write_layout(out, &a.tag)?;
     } else {
-        b.write_tarball(out, &a.tag, Some(&cache_dir(&a.flags.common)))?;
+        b.write_tarball(out, &a.tag, Some(&cache))?;
     }
-    b.write_sboms(a.flags.sbom_path.as_deref().unwrap_or(Path::new(".")))?;
+    if let Some(dir) = &outputs.sbom_dir {
+        b.write_sboms(dir)?;
+    }
+    if let Some(fp) = &fingerprint {
+        b.remember(&cache, fp, &outputs, &lines.borrow());
+    }
+    pallet_image::timing::mark("outputs written");
     println!("{}", b.index_digest());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,20 @@
+//! Phase timings for people measuring a build: off unless the caller calls [`enable`] (the
+//! CLI does when `PALLET_TIMINGS` is set); each [`mark`] then prints the time since `enable`
+//! on stderr. Nothing here changes what a build writes.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Start the clock; later marks print.
+pub fn enable() {
+    START.get_or_init(Instant::now);
+}
+
+/// Print `label` with the milliseconds since [`enable`], if it was called.
+pub fn mark(label: &str) {
+    if let Some(t) = START.get() {
+        eprintln!("[{:8.1} ms] {label}", t.elapsed().as_secs_f64() * 1e3);
+    }
+}
