@@ -28,6 +28,8 @@ pub struct Plan {
     pub cap_drop: Vec<String>,
     /// `package.timeout`: the whole build's limit.
     pub timeout: Option<std::time::Duration>,
+    /// `package.resources`: the qemu runner's CPUs and memory unless `--cpu`/`--memory` say.
+    pub resources: crate::compile::Resources,
     /// Which lint rules run and how (melange's `--lint-require` / `--lint-warn`), and each
     /// package's test steps (lddcheck and pkgconf look for theirs).
     pub lint: crate::lint::BuildLint,
@@ -509,7 +511,12 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     if let Some(c) = &opts.cache_dir {
         let _ = fs::create_dir_all(c);
     }
-    let (guest, running) = start_guest(guest, arch, opts, &workspace, scratch.path(), &identity)?;
+    let mut sized = opts.clone();
+    if let crate::runner::Runner::Qemu(q) = &mut sized.runner {
+        q.size_from(&plan.resources)
+            .map_err(|e| setup("package.resources", e))?;
+    }
+    let (guest, running) = start_guest(guest, arch, &sized, &workspace, scratch.path(), &identity)?;
     let mut env = default_env(opts.source_date_epoch);
     env.extend(opts.env_file.clone());
     env.extend(plan.environment.environment.clone());

@@ -55,6 +55,59 @@ impl QemuConfig {
     }
 }
 
+impl QemuConfig {
+    /// CPUs and memory from `package.resources` where the command line gave none.
+    pub fn size_from(&mut self, r: &crate::compile::Resources) -> Result<(), String> {
+        if self.cpus.is_none() {
+            self.cpus = r.cpu.as_deref().map(parse_cpus).transpose()?;
+        }
+        if self.memory_mib.is_none() {
+            self.memory_mib = r.memory.as_deref().map(parse_mib).transpose()?;
+        }
+        Ok(())
+    }
+}
+
+/// A CPU count as Kubernetes writes it (`2`, `1.5`, `500m`), rounded up to whole CPUs.
+pub fn parse_cpus(v: &str) -> Result<u32, String> {
+    let v = v.trim();
+    let bad = || format!("cpu '{v}' is not a CPU count (2, 1.5 or 500m)");
+    let cpus = match v.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().map_err(|_| bad())? / 1000.0,
+        None => v.parse::<f64>().map_err(|_| bad())?,
+    };
+    if !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0) {
+        return Err(bad());
+    }
+    Ok(cpus.ceil() as u32)
+}
+
+/// A memory size as Kubernetes writes it (`4Gi`, `512Mi`, `8G`, bytes), in MiB, rounded up.
+pub fn parse_mib(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let bad = || format!("memory '{v}' is not a size (4Gi, 512Mi, 8G or bytes)");
+    let split = v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = n * mult;
+    if !(bytes.is_finite() && bytes > 0.0 && bytes < 1e15) {
+        return Err(bad());
+    }
+    Ok((bytes / (1024.0 * 1024.0)).ceil() as u64)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
     #[error(
@@ -1123,6 +1176,30 @@ mod tests {
         assert_eq!(c.kernel, Some(PathBuf::from("/k/boot/vmlinuz-6.1")));
         assert_eq!(c.modules, None, "an empty variable is unset");
         assert_eq!(c.accel.as_deref(), Some("tcg"));
+    }
+
+    #[test]
+    fn sizes_read_as_kubernetes_writes_them() {
+        assert_eq!(parse_cpus("2"), Ok(2));
+        assert_eq!(parse_cpus("1.5"), Ok(2));
+        assert_eq!(parse_cpus("500m"), Ok(1));
+        assert!(parse_cpus("lots").is_err() && parse_cpus("0").is_err());
+        assert_eq!(parse_mib("4Gi"), Ok(4096));
+        assert_eq!(parse_mib("512Mi"), Ok(512));
+        assert_eq!(parse_mib("1G"), Ok(954));
+        assert_eq!(parse_mib("1048576"), Ok(1));
+        assert!(parse_mib("4 parsecs").is_err() && parse_mib("-1Gi").is_err());
+        let mut c = QemuConfig {
+            cpus: Some(8),
+            ..Default::default()
+        };
+        c.size_from(&crate::compile::Resources {
+            cpu: Some("2".into()),
+            memory: Some("2Gi".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((c.cpus, c.memory_mib), (Some(8), Some(2048)), "flags win");
     }
 
     #[test]

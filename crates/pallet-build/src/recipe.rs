@@ -346,6 +346,7 @@ pub fn plan_compiled(
             policy: crate::lint::Policy::default(),
             tests,
         },
+        resources: p.resources.clone().unwrap_or_default(),
         timeout: crate::policy::parse_timeout(p.timeout.as_deref().unwrap_or("")).map_err(|e| {
             CompileError::Invalid {
                 path: path.to_path_buf(),

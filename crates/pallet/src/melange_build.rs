@@ -67,9 +67,17 @@ pub struct BuildArgs {
     /// Vendor namespace: the .PKGINFO maintainer, the SBOM supplier and the purl namespace.
     #[arg(long, default_value = "unknown")]
     namespace: String,
-    /// Runner: bubblewrap (qemu and docker are accepted and run in bubblewrap, with a note).
+    /// Runner: bubblewrap (default), docker (the daemon at DOCKER_HOST) or qemu (a microVM
+    /// booting QEMU_KERNEL_IMAGE).
     #[arg(long)]
     runner: Option<String>,
+    /// The qemu runner's CPUs (default: package.resources.cpu, else 2).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// The qemu runner's memory, e.g. 4Gi (default: package.resources.memory, else 4Gi, at
+    /// most 85% of what is free).
+    #[arg(long)]
+    memory: Option<String>,
     /// Trace each step's shell (`set -x`).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     debug: bool,
@@ -221,6 +229,33 @@ pub(crate) fn check_runner(
     }
 }
 
+/// `--cpu` and `--memory` for the qemu runner; refused with another runner, which has no
+/// limits to set (melange ignores them there).
+fn sized(
+    mut runner: pallet_build::runner::Runner,
+    cpu: &Option<String>,
+    memory: &Option<String>,
+) -> anyhow::Result<pallet_build::runner::Runner> {
+    if let pallet_build::runner::Runner::Qemu(q) = &mut runner {
+        q.cpus = cpu
+            .as_deref()
+            .map(pallet_build::qemu::parse_cpus)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--cpu: {e}"))?;
+        q.memory_mib = memory
+            .as_deref()
+            .map(pallet_build::qemu::parse_mib)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+    } else if cpu.is_some() || memory.is_some() {
+        eprintln!(
+            "note: --cpu and --memory size the qemu runner's VM; the {} runner does not limit them",
+            runner.name()
+        );
+    }
+    Ok(runner)
+}
+
 /// The commit of the configuration file: `--git-commit`, else `git rev-parse HEAD` in its
 /// folder (melange's best-effort detection), else none.
 fn detect_commit(given: &Option<String>, config: &Path) -> Option<String> {
@@ -231,7 +266,7 @@ fn detect_commit(given: &Option<String>, config: &Path) -> Option<String> {
 }
 
 pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
-    let runner = check_runner(&a.runner)?;
+    let runner = sized(check_runner(&a.runner)?, &a.cpu, &a.memory)?;
     if a.bootstrap {
         let unused: Vec<&str> = [
             ("--package-append", !a.package_append.is_empty()),
@@ -747,13 +782,21 @@ pub struct TestArgs {
     /// Skip verifying the environment repositories' signatures.
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     ignore_signatures: bool,
-    /// Runner: bubblewrap (qemu and docker are accepted and run in bubblewrap, with a note).
+    /// Runner: bubblewrap (default), docker (the daemon at DOCKER_HOST) or qemu (a microVM
+    /// booting QEMU_KERNEL_IMAGE).
     #[arg(long)]
     runner: Option<String>,
+    /// The qemu runner's CPUs (default: package.resources.cpu, else 2).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// The qemu runner's memory, e.g. 4Gi (default: package.resources.memory, else 4Gi, at
+    /// most 85% of what is free).
+    #[arg(long)]
+    memory: Option<String>,
 }
 
 pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
-    let runner = check_runner(&a.runner)?;
+    let runner = sized(check_runner(&a.runner)?, &a.cpu, &a.memory)?;
     let env_file = read_env_files(&a.env_file)?;
     let pipeline_dirs: Vec<PathBuf> = a
         .pipeline_dir
