@@ -430,6 +430,10 @@ fn can_run(arch: Arch, bootstrap: bool, opts: &Options) -> Result<(), BuildError
             host.apk()
         )));
     }
+    // The qemu runner emulates the whole machine: no qemu-user handler is involved.
+    if matches!(opts.runner, crate::runner::Runner::Qemu(_)) {
+        return Ok(());
+    }
     let dir = opts
         .binfmt_dir
         .clone()

@@ -26,6 +26,9 @@ use pallet_image::config::Arch;
 pub struct QemuConfig {
     /// `QEMU_KERNEL_IMAGE`; melange's default is `/boot/vmlinuz`.
     pub kernel: Option<PathBuf>,
+    /// `QEMU_KERNEL_IMAGE_AARCH64` and the like: a kernel per architecture, for builds of
+    /// several arches in one run (pallet's; melange has one kernel per run).
+    pub arch_kernels: BTreeMap<String, PathBuf>,
     /// `QEMU_KERNEL_MODULES`: the kernel's `lib/modules/VERSION` folder. When unset, the folder
     /// beside an unpacked Debian kernel (`…/boot/vmlinuz-V` → `…/lib/modules/V`) is used.
     pub modules: Option<PathBuf>,
@@ -46,6 +49,13 @@ impl QemuConfig {
         let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         QemuConfig {
             kernel: nonempty("QEMU_KERNEL_IMAGE").map(PathBuf::from),
+            arch_kernels: Arch::ALL
+                .iter()
+                .filter_map(|a| {
+                    let k = format!("QEMU_KERNEL_IMAGE_{}", a.apk().to_ascii_uppercase());
+                    Some((a.apk().to_string(), PathBuf::from(nonempty(&k)?)))
+                })
+                .collect(),
             modules: nonempty("QEMU_KERNEL_MODULES").map(PathBuf::from),
             cpus: None,
             memory_mib: None,
@@ -111,10 +121,11 @@ pub fn parse_mib(v: &str) -> Result<u64, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
     #[error(
-        "qemu runner: no kernel for {arch}: {why}; set QEMU_KERNEL_IMAGE to a Linux kernel for {arch} (on Debian: apt-get download linux-image-cloud-{deb} && dpkg-deb -x linux-image-*.deb kernel && export QEMU_KERNEL_IMAGE=$PWD/kernel/boot/vmlinuz-*)"
+        "qemu runner: no kernel for {arch}: {why}; set QEMU_KERNEL_IMAGE (or QEMU_KERNEL_IMAGE_{upper} for this arch only) to a Linux kernel for {arch} (on Debian: apt-get download linux-image-cloud-{deb} && dpkg-deb -x linux-image-*.deb kernel && export QEMU_KERNEL_IMAGE=$PWD/kernel/boot/vmlinuz-*)"
     )]
     NoKernel {
         arch: &'static str,
+        upper: String,
         deb: &'static str,
         why: String,
     },
@@ -189,18 +200,23 @@ pub fn kernel(cfg: &QemuConfig, arch: Arch) -> Result<PathBuf, QemuError> {
     let m = machine(arch)?;
     let no = |why: String| QemuError::NoKernel {
         arch: arch.apk(),
+        upper: arch.apk().to_ascii_uppercase(),
         deb: m.deb,
         why,
     };
-    let path = cfg
-        .kernel
+    let given = cfg
+        .arch_kernels
+        .get(arch.apk())
+        .or(cfg.kernel.as_ref())
+        .cloned();
+    let path = given
         .clone()
         .unwrap_or_else(|| PathBuf::from("/boot/vmlinuz"));
     let mut head = vec![0u8; 0x240];
     let n = std::fs::File::open(&path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| {
-            no(if cfg.kernel.is_none() {
+            no(if given.is_none() {
                 format!("QEMU_KERNEL_IMAGE is not set and /boot/vmlinuz cannot be read ({e})")
             } else {
                 format!("{}: {e}", path.display())
@@ -234,7 +250,9 @@ pub fn kernel(cfg: &QemuConfig, arch: Arch) -> Result<PathBuf, QemuError> {
 /// The modules folder: `QEMU_KERNEL_MODULES`, else `lib/modules/VERSION` beside an unpacked
 /// Debian kernel package, else none (a kernel with the virtio drivers built in).
 fn modules_dir(cfg: &QemuConfig, kernel: &Path) -> Option<PathBuf> {
-    if let Some(m) = &cfg.modules {
+    // QEMU_KERNEL_MODULES goes with QEMU_KERNEL_IMAGE; a per-arch kernel has its own.
+    let per_arch = cfg.arch_kernels.values().any(|k| k == kernel);
+    if let (Some(m), false) = (&cfg.modules, per_arch) {
         return Some(m.clone());
     }
     let name = kernel.file_name()?.to_str()?;

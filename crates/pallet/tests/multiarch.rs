@@ -570,7 +570,10 @@ fn multi_arch_tarballs_load_into_docker_with_a_tag_per_arch() {
         let tag = format!("pallet.test/two-arch:v1-{suffix}");
         assert!(text(&o).contains(&tag), "{}", text(&o));
         let i = daemon.docker(&["inspect", "--format", "{{.Architecture}} {{.Os}}", &tag]);
-        assert_eq!(String::from_utf8_lossy(&i.stdout).trim(), format!("{arch} linux"));
+        assert_eq!(
+            String::from_utf8_lossy(&i.stdout).trim(),
+            format!("{arch} linux")
+        );
         let r = daemon.docker(&[
             "run",
             "--rm",
@@ -587,4 +590,73 @@ fn multi_arch_tarballs_load_into_docker_with_a_tag_per_arch() {
             "{tag}"
         );
     }
+}
+
+/// `--runner qemu` for aarch64 on this x86_64 machine: a full-system emulated (TCG) guest
+/// booting Debian's arm64 cloud kernel, no qemu-user involved, gives the package the
+/// bubblewrap runner makes under qemu-user, byte for byte. The kernel comes per arch
+/// (`QEMU_KERNEL_IMAGE_AARCH64`) while `QEMU_KERNEL_IMAGE` names the x86_64 one.
+#[test]
+fn aarch64_builds_in_an_emulated_vm_as_under_qemu_user() {
+    if !(have("bwrap") && have("apt-get") && handler("aarch64")) {
+        return;
+    }
+    let Some(kernel) = qemu_kernel_for("arm64") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let Some(repo) = foreign_repo(d, "arm64", "aarch64") else {
+        return;
+    };
+    let o = run(&["keygen", "--bits", "2048", "melange.rsa"], d, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let recipe = RECIPE
+        .replace("REPOS", &repo.display().to_string())
+        .replace("KEYS", &d.join("repo.rsa.pub").display().to_string())
+        .replace(", EXTRA", "")
+        .replace("uname -m >", "echo $(uname -m) $(id -u) >");
+    fs::write(d.join("r.yaml"), &recipe).unwrap();
+    fs::create_dir_all(d.join("src")).unwrap();
+    let mut shas = vec![];
+    for runner in ["bubblewrap", "qemu"] {
+        let out = format!("out-{runner}");
+        let o = run(
+            &[
+                "pkg",
+                "build",
+                "r.yaml",
+                "--arch",
+                "aarch64",
+                "--runner",
+                runner,
+                "--signing-key",
+                "melange.rsa",
+                "--apk-cache-dir",
+                "cache",
+                "--out-dir",
+                &out,
+                "--source-dir",
+                "src",
+            ],
+            d,
+            &[
+                ("SOURCE_DATE_EPOCH", "1700000000"),
+                ("QEMU_KERNEL_IMAGE", "/nonexistent/x86_64-kernel"),
+                ("QEMU_KERNEL_IMAGE_AARCH64", kernel.to_str().unwrap()),
+            ],
+        );
+        assert!(o.status.success(), "{runner}: {}", text(&o));
+        if runner == "qemu" {
+            assert!(text(&o).contains("aarch64 guest (tcg"), "{}", text(&o));
+        }
+        let apk = d.join(&out).join("aarch64/which-arch-1.0.0-r0.apk");
+        assert_eq!(
+            apk_member(&apk, "usr/share/which-arch/uname").trim(),
+            "aarch64 1000",
+            "{runner}"
+        );
+        shas.push(sha256_hex(&fs::read(&apk).unwrap()));
+    }
+    assert_eq!(shas[0], shas[1], "the qemu runner changed the package");
 }

@@ -381,15 +381,30 @@ impl Drop for Daemon {
 /// scripts/install-deps.sh unpacks into /var/cache/pallet-test-kernel. `None` (with a SKIPPED
 /// line) when there is none or qemu is missing.
 pub fn qemu_kernel() -> Option<PathBuf> {
-    if !have("qemu-system-x86_64") {
+    if let Some(k) = std::env::var_os("PALLET_TEST_KERNEL") {
+        return have("qemu-system-x86_64").then(|| PathBuf::from(k));
+    }
+    qemu_kernel_for("amd64")
+}
+
+/// Debian's cloud kernel for `deb_arch` (amd64, arm64) as scripts/install-deps.sh unpacks it
+/// (`/var/cache/pallet-test-kernel`, `…-arm64`; `PALLET_TEST_KERNEL_DIR` moves them), with the
+/// qemu that boots it.
+pub fn qemu_kernel_for(deb_arch: &str) -> Option<PathBuf> {
+    let bin = if deb_arch == "amd64" {
+        "qemu-system-x86_64"
+    } else {
+        "qemu-system-aarch64"
+    };
+    if !have(bin) {
         return None;
     }
-    if let Some(k) = std::env::var_os("PALLET_TEST_KERNEL") {
-        return Some(PathBuf::from(k));
-    }
-    let dir = std::env::var_os("PALLET_TEST_KERNEL_DIR")
+    let mut dir = std::env::var_os("PALLET_TEST_KERNEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/pallet-test-kernel"));
+    if deb_arch != "amd64" {
+        dir = PathBuf::from(format!("{}-{deb_arch}", dir.display()));
+    }
     let found = std::fs::read_dir(dir.join("boot")).ok().and_then(|rd| {
         rd.flatten().map(|e| e.path()).find(|p| {
             p.file_name()
@@ -398,7 +413,7 @@ pub fn qemu_kernel() -> Option<PathBuf> {
     });
     if found.is_none() {
         eprintln!(
-            "SKIPPED part: no kernel for the qemu runner in {} (scripts/install-deps.sh unpacks Debian's linux-image-cloud-amd64 there)",
+            "SKIPPED part: no {deb_arch} kernel for the qemu runner in {} (scripts/install-deps.sh unpacks Debian's linux-image-cloud-{deb_arch} there)",
             dir.display()
         );
     }
