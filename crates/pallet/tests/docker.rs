@@ -238,8 +238,8 @@ fn docker_runner_builds_the_same_bytes_as_bubblewrap() {
     );
 }
 
-/// `pallet build --runner docker`: a workspace built in the daemon's containers gives the
-/// packages the bubblewrap build gives.
+/// `pallet build --runner docker` (and `--runner qemu`): a workspace built in the daemon's
+/// containers, or in microVMs, gives the packages the bubblewrap build gives.
 #[test]
 fn workspace_builds_with_the_docker_runner() {
     let Some(s) = shared() else { return };
@@ -257,7 +257,12 @@ fn workspace_builds_with_the_docker_runner() {
         .map(|e| format!("  - {}\n", e.path().display()))
         .collect();
     let mut outs = vec![];
-    for runner in ["bubblewrap", "docker"] {
+    let kernel = qemu_kernel();
+    let runners: Vec<&str> = ["bubblewrap", "docker"]
+        .into_iter()
+        .chain(kernel.as_ref().map(|_| "qemu"))
+        .collect();
+    for runner in runners {
         let ws = t.path().join(format!("ws-{runner}"));
         fs::create_dir_all(&ws).unwrap();
         fs::write(
@@ -288,11 +293,15 @@ fn workspace_builds_with_the_docker_runner() {
             .current_dir(&ws)
             .env("DOCKER_HOST", daemon.host())
             .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("QEMU_KERNEL_IMAGE", kernel.clone().unwrap_or_default())
+            .env("PALLET_QEMU_ACCEL", "tcg")
             .output()
             .unwrap();
         assert!(o.status.success(), "{runner}: {}", text(&o));
         let apk = fs::read(ws.join("packages/x86_64/w-1-r0.apk")).unwrap();
         outs.push((ws, sha256_hex(&apk)));
     }
-    assert_eq!(outs[0].1, outs[1].1);
+    for (ws, sha) in &outs[1..] {
+        assert_eq!(sha, &outs[0].1, "{}", ws.display());
+    }
 }
