@@ -77,7 +77,7 @@ if command -v dockerd >/dev/null; then
 else
   echo "docker: SKIPPED (dockerd is not installed)"
 fi
-K=${PALLET_TEST_KERNEL:-$(ls /var/cache/pallet-test-kernel/boot/vmlinuz-* 2>/dev/null | head -1)}
+K=${PALLET_TEST_KERNEL:-$(ls "${PALLET_QEMU_KERNEL_DIR:-/var/cache/pallet/kernel}"/x86_64/boot/vmlinuz-* 2>/dev/null | head -1)}
 if [ -n "$K" ] && command -v qemu-system-x86_64 >/dev/null; then
   for accel in kvm tcg; do
     if [ "$accel" = kvm ] && ! [ -w /dev/kvm ]; then echo "qemu (kvm): SKIPPED (no usable /dev/kvm)"; continue; fi

@@ -33,19 +33,19 @@ for a in arm64 armhf; do
   dpkg --print-foreign-architectures | grep -qx "$a" || { dpkg --add-architecture "$a"; added=1; }
 done
 [ "$added" = 0 ] || apt-get update -qq || true
-# The qemu runner's tests boot Debian's cloud kernels (amd64, and arm64 under emulation),
-# unpacked, never installed on the host.
+# The qemu runner boots Debian's cloud kernels (amd64, and arm64 under emulation), unpacked
+# where pallet looks for them (/var/cache/pallet/kernel/ARCH), never installed on the host.
 command -v qemu-system-aarch64 >/dev/null || apt-get install -y -qq qemu-system-arm >/dev/null || true
-for a in amd64 arm64; do
-  K=${PALLET_TEST_KERNEL_DIR:-/var/cache/pallet-test-kernel}
-  [ "$a" = amd64 ] || K=$K-$a
+for pair in amd64:x86_64 arm64:aarch64; do
+  a=${pair%%:*}
+  K=${PALLET_QEMU_KERNEL_DIR:-/var/cache/pallet/kernel}/${pair#*:}
   ls "$K"/boot/vmlinuz-* >/dev/null 2>&1 && continue
   rm -rf "$K.tmp"; mkdir -p "$K.tmp" && (
     cd "$K.tmp"
     v=$(apt-cache depends "linux-image-cloud-$a:$a" | awk '/Depends: linux-image-/{print $2; exit}')
     apt-get download "$v" >/dev/null 2>&1 || { apt-get update -qq; apt-get download "$v" >/dev/null 2>&1; }
     dpkg-deb -x linux-image-*.deb root && rm -f linux-image-*.deb
-  ) && rm -rf "$K" && mv "$K.tmp/root" "$K" && rm -rf "$K.tmp" || echo "note: no $a kernel for the qemu runner's tests" >&2
+  ) && rm -rf "$K" && mv "$K.tmp/root" "$K" && rm -rf "$K.tmp" || echo "note: no $a kernel for the qemu runner" >&2
 done
 if ! command -v pyspdxtools >/dev/null 2>&1; then
   python3 -m pip install -q spdx-tools >/dev/null 2>&1 || python3 -m pip install -q --break-system-packages spdx-tools

@@ -29,6 +29,10 @@ pub struct QemuConfig {
     /// `QEMU_KERNEL_IMAGE_AARCH64` and the like: a kernel per architecture, for builds of
     /// several arches in one run (pallet's; melange has one kernel per run).
     pub arch_kernels: BTreeMap<String, PathBuf>,
+    /// `PALLET_QEMU_KERNEL_DIR` (default [`KERNEL_DIR`]): unpacked kernel packages, one folder
+    /// per arch (`x86_64/boot/vmlinuz-V` with `x86_64/lib/modules/V`), looked in when no
+    /// variable names a kernel.
+    pub kernel_dir: Option<PathBuf>,
     /// `QEMU_KERNEL_MODULES`: the kernel's `lib/modules/VERSION` folder. When unset, the folder
     /// beside an unpacked Debian kernel (`…/boot/vmlinuz-V` → `…/lib/modules/V`) is used.
     pub modules: Option<PathBuf>,
@@ -49,6 +53,7 @@ impl QemuConfig {
         let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         QemuConfig {
             kernel: nonempty("QEMU_KERNEL_IMAGE").map(PathBuf::from),
+            kernel_dir: nonempty("PALLET_QEMU_KERNEL_DIR").map(PathBuf::from),
             arch_kernels: Arch::ALL
                 .iter()
                 .filter_map(|a| {
@@ -194,6 +199,30 @@ fn machine(arch: Arch) -> Result<Machine, QemuError> {
     })
 }
 
+/// Where unpacked kernel packages are found when no variable names a kernel.
+pub const KERNEL_DIR: &str = "/var/cache/pallet/kernel";
+
+/// The newest `boot/vmlinuz-*` of the arch's folder under the kernel folder.
+fn unpacked_kernel(cfg: &QemuConfig, arch: Arch) -> Option<PathBuf> {
+    let dir = cfg
+        .kernel_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(KERNEL_DIR))
+        .join(arch.apk())
+        .join("boot");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
 /// The kernel for `arch`, checked to be one: a missing file or a kernel of another
 /// architecture is refused before qemu starts.
 pub fn kernel(cfg: &QemuConfig, arch: Arch) -> Result<PathBuf, QemuError> {
@@ -211,13 +240,21 @@ pub fn kernel(cfg: &QemuConfig, arch: Arch) -> Result<PathBuf, QemuError> {
         .cloned();
     let path = given
         .clone()
+        .or_else(|| unpacked_kernel(cfg, arch))
         .unwrap_or_else(|| PathBuf::from("/boot/vmlinuz"));
     let mut head = vec![0u8; 0x240];
     let n = std::fs::File::open(&path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| {
             no(if given.is_none() {
-                format!("QEMU_KERNEL_IMAGE is not set and /boot/vmlinuz cannot be read ({e})")
+                format!(
+                    "QEMU_KERNEL_IMAGE is not set, {}/{} holds no boot/vmlinuz-*, and /boot/vmlinuz cannot be read ({e})",
+                    cfg.kernel_dir
+                        .as_deref()
+                        .unwrap_or(Path::new(KERNEL_DIR))
+                        .display(),
+                    arch.apk()
+                )
             } else {
                 format!("{}: {e}", path.display())
             })
@@ -1246,6 +1283,23 @@ mod tests {
         };
         let e = kernel(&cfg, Arch::Amd64).unwrap_err().to_string();
         assert!(e.contains("not a Linux kernel image"), "{e}");
+        // No variable: the newest unpacked kernel of the arch's folder.
+        let kd = d.path().join("kernels");
+        std::fs::create_dir_all(kd.join("x86_64/boot")).unwrap();
+        std::fs::write(kd.join("x86_64/boot/vmlinuz-6.1.0-1-cloud-amd64"), &x86).unwrap();
+        std::fs::write(kd.join("x86_64/boot/vmlinuz-6.1.0-2-cloud-amd64"), &x86).unwrap();
+        let cfg = QemuConfig {
+            kernel_dir: Some(kd.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            kernel(&cfg, Arch::Amd64).unwrap(),
+            kd.join("x86_64/boot/vmlinuz-6.1.0-2-cloud-amd64")
+        );
+        let cfg = QemuConfig {
+            kernel: Some(d.path().join("txt")),
+            ..Default::default()
+        };
         assert!(
             kernel(&cfg, Arch::S390x)
                 .unwrap_err()

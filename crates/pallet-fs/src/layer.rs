@@ -213,6 +213,45 @@ impl Tree {
         out
     }
 
+    /// The part of the installed package `idx` as [`Tree::layer_parts`] would give it if the
+    /// tree were final now, found from what the package shipped instead of a walk of the whole
+    /// tree (for compressing a package's part while later packages are still being installed).
+    pub fn package_part(&self, idx: usize) -> Option<LayerPart<'_>> {
+        let mut paths: Vec<&str> = self
+            .shipped
+            .get(idx)?
+            .iter()
+            .filter_map(|p| {
+                let (k, n) = self.nodes.get_key_value(p)?;
+                (n.owner == Some(idx) && n.kind != Kind::Dir).then_some(k.as_str())
+            })
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        let (mut regular, mut links) = (vec![], vec![]);
+        for p in paths {
+            let n = &self.nodes[p];
+            if n.kind != Kind::HardLink {
+                regular.push(p);
+                continue;
+            }
+            let target = self.real_path(&n.link).unwrap_or_else(|| n.link.clone());
+            let same = self.nodes.get(&target).is_some_and(|t| {
+                t.owner == Some(idx) && !matches!(t.kind, Kind::HardLink | Kind::Dir)
+            });
+            if !same {
+                // Goes to the last part in the final layer.
+                continue;
+            }
+            links.push(p);
+        }
+        regular.extend(links);
+        (!regular.is_empty()).then_some(LayerPart {
+            kind: PartKind::Package(idx),
+            paths: regular,
+        })
+    }
+
     /// Write the entries of `paths` (tree paths, as [`Tree::layer_parts`] gives them) as tar
     /// entries, without end-of-archive blocks.
     pub fn write_entries<W: Write + ?Sized>(
@@ -266,6 +305,61 @@ mod tests {
         n
     }
 
+    fn entry(path: &str, kind: Kind, link: &str) -> crate::CachedEntry {
+        crate::CachedEntry {
+            path: path.into(),
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            size: 0,
+            link: link.into(),
+            dev: (0, 0),
+            xattrs: vec![],
+            sha1: None,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn a_package_part_is_what_the_whole_layer_gives_it() {
+        let mut t = Tree::new();
+        let tar = std::path::Path::new("/nonexistent.tar");
+        t.install_entries(
+            meta("a"),
+            tar,
+            &[
+                entry("usr", Kind::Dir, ""),
+                entry("usr/bin", Kind::Dir, ""),
+                entry("usr/bin/z", Kind::File, ""),
+                entry("usr/bin/b", Kind::HardLink, "usr/bin/z"),
+                entry("usr/bin/s", Kind::Symlink, "z"),
+            ],
+        )
+        .unwrap();
+        let mut m = meta("b");
+        m.info.replaces = vec![pallet_apk_types::Dependency::parse("a").unwrap()];
+        t.install_entries(
+            m,
+            tar,
+            &[
+                entry("usr", Kind::Dir, ""),
+                entry("usr/bin", Kind::Dir, ""),
+                entry("usr/bin/s", Kind::File, ""),
+                entry("usr/bin/c", Kind::HardLink, "usr/bin/z"),
+            ],
+        )
+        .unwrap();
+        let all = t.layer_parts(|_, _| true);
+        for (i, want) in [(0, vec!["usr/bin/z", "usr/bin/b"]), (1, vec!["usr/bin/s"])] {
+            assert_eq!(t.package_part(i).unwrap().paths, want);
+            let whole = all.iter().find(|p| p.kind == PartKind::Package(i)).unwrap();
+            assert_eq!(whole.paths, want);
+        }
+        assert_eq!(all.last().unwrap().paths, vec!["usr/bin/c"]);
+    }
+
     #[test]
     fn parts_hold_every_path_once_directories_first_and_links_after_targets() {
         let mut t = Tree::new();
@@ -291,6 +385,8 @@ mod tests {
         t.put("etc", Node::dir(0o755, 0));
         t.put("etc/passwd", Node::file(vec![], 0o644, 0));
         let parts = t.layer_parts(|_, _| true);
+        // Nothing was installed through `install`, so no package shipped anything.
+        assert!(t.package_part(0).is_none());
         let shape: Vec<(PartKind, Vec<&str>)> =
             parts.iter().map(|p| (p.kind, p.paths.clone())).collect();
         assert_eq!(

@@ -601,7 +601,7 @@ fn aarch64_builds_in_an_emulated_vm_as_under_qemu_user() {
     if !(have("bwrap") && have("apt-get") && handler("aarch64")) {
         return;
     }
-    let Some(kernel) = qemu_kernel_for("arm64") else {
+    let Some(kernel) = qemu_kernel_for("aarch64") else {
         return;
     };
     let t = tempfile::tempdir().unwrap();

@@ -377,21 +377,21 @@ impl Drop for Daemon {
     }
 }
 
-/// The kernel for qemu runner tests: `PALLET_TEST_KERNEL`, else Debian's cloud kernel that
-/// scripts/install-deps.sh unpacks into /var/cache/pallet-test-kernel. `None` (with a SKIPPED
-/// line) when there is none or qemu is missing.
+/// The x86_64 kernel for qemu runner tests: `PALLET_TEST_KERNEL`, else the one pallet finds
+/// on its own. `None` (with a SKIPPED line) when there is none or qemu is missing.
 pub fn qemu_kernel() -> Option<PathBuf> {
     if let Some(k) = std::env::var_os("PALLET_TEST_KERNEL") {
         return have("qemu-system-x86_64").then(|| PathBuf::from(k));
     }
-    qemu_kernel_for("amd64")
+    qemu_kernel_for("x86_64")
 }
 
-/// Debian's cloud kernel for `deb_arch` (amd64, arm64) as scripts/install-deps.sh unpacks it
-/// (`/var/cache/pallet-test-kernel`, `…-arm64`; `PALLET_TEST_KERNEL_DIR` moves them), with the
-/// qemu that boots it.
-pub fn qemu_kernel_for(deb_arch: &str) -> Option<PathBuf> {
-    let bin = if deb_arch == "amd64" {
+/// The kernel pallet's qemu runner finds for `arch` (x86_64, aarch64) when no variable names
+/// one: Debian's cloud kernel that scripts/install-deps.sh unpacks in
+/// `/var/cache/pallet/kernel/ARCH` (`PALLET_QEMU_KERNEL_DIR` moves it), with the qemu that boots
+/// it.
+pub fn qemu_kernel_for(arch: &str) -> Option<PathBuf> {
+    let bin = if arch == "x86_64" {
         "qemu-system-x86_64"
     } else {
         "qemu-system-aarch64"
@@ -399,12 +399,10 @@ pub fn qemu_kernel_for(deb_arch: &str) -> Option<PathBuf> {
     if !have(bin) {
         return None;
     }
-    let mut dir = std::env::var_os("PALLET_TEST_KERNEL_DIR")
+    let dir = std::env::var_os("PALLET_QEMU_KERNEL_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/pallet-test-kernel"));
-    if deb_arch != "amd64" {
-        dir = PathBuf::from(format!("{}-{deb_arch}", dir.display()));
-    }
+        .unwrap_or_else(|| PathBuf::from("/var/cache/pallet/kernel"))
+        .join(arch);
     let found = std::fs::read_dir(dir.join("boot")).ok().and_then(|rd| {
         rd.flatten().map(|e| e.path()).find(|p| {
             p.file_name()
@@ -413,7 +411,7 @@ pub fn qemu_kernel_for(deb_arch: &str) -> Option<PathBuf> {
     });
     if found.is_none() {
         eprintln!(
-            "SKIPPED part: no {deb_arch} kernel for the qemu runner in {} (scripts/install-deps.sh unpacks Debian's linux-image-cloud-{deb_arch} there)",
+            "SKIPPED part: no {arch} kernel for the qemu runner in {} (scripts/install-deps.sh unpacks Debian's cloud kernel there)",
             dir.display()
         );
     }
