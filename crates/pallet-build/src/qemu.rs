@@ -426,9 +426,7 @@ fn modules(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, QemuError> {
 }
 
 /// The guest's init: mounts, modules, loopback and SLIRP networking, then the control loop.
-fn init_script() -> String {
-    format!(
-        r#"#!/bin/sh
+const INIT: &str = r#"#!/bin/sh
 # pallet's qemu guest init: runs each step the host sends over the virtio-serial port.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -456,21 +454,21 @@ if [ -e /sys/class/net/eth0 ]; then
 fi
 marker=
 for w in $(cat /proc/cmdline); do
-  case "$w" in pallet.marker=*) marker=${{w#pallet.marker=}} ;; esac
+  case "$w" in pallet.marker=*) marker=${w#pallet.marker=} ;; esac
 done
 port=
 i=0
 while [ -z "$port" ] && [ "$i" -lt 200 ]; do
   for p in /sys/class/virtio-ports/*; do
-    [ -f "$p/name" ] && [ "$(cat "$p/name")" = pallet.0 ] && port=/dev/${{p##*/}}
+    [ -f "$p/name" ] && [ "$(cat "$p/name")" = pallet.0 ] && port=/dev/${p##*/}
   done
-  [ -n "$port" ] || {{ sleep 0.05 2>/dev/null || sleep 1; i=$((i+1)); }}
+  [ -n "$port" ] || { sleep 0.05 2>/dev/null || sleep 1; i=$((i+1)); }
 done
-[ -n "$port" ] || {{ echo "pallet: no control port"; reboot -f; }}
+[ -n "$port" ] || { echo "pallet: no control port"; reboot -f; }
 exec 3<>"$port" </dev/null
-user_of() {{
-  while IFS=: read -r n x u rest; do [ "$u" = "$1" ] && {{ echo "$n"; return; }}; done < /etc/passwd
-}}
+user_of() {
+  while IFS=: read -r n x u rest; do [ "$u" = "$1" ] && { echo "$n"; return; }; done < /etc/passwd
+}
 echo READY >&3
 while IFS=' ' read -r cmd a b c <&3; do
   case "$cmd" in
@@ -503,9 +501,7 @@ while IFS=' ' read -r cmd a b c <&3; do
   esac
 done
 reboot -f
-"#
-    )
-}
+"#;
 
 /// What the guest needs from the environment, checked before it boots.
 const TOOLS: [&str; 5] = ["sh", "mount", "head", "tar", "env"];
@@ -538,7 +534,7 @@ pub fn write_initramfs(
     tree.mkdir_all(".pallet", 0o755, 0);
     tree.put(
         ".pallet/init",
-        Node::file(init_script().into_bytes(), 0o755, 0),
+        Node::file(INIT.as_bytes().to_vec(), 0o755, 0),
     );
     if let Some(dir) = modules_dir(cfg, kernel) {
         let mods = modules(&dir)?;
