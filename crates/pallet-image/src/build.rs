@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use pallet_apk_stream::tarw::Kind;
 use pallet_apk_types::{Dependency, PackageInfo, checksum, installed};
-use pallet_fs::{Content, InstalledMeta, Node, OwnerNames, Tree};
+use pallet_fs::{Content, InstalledMeta, Node, Tree};
 use pallet_keys::Keyring;
 use serde_json::{Value, json};
 
@@ -483,6 +483,17 @@ pub fn install(
     arch: Arch,
     opts: &BuildOptions,
 ) -> Result<Installed, BuildError> {
+    install_with(cfg, cfg_checksum, arch, opts, None)
+}
+
+/// [`install`], with `spec` compressing layer parts while packages are still being fetched.
+fn install_with(
+    cfg: &ImageConfiguration,
+    cfg_checksum: &str,
+    arch: Arch,
+    opts: &BuildOptions,
+    mut spec: Option<&mut crate::layers::Speculator>,
+) -> Result<Installed, BuildError> {
     crate::timing::mark("install start");
     let (repos, picks, keyring, world) = resolve(cfg, arch, opts)?;
     crate::timing::mark("resolved");
@@ -511,24 +522,51 @@ pub fn install(
             .progress_chars("=> "),
     );
     bar.set_prefix(format!("fetching ({})", arch.apk()));
-    let cached: Vec<Result<CachedPackage, BuildError>> = picks
-        .par_iter()
-        .map(|&(r, p)| {
-            let res = ensure_cached(&repos[r], &repos[r].packages[p], arch, opts);
-            bar.set_message(repos[r].packages[p].name.clone());
-            bar.inc(1);
-            res
-        })
-        .collect();
+    // Fetch and verify on rayon's threads; install here, in resolved order, each package as
+    // soon as it and those before it are there; and while waiting, let `spec` compress the
+    // parts of packages already installed.
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<CachedPackage, BuildError>)>();
+    let installed = std::thread::scope(|s| -> Result<(), BuildError> {
+        let (repos, picks, bar) = (&repos, &picks, &bar);
+        s.spawn(move || {
+            picks
+                .par_iter()
+                .enumerate()
+                .for_each_with(tx, |tx, (i, &(r, p))| {
+                    let res = ensure_cached(&repos[r], &repos[r].packages[p], arch, opts);
+                    bar.set_message(repos[r].packages[p].name.clone());
+                    bar.inc(1);
+                    let _ = tx.send((i, res));
+                });
+        });
+        let mut ready = BTreeMap::new();
+        for (i, &(r, _)) in picks.iter().enumerate() {
+            let c = loop {
+                if let Some(c) = ready.remove(&i) {
+                    break c;
+                }
+                if let Ok((j, c)) = rx.try_recv() {
+                    ready.insert(j, c);
+                    continue;
+                }
+                if spec.as_deref_mut().is_some_and(|sp| sp.work(&tree)) {
+                    continue;
+                }
+                let (j, c) = rx.recv().expect("every package is reported");
+                ready.insert(j, c);
+            };
+            let (tar, meta, entries) = c?;
+            max_build = max_build.max(meta.info.build_time);
+            resolved.push((meta.info.clone(), repos[r].url.clone()));
+            tree.install_entries(meta, &tar, &entries)?;
+            if let Some(sp) = spec.as_deref_mut() {
+                sp.installed(i);
+            }
+        }
+        Ok(())
+    });
     bar.finish_and_clear();
-    crate::timing::mark("fetched");
-    for (i, c) in cached.into_iter().enumerate() {
-        let (tar, meta, entries) = c?;
-        let (r, _) = picks[i];
-        max_build = max_build.max(meta.info.build_time);
-        resolved.push((meta.info.clone(), repos[r].url.clone()));
-        tree.install_entries(meta, &tar, &entries)?;
-    }
+    installed?;
     crate::timing::mark("installed");
     let epoch = opts.epoch.unwrap_or(max_build);
     post_install(
@@ -555,11 +593,12 @@ pub fn install(
 /// `strategy: origin` and a `budget`, packages are grouped by origin, the `budget - 1` largest
 /// groups (by installed size, ties by name) each get a layer, the rest share one, and a top
 /// layer holds what no package owns (directories, the apk database, accounts, generated
-/// files). Each package layer carries the directories above its files.
-/// `None` stands for every path.
-type LayerFilter = Option<std::collections::BTreeSet<String>>;
-
-fn layer_plan(cfg: &ImageConfiguration, tree: &Tree) -> Result<Vec<LayerFilter>, BuildError> {
+/// files). Each package layer carries the directories above its files. `None` stands for
+/// every path.
+fn layer_plan(
+    cfg: &ImageConfiguration,
+    tree: &Tree,
+) -> Result<Vec<Option<std::collections::BTreeSet<String>>>, BuildError> {
     let all = || {
         tree.nodes
             .keys()
@@ -629,11 +668,17 @@ pub fn build_arch(
         tree,
         packages: resolved,
         epoch,
-    } = install(cfg, cfg_checksum, arch, opts)?;
-    let names = OwnerNames::from_files(
-        &String::from_utf8_lossy(&tree.read("etc/passwd").ok().flatten().unwrap_or_default()),
-        &String::from_utf8_lossy(&tree.read("etc/group").ok().flatten().unwrap_or_default()),
-    );
+    } = install_with(
+        cfg,
+        cfg_checksum,
+        arch,
+        opts,
+        Some(&mut crate::layers::Speculator::new(
+            &opts.cache_dir,
+            opts.level,
+        )),
+    )?;
+    let names = crate::layers::owner_names(&tree);
     let mut layers = vec![];
     let mut diff_ids = vec![];
     for filter in layer_plan(cfg, &tree)? {

@@ -108,6 +108,8 @@ fn gzip_chunk(level: u32, data: &[u8]) -> io::Result<Vec<u8>> {
 struct ChunkedGz<W: Write> {
     inner: W,
     level: u32,
+    /// Spread a batch over rayon's threads, or compress it on the calling thread.
+    parallel: bool,
     buf: Vec<u8>,
     full: Vec<Vec<u8>>,
 }
@@ -115,8 +117,11 @@ struct ChunkedGz<W: Write> {
 impl<W: Write> ChunkedGz<W> {
     fn flush_full(&mut self) -> io::Result<()> {
         let level = self.level;
-        let out: Vec<io::Result<Vec<u8>>> =
-            self.full.par_iter().map(|c| gzip_chunk(level, c)).collect();
+        let out: Vec<io::Result<Vec<u8>>> = if self.parallel {
+            self.full.par_iter().map(|c| gzip_chunk(level, c)).collect()
+        } else {
+            self.full.iter().map(|c| gzip_chunk(level, c)).collect()
+        };
         self.full.clear();
         for o in out {
             self.inner.write_all(&o?)?;
@@ -160,11 +165,12 @@ impl<W: Write> Write for ChunkedGz<W> {
 }
 
 /// Compress one part into its cache entry (a locked temporary renamed into place).
-fn compress_part(path: &Path, level: u32, part: &Part<'_>) -> io::Result<()> {
+fn compress_part(path: &Path, level: u32, part: &Part<'_>, parallel: bool) -> io::Result<()> {
     pallet_atomic::write_with(path, |t| {
         let mut gz = ChunkedGz {
             inner: BufWriter::with_capacity(1 << 20, &mut *t),
             level,
+            parallel,
             buf: Vec::new(),
             full: Vec::new(),
         };
@@ -259,6 +265,63 @@ fn tree_part<'a>(
     }
 }
 
+/// Compresses packages' parts while the build is still fetching and installing later packages,
+/// on the thread that would otherwise wait for them. A part is compressed as the tree is at
+/// that moment, with the owner names its `/etc/passwd` and `/etc/group` give then, and cached
+/// under the key of those bytes; the layer itself is still made from the final tree, so a part
+/// that came out differently (a later package took over one of its files, `paths:` changed a
+/// mode, accounts renamed an owner) is simply compressed again then. What gets written never
+/// depends on what was guessed here, only how much is left to do at the end.
+pub struct Speculator {
+    cache: PathBuf,
+    level: u32,
+    queue: std::collections::VecDeque<usize>,
+}
+
+impl Speculator {
+    pub fn new(cache: &Path, level: u32) -> Self {
+        Speculator {
+            cache: cache.to_path_buf(),
+            level,
+            queue: Default::default(),
+        }
+    }
+
+    /// The package with this index is installed in the tree.
+    pub fn installed(&mut self, idx: usize) {
+        self.queue.push_back(idx);
+    }
+
+    /// Compress the part of the oldest installed package not yet done; false when none is
+    /// left. Failures are left for the final layer to meet and report.
+    pub fn work(&mut self, tree: &pallet_fs::Tree) -> bool {
+        let Some(idx) = self.queue.pop_front() else {
+            return false;
+        };
+        let Some(part) = tree.package_part(idx) else {
+            return true;
+        };
+        let names = owner_names(tree);
+        let part = tree_part(tree, &names, part);
+        let seg = segment_path(&self.cache, self.level, &part.key);
+        if !seg.exists()
+            && let Some(dir) = seg.parent()
+            && fs::create_dir_all(dir).is_ok()
+        {
+            let _ = compress_part(&seg, self.level, &part, false);
+        }
+        true
+    }
+}
+
+/// uid and gid names as the tree's `/etc/passwd` and `/etc/group` give them.
+pub fn owner_names(tree: &pallet_fs::Tree) -> pallet_fs::OwnerNames {
+    let read = |p: &str| {
+        String::from_utf8_lossy(&tree.read(p).ok().flatten().unwrap_or_default()).into_owned()
+    };
+    pallet_fs::OwnerNames::from_files(&read("etc/passwd"), &read("etc/group"))
+}
+
 /// The layer made of `parts`, as a blob in `blobs`, through the part and layer caches under
 /// `cache`; returns the blob and the diff_id (the digest of the uncompressed tar).
 pub fn layer(
@@ -298,7 +361,7 @@ pub fn layer(
         .par_iter()
         .zip(&segments)
         .filter(|(_, s)| !s.exists())
-        .try_for_each(|(p, s)| compress_part(s, level, p))?;
+        .try_for_each(|(p, s)| compress_part(s, level, p, true))?;
     crate::timing::mark("layer: parts compressed");
     // The diff_id needs every uncompressed byte in order; hash it while the compressed parts
     // are copied into the blob.
