@@ -70,6 +70,7 @@ pub struct ConfigSource {
 }
 
 /// Everything shared by the packages of one build.
+#[derive(Clone)]
 pub struct Assembly<'a> {
     pub version: String,
     pub epoch: u64,

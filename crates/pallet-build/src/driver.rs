@@ -77,6 +77,13 @@ pub struct Options {
     pub runner: crate::runner::Runner,
     /// melange's `--interactive`: a failed step opens a shell in the guest.
     pub interactive: bool,
+    /// melange's `--timeout`: the whole build's limit, over `package.timeout`.
+    pub timeout: Option<std::time::Duration>,
+    /// melange's `--strip-origin-name`: each subpackage is its own origin.
+    pub strip_origin_name: bool,
+    /// melange's `--debug-runner`: the guest (container and image, VM files, root folder) is
+    /// kept after the build.
+    pub keep_guest: bool,
     /// binfmt_misc's folder, checked for a qemu-user handler before a foreign-arch build
     /// (default [`crate::emulation::BINFMT_MISC`]).
     pub binfmt_dir: Option<PathBuf>,
@@ -296,6 +303,26 @@ fn start_guest(
             Ok((Guest::Qemu(vm.clone()), Running::Qemu(vm)))
         }
         _ => Ok((guest, Running::None)),
+    }
+}
+
+/// Stop the guest, or with `--debug-runner` leave it for inspection and say where it is.
+fn keep_or_drop(running: Running, opts: &Options, scratch: &Path) {
+    if !opts.keep_guest {
+        return;
+    }
+    match running {
+        Running::Docker(g) => {
+            opts.log.line(format_args!(
+                "--debug-runner: kept container {} of image {} (docker rm -f {} && docker rmi {} removes them)",
+                g.container, g.image, g.container, g.image
+            ));
+            std::mem::forget(g);
+        }
+        _ => opts.log.line(format_args!(
+            "--debug-runner: kept the guest's files in {}",
+            scratch.display()
+        )),
     }
 }
 
@@ -536,7 +563,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         env,
         debug: opts.debug,
         identity,
-        deadline: plan.timeout.map(|t| (started + t, t)),
+        deadline: opts.timeout.or(plan.timeout).map(|t| (started + t, t)),
         log: opts.log.clone(),
         interactive: opts.interactive,
     };
@@ -559,7 +586,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
             .map_err(crate::runner::RunError::from)?;
     }
     drop(sandbox);
-    drop(running);
+    keep_or_drop(running, opts, scratch.path());
     let assembly = Assembly {
         version: plan.version.clone(),
         epoch: plan.epoch,
@@ -588,6 +615,16 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     pallet_atomic::sweep(&opts.out_dir.join(arch.apk()));
     let mut written = vec![];
     for p in &all {
+        let own;
+        let assembly = if opts.strip_origin_name {
+            own = Assembly {
+                origin: p.name.clone(),
+                ..assembly.clone()
+            };
+            &own
+        } else {
+            &assembly
+        };
         let (path, info) = assembly.emit(
             p,
             &workspace.join("melange-out").join(&p.name),
@@ -612,7 +649,7 @@ pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
         )?;
         opts.log.line(format_args!("updated {}", idx.display()));
     }
-    if !opts.rm {
+    if !opts.rm || opts.keep_guest {
         // Keep the scratch folder for inspection.
         let kept = scratch.keep();
         opts.log

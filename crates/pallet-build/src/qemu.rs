@@ -40,6 +40,10 @@ pub struct QemuConfig {
     pub cpus: Option<u32>,
     /// Memory in MiB (`--memory`, `resources.memory`); default min(4 GiB, 85% of free).
     pub memory_mib: Option<u64>,
+    /// `--cpumodel`: qemu's `-cpu` instead of `host` (KVM) or the arch's emulated model.
+    pub cpu_model: Option<String>,
+    /// `--disk`: the workspace disk's size in MiB (default: memory + 512 MiB).
+    pub disk_mib: Option<u64>,
     /// `PALLET_QEMU_ACCEL=tcg|kvm` forces an accelerator.
     pub accel: Option<String>,
     /// `QEMU_KERNEL_CMDLINE`: appended to the kernel's command line.
@@ -64,6 +68,8 @@ impl QemuConfig {
             modules: nonempty("QEMU_KERNEL_MODULES").map(PathBuf::from),
             cpus: None,
             memory_mib: None,
+            cpu_model: None,
+            disk_mib: None,
             accel: nonempty("PALLET_QEMU_ACCEL"),
             cmdline: nonempty("QEMU_KERNEL_CMDLINE"),
         }
@@ -744,7 +750,7 @@ impl Vm {
         // The workspace comes back through this disk, so it must hold what the guest's memory
         // can: a sparse file costs only what is written.
         std::fs::File::create(&disk)
-            .and_then(|f| f.set_len((mem + 512) << 20))
+            .and_then(|f| f.set_len(cfg.disk_mib.unwrap_or(0).max(mem + 512) << 20))
             .map_err(|e| io("creating the workspace disk", e))?;
         // The end-of-step marker travels on the command line, where init reads it.
         let marker = new_marker();
@@ -764,9 +770,10 @@ impl Vm {
                 "-cpu",
                 // Some hosts (nested virtualisation) refuse the ARCH_CAPABILITIES MSR that
                 // `host` passes through, and qemu aborts: the guest never needs it.
-                match (accel, arch) {
-                    ("kvm", Arch::Amd64) => "host,-arch-capabilities",
-                    ("kvm", _) => "host",
+                match (cfg.cpu_model.as_deref(), accel, arch) {
+                    (Some(model), _, _) => model,
+                    (None, "kvm", Arch::Amd64) => "host,-arch-capabilities",
+                    (None, "kvm", _) => "host",
                     _ => m.emulated_cpu,
                 },
             ])

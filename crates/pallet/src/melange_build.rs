@@ -78,10 +78,14 @@ pub struct BuildArgs {
     /// most 85% of what is free).
     #[arg(long)]
     memory: Option<String>,
+    #[command(flatten)]
+    build_only: BuildOnlyFlags,
+    #[command(flatten)]
+    more: RunnerFlags,
     /// Trace each step's shell (`set -x`).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     debug: bool,
-    /// melange's shell-on-failure: not available in the sandbox yet (says so).
+    /// On a failing step, a shell in the build guest (exit 0 continues, any other status stops).
     #[arg(short = 'i', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     interactive: bool,
     /// Remove the workspace and guest afterwards.
@@ -130,6 +134,108 @@ pub struct BuildArgs {
     /// Write each package's generated dependencies as JSON to FILE.ARCH.
     #[arg(long)]
     dependency_log: Option<PathBuf>,
+}
+
+/// melange's other runner flags, shared by `build` and `test`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RunnerFlags {
+    /// The whole build's time limit, e.g. 90m (overrides package.timeout).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// The qemu runner's CPU model (qemu's -cpu; default host with KVM, else one per arch).
+    #[arg(long)]
+    cpumodel: Option<String>,
+    /// The qemu runner's workspace disk (default: the VM's memory plus 512 MiB, sparse).
+    #[arg(long)]
+    disk: Option<String>,
+    /// Keep the guest afterwards (the docker runner's container and image, the qemu runner's
+    /// initramfs and disk, the bubblewrap root) and say where.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    debug_runner: bool,
+    /// Accepted as melange accepts it: melange does nothing with it either.
+    #[arg(long)]
+    cache_source: Option<String>,
+}
+
+impl RunnerFlags {
+    /// Apply to `runner` and `opts`; say what cannot apply.
+    fn apply(&self, opts: &mut Options) -> anyhow::Result<()> {
+        if let Some(t) = &self.timeout {
+            opts.timeout = pallet_build::policy::parse_timeout(t)
+                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+        }
+        opts.keep_guest = self.debug_runner;
+        let runner = &mut opts.runner;
+        match runner {
+            pallet_build::runner::Runner::Qemu(q) => {
+                q.cpu_model = self.cpumodel.clone();
+                q.disk_mib = self
+                    .disk
+                    .as_deref()
+                    .map(pallet_build::qemu::parse_mib)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--disk: {e}"))?;
+            }
+            _ if self.cpumodel.is_some() || self.disk.is_some() => eprintln!(
+                "note: --cpumodel and --disk set up the qemu runner's VM; the {} runner has neither",
+                runner.name()
+            ),
+            _ => {}
+        }
+        if self.cache_source.is_some() {
+            eprintln!(
+                "note: --cache-source is accepted as melange accepts it; melange does not use it either"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// melange build's flags for what pallet does not make.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct BuildOnlyFlags {
+    /// Start from an empty workspace: copy no source files into it.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    empty_workspace: bool,
+    /// Each subpackage's origin is its own name instead of the main package's.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    strip_origin_name: bool,
+    /// melange's SLSA attestation beside each package: not written by pallet (says so).
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    generate_provenance: bool,
+    /// melange's OpenTelemetry trace file: not written by pallet (says so).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// The libc of host.triplet.*: gnu (melange's default and the only one pallet has).
+    #[arg(long, default_value = "gnu")]
+    override_host_triplet_libc_substitution_flavor: String,
+}
+
+impl BuildOnlyFlags {
+    fn apply(&self, opts: &mut Options) -> anyhow::Result<()> {
+        if self.empty_workspace {
+            opts.source_dir = None;
+        }
+        opts.strip_origin_name = self.strip_origin_name;
+        if self.generate_provenance {
+            eprintln!(
+                "note: --generate-provenance: pallet writes no SLSA attestation; each package embeds its locked build configuration and an SPDX SBOM, and rebuilds are byte-identical (pallet pkg rebuild checks that)"
+            );
+        }
+        if let Some(t) = &self.trace {
+            eprintln!(
+                "note: --trace {}: pallet writes no OpenTelemetry trace; --create-build-log and the per-step lines of the log give the steps and their times",
+                t.display()
+            );
+        }
+        if self.override_host_triplet_libc_substitution_flavor != "gnu" {
+            anyhow::bail!(
+                "--override-host-triplet-libc-substitution-flavor {}: pallet has only gnu (melange's default); host.triplet.* are the gnu triplets, and cross.triplet.*.musl name the musl ones",
+                self.override_host_triplet_libc_substitution_flavor
+            );
+        }
+        Ok(())
+    }
 }
 
 fn find_config(c: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -358,9 +464,12 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             binfmt_dir: binfmt_dir(),
             runner,
             interactive: a.interactive,
+            ..Default::default()
         },
     };
     let mut req = req;
+    a.more.apply(&mut req.options)?;
+    a.build_only.apply(&mut req.options)?;
     {
         // melange's default: every architecture the recipe and its repositories allow; an
         // arch named with --arch that no repository serves is skipped the same way.
@@ -776,7 +885,7 @@ pub struct TestArgs {
     /// Trace each step's shell (`set -x`).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     debug: bool,
-    /// melange's shell-on-failure: not available in the sandbox yet (says so).
+    /// On a failing step, a shell in the build guest (exit 0 continues, any other status stops).
     #[arg(short = 'i', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
     interactive: bool,
     /// Skip verifying the environment repositories' signatures.
@@ -793,6 +902,8 @@ pub struct TestArgs {
     /// most 85% of what is free).
     #[arg(long)]
     memory: Option<String>,
+    #[command(flatten)]
+    more: RunnerFlags,
 }
 
 pub fn test_cmd(a: TestArgs) -> anyhow::Result<ExitCode> {
@@ -863,6 +974,8 @@ fn test_arch(
         interactive: a.interactive,
         ..Default::default()
     };
+    let mut bopts = bopts;
+    a.more.apply(&mut bopts)?;
     for (name, t) in &tests {
         eprintln!("testing {name} for {}", arch.apk());
         driver::run_test(t, &bopts).with_context(|| format!("testing {name}"))?;

@@ -593,3 +593,145 @@ fn apko_workdir_log_level_format_and_size_limits() {
     let o = run_face(d, "apko", &["-C", "nope", "show-config", "image.yaml"], &[]);
     assert!(!o.status.success() && text(&o).contains("-C nope"));
 }
+
+/// melange's remaining build flags: `--timeout` stops a step that `package.timeout` would
+/// allow, `--empty-workspace` copies no sources, `--strip-origin-name` makes each subpackage
+/// its own origin, `--debug-runner` keeps the guest and says where, and the flags pallet cannot
+/// honour (`--generate-provenance`, `--trace`, `--cache-source`, `--cpumodel`, `--disk` with
+/// bubblewrap) each say so in one line.
+#[test]
+fn melange_timeout_workspace_origin_and_runner_flags() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::create_dir_all(d.join("src")).unwrap();
+    fs::write(d.join("src/from-source"), "x").unwrap();
+    let recipe = |runs: &str| {
+        format!(
+            "package: {{name: flags, version: 1.0.0, epoch: 0, description: d, copyright: [{{license: MIT}}], timeout: 1h}}\nenvironment:\n  contents:\n    repositories: [{}]\n    keyring:\n{}    packages: [busybox]\npipeline:\n  - runs: |\n      {runs}\nsubpackages:\n  - name: flags-extra\n    pipeline:\n      - runs: mkdir -p ${{{{targets.subpkgdir}}}}/e && touch ${{{{targets.subpkgdir}}}}/e/f\n",
+            a.display(),
+            keyring_yaml(&a.join("keys"))
+        )
+    };
+    fs::write(d.join("slow.yaml"), recipe("echo started; sleep 30")).unwrap();
+    let started = std::time::Instant::now();
+    let o = run_face(
+        d,
+        "melange",
+        &[
+            "build",
+            "slow.yaml",
+            "--arch",
+            "x86_64",
+            "--timeout",
+            "2s",
+            "--out-dir",
+            "out-slow",
+            "--source-dir",
+            "src",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("package.timeout") && stderr(&o).contains("started"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "the step was not stopped"
+    );
+    let o = run_face(
+        d,
+        "melange",
+        &["build", "slow.yaml", "--timeout", "soon"],
+        &[],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("--timeout"),
+        "{}",
+        stderr(&o)
+    );
+
+    fs::write(
+        d.join("ok.yaml"),
+        recipe("mkdir -p ${{targets.destdir}}/s && ls /home/build > ${{targets.destdir}}/s/ls"),
+    )
+    .unwrap();
+    let o = run_face(
+        d,
+        "melange",
+        &[
+            "build",
+            "ok.yaml",
+            "--arch",
+            "x86_64",
+            "--out-dir",
+            "out",
+            "--source-dir",
+            "src",
+            "--empty-workspace",
+            "--strip-origin-name",
+            "--debug-runner",
+            "--generate-provenance",
+            "--trace",
+            "t.json",
+            "--cache-source",
+            "x",
+            "--cpumodel",
+            "max",
+            "--disk",
+            "10Gi",
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let ls = apk_member(&d.join("out/x86_64/flags-1.0.0-r0.apk"), "s/ls");
+    assert!(
+        !ls.contains("from-source"),
+        "--empty-workspace copied sources: {ls}"
+    );
+    assert!(pkginfo(&d.join("out/x86_64/flags-1.0.0-r0.apk")).contains("origin = flags\n"));
+    let extra = pkginfo(&d.join("out/x86_64/flags-extra-1.0.0-r0.apk"));
+    assert!(extra.contains("origin = flags-extra\n"), "{extra}");
+    for said in [
+        "--generate-provenance",
+        "--trace",
+        "--cache-source",
+        "--cpumodel and --disk",
+        "--debug-runner: kept the guest's files in",
+    ] {
+        assert!(err.contains(said), "no line for {said}: {err}");
+    }
+    let kept = err
+        .lines()
+        .find_map(|l| l.split("--debug-runner: kept the guest's files in ").nth(1))
+        .unwrap();
+    assert!(Path::new(kept.trim()).join("guest").is_dir(), "{kept}");
+    let _ = fs::remove_dir_all(kept.trim());
+    // Without the flag, sources are copied and subpackages keep the main package as origin.
+    let o = run_face(
+        d,
+        "melange",
+        &[
+            "build",
+            "ok.yaml",
+            "--arch",
+            "x86_64",
+            "--out-dir",
+            "out2",
+            "--source-dir",
+            "src",
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(apk_member(&d.join("out2/x86_64/flags-1.0.0-r0.apk"), "s/ls").contains("from-source"));
+    assert!(pkginfo(&d.join("out2/x86_64/flags-extra-1.0.0-r0.apk")).contains("origin = flags\n"));
+}
