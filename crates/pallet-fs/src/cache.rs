@@ -1,16 +1,23 @@
-//! The package cache's two files per package: the verified data section as an uncompressed tar
-//! of normalised entries (`NAME.tar`, whose extents the image tree points into), and beside it
-//! an entry index (`NAME.idx`) with every entry's metadata and the offset of its content in the
-//! tar, so that installing a cached package reads a few KiB instead of walking the whole tar.
+//! The package cache's file per package: the verified data section as an uncompressed tar of
+//! normalised entries (whose extents the image tree points into), followed by what the caller
+//! keeps of the control section, an entry index with every entry's metadata and the offset of
+//! its content in the tar, and a fixed trailer giving both lengths:
 //!
-//! Both are written in the same pass that decompresses and verifies the package. The index
+//! ```text
+//! data tar (entries, end-of-archive blocks) | control | index | "PLTCACH1" control_len index_len
+//! ```
+//!
+//! A tar reader stops at the end-of-archive blocks, so the file is still the data tar; installing
+//! a cached package reads the trailer and the few KiB before it instead of walking the whole tar.
+//! Everything is written in the same pass that decompresses and verifies the package, under a
+//! temporary name renamed into place once complete: one file, one rename, one sync. The index
 //! holds exactly what reading the tar back would give (the same masks and the same limits of
 //! the ustar fields), so a tree installed from the index and one installed from the tar are the
-//! same. An index that is missing, cut short or of another format is rebuilt from the tar.
+//! same.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pallet_apk_stream::tarw::{self, EntryHeader, Kind};
 
@@ -35,11 +42,6 @@ pub struct CachedEntry {
     pub sha1: Option<[u8; 20]>,
     /// Where the content starts in the tar.
     pub offset: u64,
-}
-
-/// The entry index beside a cached data tar.
-pub fn index_path(tar: &Path) -> PathBuf {
-    tar.with_extension("idx")
 }
 
 /// First bytes of an index file; a new layout gets a new number.
@@ -192,18 +194,49 @@ pub fn decode_index(b: &[u8]) -> Option<Vec<CachedEntry>> {
     c.0.is_empty().then_some(out)
 }
 
-/// The entries of a cached data tar, read from its index, or from the tar itself when the index
-/// is missing or unreadable (then the index is written again, best effort).
-pub fn cached_entries(tar: &Path) -> io::Result<Vec<CachedEntry>> {
-    let idx = index_path(tar);
-    if let Ok(b) = std::fs::read(&idx)
-        && let Some(v) = decode_index(&b)
-    {
-        return Ok(v);
+/// Ends a cache file: this magic, then the control and index lengths (little-endian u64).
+const TRAILER_MAGIC: &[u8; 8] = b"PLTCACH1";
+const TRAILER_LEN: u64 = 24;
+
+/// The control bytes and entries of a cache file written by [`cache_package`]; `None` when the
+/// file is missing or is not one (a plain tar, a cut file, another format).
+pub fn read_cached(path: &Path) -> io::Result<Option<(Vec<u8>, Vec<CachedEntry>)>> {
+    use std::os::unix::fs::FileExt as _;
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if len < TRAILER_LEN {
+        return Ok(None);
     }
-    let v = scan_data_tar(tar)?;
-    let _ = pallet_atomic::write(&idx, &encode_index(&v));
-    Ok(v)
+    let mut t = [0u8; TRAILER_LEN as usize];
+    f.read_exact_at(&mut t, len - TRAILER_LEN)?;
+    if &t[..8] != TRAILER_MAGIC {
+        return Ok(None);
+    }
+    let n = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let (ctl_len, idx_len) = (n(&t[8..16]), n(&t[16..24]));
+    let Some(meta_len) = ctl_len
+        .checked_add(idx_len)
+        .filter(|m| *m <= len - TRAILER_LEN)
+    else {
+        return Ok(None);
+    };
+    let mut meta = vec![0u8; meta_len as usize];
+    f.read_exact_at(&mut meta, len - TRAILER_LEN - meta_len)?;
+    let index = meta.split_off(ctl_len as usize);
+    Ok(decode_index(&index).map(|entries| (meta, entries)))
+}
+
+/// The entries of a cached data tar: from its index when it is a cache file, else read from
+/// the tar itself.
+pub fn cached_entries(tar: &Path) -> io::Result<Vec<CachedEntry>> {
+    match read_cached(tar)? {
+        Some((_, entries)) => Ok(entries),
+        None => scan_data_tar(tar),
+    }
 }
 
 /// Walk a cached data tar (headers only matter; contents are passed over) into its entries.
@@ -298,15 +331,34 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Verify a package and cache its data section as an uncompressed tar of normalised entries at
-/// `out`, with its entry index beside it (each written to a temporary name and renamed, so a
-/// killed build never leaves a partial file). Returns the package's control metadata and the
-/// entries.
+/// Why a package was not cached.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Reading or verifying the package failed.
+    #[error(transparent)]
+    Apk(#[from] pallet_apk_stream::ApkError),
+    /// The caller's `control` refused the package (its identity is not the expected one, say).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<io::Error> for CacheError {
+    fn from(e: io::Error) -> Self {
+        CacheError::Apk(e.into())
+    }
+}
+
+/// Verify a package and cache it at `out` (see the module doc): its data section as an
+/// uncompressed tar of normalised entries, then the bytes `control` makes of its metadata
+/// (or its refusal, and then nothing is kept), then the entry index. Written under a temporary
+/// name and renamed, so a killed build never leaves a partial file. Returns the package's
+/// control metadata and the entries.
 pub fn cache_package<R: Read>(
     apk: R,
     opts: &pallet_apk_stream::ReadOptions<'_>,
     out: &Path,
-) -> Result<(pallet_apk_stream::ApkMeta, Vec<CachedEntry>), pallet_apk_stream::ApkError> {
+    control: impl FnOnce(&pallet_apk_stream::ApkMeta) -> Result<Vec<u8>, String>,
+) -> Result<(pallet_apk_stream::ApkMeta, Vec<CachedEntry>), CacheError> {
     let dir = out.parent().unwrap_or(Path::new("."));
     // A locked temporary: removed on every error path by its Drop, and swept by the next build
     // if this process is killed.
@@ -381,11 +433,16 @@ pub fn cache_package<R: Read>(
         Ok(())
     });
     let meta = res?;
-    let f = w.inner.into_inner().map_err(|e| e.into_error())?;
-    tarw::write_end(&mut &f)?;
-    drop(f);
+    let ctl = control(&meta).map_err(CacheError::Refused)?;
+    let index = encode_index(&entries);
+    tarw::write_end(&mut w)?;
+    w.write_all(&ctl)?;
+    w.write_all(&index)?;
+    w.write_all(TRAILER_MAGIC)?;
+    w.write_all(&(ctl.len() as u64).to_le_bytes())?;
+    w.write_all(&(index.len() as u64).to_le_bytes())?;
+    drop(w.inner.into_inner().map_err(|e| e.into_error())?);
     tmp.persist(out)?;
-    pallet_atomic::write(&index_path(out), &encode_index(&entries))?;
     Ok((meta, entries))
 }
 
@@ -434,6 +491,30 @@ mod tests {
         let mut longer = b.clone();
         longer.push(0);
         assert!(decode_index(&longer).is_none());
+    }
+
+    #[test]
+    fn a_plain_tar_is_not_taken_for_a_cache_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.tar");
+        std::fs::write(&p, [0u8; 1024]).unwrap();
+        assert!(read_cached(&p).unwrap().is_none());
+        assert!(read_cached(&d.path().join("missing")).unwrap().is_none());
+        let mut b = vec![0u8; 1024];
+        b.extend_from_slice(b"ctl");
+        b.extend_from_slice(&encode_index(&[entry("a", Kind::Dir)]));
+        let idx_len = b.len() as u64 - 1027;
+        b.extend_from_slice(TRAILER_MAGIC);
+        b.extend_from_slice(&3u64.to_le_bytes());
+        b.extend_from_slice(&idx_len.to_le_bytes());
+        std::fs::write(&p, &b).unwrap();
+        let (ctl, entries) = read_cached(&p).unwrap().unwrap();
+        assert_eq!((ctl.as_slice(), entries.len()), (&b"ctl"[..], 1));
+        // Lengths that do not fit the file.
+        let n = b.len();
+        b[n - 8..].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&p, &b).unwrap();
+        assert!(read_cached(&p).unwrap().is_none());
     }
 
     #[test]

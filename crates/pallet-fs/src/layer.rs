@@ -51,12 +51,25 @@ pub(crate) struct EntryWriter<'a> {
     pax: Vec<(String, Vec<u8>)>,
 }
 
+thread_local! {
+    /// The copy buffer of the last writer on this thread, for the next one: parts are written
+    /// one after another, and a fresh 256 KiB each time costs a page fault every 4 KiB.
+    static COPY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for EntryWriter<'_> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        COPY_BUF.with(|b| *b.borrow_mut() = buf);
+    }
+}
+
 impl<'a> EntryWriter<'a> {
     pub(crate) fn new(names: &'a OwnerNames) -> Self {
         EntryWriter {
             names,
             open: None,
-            buf: Vec::new(),
+            buf: COPY_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())),
             pax: Vec::new(),
         }
     }

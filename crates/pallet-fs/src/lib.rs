@@ -8,7 +8,9 @@ mod layer;
 mod ldcache;
 pub mod ldso;
 
-pub use cache::{CachedEntry, cache_package, cached_entries, index_path, scan_data_tar};
+pub use cache::{
+    CacheError, CachedEntry, cache_package, cached_entries, read_cached, scan_data_tar,
+};
 pub use layer::{LayerPart, PartKind};
 
 use std::collections::BTreeMap;
@@ -587,17 +589,6 @@ impl OwnerNames {
     pub(crate) fn group(&self, id: u32) -> &str {
         self.groups.get(&id).map(String::as_str).unwrap_or("")
     }
-}
-
-/// Verify a package and cache its data section as an uncompressed tar of normalised entries,
-/// with its entry index beside it (see [`cache_package`]). Returns the package's control
-/// metadata.
-pub fn cache_data_tar<R: Read>(
-    apk: R,
-    opts: &pallet_apk_stream::ReadOptions<'_>,
-    out: &std::path::Path,
-) -> Result<pallet_apk_stream::ApkMeta, pallet_apk_stream::ApkError> {
-    cache_package(apk, opts, out).map(|(meta, _)| meta)
 }
 
 impl Tree {

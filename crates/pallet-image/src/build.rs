@@ -55,7 +55,8 @@ pub struct BuildOptions {
     pub annotations: BTreeMap<String, String>,
     /// Install exactly these packages (from a lock file) instead of resolving.
     pub locked: Option<Vec<crate::lock::LockPackage>>,
-    /// gzip level for layers.
+    /// Compression level for layers, on libdeflate's scale (1 to 12; 0 and above 12 are taken
+    /// as 1 and 12).
     pub level: u32,
     /// Never download: local repositories and the cache only.
     pub offline: bool,
@@ -336,14 +337,14 @@ fn from_lock(locked: &[crate::lock::LockPackage], arch: Arch, keyring: Keyring) 
     (repos, picks, keyring, world)
 }
 
-fn cache_paths(cache: &Path, identity: &str) -> (PathBuf, PathBuf) {
+/// The package cache (`apk-data-v2/<hex of the identity>.tar`): each file is the package's data
+/// tar followed by its control record and entry index ([`pallet_fs::cache_package`]).
+const PACKAGE_CACHE: &str = "apk-data-v2";
+
+fn cache_path(cache: &Path, identity: &str) -> PathBuf {
     let raw = checksum::decode_q1(identity).unwrap_or_else(|| identity.as_bytes().to_vec());
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = cache.join("apk-data-v1");
-    (
-        dir.join(format!("{hex}.tar")),
-        dir.join(format!("{hex}.control")),
-    )
+    cache.join(PACKAGE_CACHE).join(format!("{hex}.tar"))
 }
 
 /// A package in the cache: its data tar, what the installer needs of its control section, and
@@ -365,26 +366,35 @@ fn ensure_cached(
         .checksum
         .clone()
         .ok_or_else(|| pkg_err("index record has no C: checksum".into()))?;
-    let (tar, control) = cache_paths(&opts.cache_dir, &identity);
-    // Builds sharing the cache take turns per package: the second waits while the first
-    // fetches and unpacks, then finds the entry made instead of fetching it again.
-    let _lock = pallet_atomic::EntryLock::acquire(&tar)
-        .map_err(io_ctx(format!("locking {}", tar.display())))?;
-    if tar.exists() && control.exists() {
-        let ctl = fs::read(&control).map_err(io_ctx(control.display().to_string()))?;
-        if let Ok((pkginfo, scripts)) = decode_control(&ctl) {
-            let entries = pallet_fs::cached_entries(&tar)
-                .map_err(io_ctx(format!("reading {}", tar.display())))?;
-            return Ok((
-                tar,
+    let tar = cache_path(&opts.cache_dir, &identity);
+    let cached = |tar: &Path| -> Result<Option<CachedPackage>, BuildError> {
+        let Some((ctl, entries)) =
+            pallet_fs::read_cached(tar).map_err(io_ctx(format!("reading {}", tar.display())))?
+        else {
+            return Ok(None);
+        };
+        Ok(decode_control(&ctl).ok().map(|(pkginfo, scripts)| {
+            (
+                tar.to_path_buf(),
                 InstalledMeta {
                     info: merge_info(pkginfo, info),
                     tag: repo.tag.clone(),
                     scripts,
                 },
                 entries,
-            ));
-        }
+            )
+        }))
+    };
+    // A cache file is complete once it has its name: no lock needed to read one.
+    if let Some(hit) = cached(&tar)? {
+        return Ok(hit);
+    }
+    // Builds sharing the cache take turns per package: the second waits while the first
+    // fetches and unpacks, then finds the entry made instead of fetching it again.
+    let _lock = pallet_atomic::EntryLock::acquire(&tar)
+        .map_err(io_ctx(format!("locking {}", tar.display())))?;
+    if let Some(hit) = cached(&tar)? {
+        return Ok(hit);
     }
     fs::create_dir_all(tar.parent().expect("cache path has a parent"))
         .map_err(io_ctx(opts.cache_dir.display().to_string()))?;
@@ -398,19 +408,23 @@ fn ensure_cached(
         .client()
         .open_package(&repo.url, arch.apk(), &info.file_name())
         .map_err(|e| pkg_err(e.to_string()))?;
-    let (meta, entries) =
-        pallet_fs::cache_package(f, &pallet_apk_stream::ReadOptions::default(), &tar)
-            .map_err(|e| pkg_err(format!("{apk}: {e}")))?;
-    // The signed index vouches for the package through its control checksum, as apk does.
-    if !opts.ignore_signatures && meta.identity != identity {
-        let _ = fs::remove_file(&tar);
-        return Err(pkg_err(format!(
-            "{apk}: its control checksum {} does not match the signed index ({identity}); the file was tampered with or the index is stale",
-            meta.identity
-        )));
-    }
-    let ctl = encode_control(&meta.info.to_pkginfo(), &meta.scripts);
-    pallet_keys::write_atomic(&control, &ctl, 0o644).map_err(|e| pkg_err(e.to_string()))?;
+    let (meta, entries) = pallet_fs::cache_package(
+        f,
+        &pallet_apk_stream::ReadOptions::default(),
+        &tar,
+        |meta| {
+            // The signed index vouches for the package through its control checksum, as apk
+            // does.
+            if !opts.ignore_signatures && meta.identity != identity {
+                return Err(format!(
+                    "its control checksum {} does not match the signed index ({identity}); the file was tampered with or the index is stale",
+                    meta.identity
+                ));
+            }
+            Ok(encode_control(&meta.info.to_pkginfo(), &meta.scripts))
+        },
+    )
+    .map_err(|e| pkg_err(format!("{apk}: {e}")))?;
     Ok((
         tar,
         InstalledMeta {
@@ -513,7 +527,7 @@ fn install_with(
     let mut max_build = 0u64;
     // Remove what killed builds left half-written in the package cache (only entries whose
     // writer's lock is gone), then fetch and verify in parallel, install in resolved order.
-    pallet_atomic::sweep(&opts.cache_dir.join("apk-data-v1"));
+    pallet_atomic::sweep(&opts.cache_dir.join(PACKAGE_CACHE));
     use rayon::prelude::*;
     // indicatif draws only on a terminal, so logs and CI output stay clean.
     let bar = indicatif::ProgressBar::new(picks.len() as u64).with_style(
@@ -528,15 +542,21 @@ fn install_with(
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<CachedPackage, BuildError>)>();
     let installed = std::thread::scope(|s| -> Result<(), BuildError> {
         let (repos, picks, bar) = (&repos, &picks, &bar);
+        // Every worker takes the next package in install order, so packages arrive about in
+        // the order they are installed in.
+        let next = std::sync::atomic::AtomicUsize::new(0);
         s.spawn(move || {
-            picks
-                .par_iter()
-                .enumerate()
-                .for_each_with(tx, |tx, (i, &(r, p))| {
-                    let res = ensure_cached(&repos[r], &repos[r].packages[p], arch, opts);
-                    bar.set_message(repos[r].packages[p].name.clone());
-                    bar.inc(1);
-                    let _ = tx.send((i, res));
+            (0..rayon::current_num_threads())
+                .into_par_iter()
+                .for_each_with(tx, |tx, _| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(r, p)) = picks.get(i) else { break };
+                        let res = ensure_cached(&repos[r], &repos[r].packages[p], arch, opts);
+                        bar.set_message(repos[r].packages[p].name.clone());
+                        bar.inc(1);
+                        let _ = tx.send((i, res));
+                    }
                 });
         });
         let mut ready = BTreeMap::new();

@@ -84,8 +84,31 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// One chunk as one gzip member (header with no name, mtime 0 and OS "unknown").
-fn gzip_chunk(level: u32, data: &[u8]) -> io::Result<Vec<u8>> {
+/// Chunk-sized buffers given back for the next chunk: a fresh MiB for every chunk would cost a
+/// page fault every 4 KiB. At most [`POOL_MAX`] are kept.
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+const POOL_MAX: usize = 24;
+
+fn take_buf() -> Vec<u8> {
+    let mut v = POOL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
+    v.clear();
+    v
+}
+
+fn give_buf(v: Vec<u8>) {
+    let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if p.len() < POOL_MAX {
+        p.push(v);
+    }
+}
+
+/// One chunk as one gzip member (header with no name, mtime 0 and OS "unknown") into `out`
+/// (its length grown to the bound, never shrunk); returns the member's length.
+fn gzip_chunk(level: u32, data: &[u8], out: &mut Vec<u8>) -> io::Result<usize> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -94,12 +117,12 @@ fn gzip_chunk(level: u32, data: &[u8]) -> io::Result<Vec<u8>> {
             *c = Some((level, libdeflater::Compressor::new(lvl)));
         }
         let (_, comp) = c.as_mut().expect("just made");
-        let mut out = vec![0u8; comp.gzip_compress_bound(data.len())];
-        let n = comp
-            .gzip_compress(data, &mut out)
-            .map_err(|e| io::Error::other(format!("gzip: {e:?}")))?;
-        out.truncate(n);
-        Ok(out)
+        let bound = comp.gzip_compress_bound(data.len());
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
+        comp.gzip_compress(data, out)
+            .map_err(|e| io::Error::other(format!("gzip: {e:?}")))
     })
 }
 
@@ -117,16 +140,27 @@ struct ChunkedGz<W: Write> {
 impl<W: Write> ChunkedGz<W> {
     fn flush_full(&mut self) -> io::Result<()> {
         let level = self.level;
-        let out: Vec<io::Result<Vec<u8>>> = if self.parallel {
-            self.full.par_iter().map(|c| gzip_chunk(level, c)).collect()
-        } else {
-            self.full.iter().map(|c| gzip_chunk(level, c)).collect()
+        let one = |c: &Vec<u8>| {
+            let mut out = take_buf();
+            let n = gzip_chunk(level, c, &mut out);
+            (out, n)
         };
-        self.full.clear();
-        for o in out {
-            self.inner.write_all(&o?)?;
+        let out: Vec<(Vec<u8>, io::Result<usize>)> = if self.parallel {
+            self.full.par_iter().map(one).collect()
+        } else {
+            self.full.iter().map(one).collect()
+        };
+        for c in self.full.drain(..) {
+            give_buf(c);
         }
-        Ok(())
+        let mut res = Ok(());
+        for (o, n) in out {
+            if res.is_ok() {
+                res = n.and_then(|n| self.inner.write_all(&o[..n]));
+            }
+            give_buf(o);
+        }
+        res
     }
 
     fn finish(mut self) -> io::Result<W> {
@@ -144,6 +178,7 @@ impl<W: Write> Write for ChunkedGz<W> {
         let mut rest = data;
         while !rest.is_empty() {
             if self.buf.capacity() == 0 {
+                self.buf = take_buf();
                 self.buf.reserve_exact(CHUNK);
             }
             let take = (CHUNK - self.buf.len()).min(rest.len());

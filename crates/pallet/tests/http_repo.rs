@@ -294,7 +294,7 @@ fn concurrent_builds_share_one_cache() {
             outputs.windows(2).all(|w| w[0] == w[1]),
             "{n} builds differ"
         );
-        let packages = fs::read_dir(cache.join("apk-data-v1"))
+        let packages = fs::read_dir(cache.join("apk-data-v2"))
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
@@ -374,7 +374,7 @@ fn concurrent_package_builds_share_one_cache_and_index() {
         let idx = pallet_index_names(&out.join("x86_64/APKINDEX.tar.gz"));
         let want: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
         assert_eq!(idx, want, "the index lost packages");
-        let packages = fs::read_dir(cache.join("apk-data-v1"))
+        let packages = fs::read_dir(cache.join("apk-data-v2"))
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
