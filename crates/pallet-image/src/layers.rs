@@ -392,15 +392,9 @@ pub fn layer(
     fs::create_dir_all(&dir)?;
     // What killed builds left half-written (their locks are gone).
     pallet_atomic::sweep(&dir);
-    parts
-        .par_iter()
-        .zip(&segments)
-        .filter(|(_, s)| !s.exists())
-        .try_for_each(|(p, s)| compress_part(s, level, p, true))?;
-    crate::timing::mark("layer: parts compressed");
-    // The diff_id needs every uncompressed byte in order; hash it while the compressed parts
-    // are copied into the blob.
-    let (diff, blob) = rayon::join(
+    // The diff_id needs every uncompressed byte in order, and nothing of the compression: hash
+    // while the missing parts are compressed, then copy the compressed parts into the blob.
+    let (diff, compressed) = rayon::join(
         || -> io::Result<String> {
             let mut sink = HashCount {
                 inner: io::sink(),
@@ -412,10 +406,19 @@ pub fn layer(
             }
             Ok(format!("sha256:{}", hex(sink.hash.finalize())))
         },
-        || assemble(blobs, &segments, None),
+        || {
+            parts
+                .par_iter()
+                .zip(&segments)
+                .filter(|(_, s)| !s.exists())
+                .try_for_each(|(p, s)| compress_part(s, level, p, true))
+        },
     );
+    compressed?;
+    crate::timing::mark("layer: parts compressed and hashed");
+    let blob = assemble(blobs, &segments, None);
     let (diff_id, blob) = (diff?, blob?.expect("no digest to match"));
-    crate::timing::mark("layer: hashed and assembled");
+    crate::timing::mark("layer: assembled");
     if let Some(dir) = record.parent()
         && fs::create_dir_all(dir).is_ok()
     {
