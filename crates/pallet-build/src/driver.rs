@@ -136,12 +136,31 @@ pub fn visible_source_files(
         .sort_by_file_name()
         .into_iter();
     while let Some(e) = it.next() {
-        let e = e?;
+        let e = match e {
+            Ok(e) => e,
+            // Gone between listing its folder and reading it: another build's temporary,
+            // say. What is not there is not a source.
+            Err(err)
+                if err
+                    .io_error()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         let rel = e.path().strip_prefix(src).expect("under src").to_path_buf();
-        let skipped = rel
-            .components()
-            .next()
-            .is_some_and(|c| c.as_os_str() == "melange-out")
+        // pallet's own half-written files (a concurrent build's cache, a killed writer's
+        // leftovers) are never sources.
+        let temporary = e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(pallet_atomic::TEMP_PREFIX);
+        let skipped = temporary
+            || rel
+                .components()
+                .next()
+                .is_some_and(|c| c.as_os_str() == "melange-out")
             || exclude.iter().any(|x| rel.starts_with(x));
         let ft = e.file_type();
         if skipped {
@@ -172,8 +191,12 @@ fn copy_sources(src: &Path, dst: &Path, exclude: &[PathBuf]) -> Result<(), Build
         if is_dir {
             fs::create_dir_all(&to).map_err(|e| setup("creating the workspace", e))?;
         } else {
-            fs::copy(&from, &to)
-                .map_err(|err| setup(&format!("copying {}", from.display()), err))?;
+            match fs::copy(&from, &to) {
+                Ok(_) => {}
+                // Removed since the listing: not a source any more.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound && !from.exists() => {}
+                Err(err) => return Err(setup(&format!("copying {}", from.display()), err)),
+            }
         }
     }
     Ok(())
@@ -710,4 +733,35 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
         sandbox.run(step)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_leave_out_outputs_exclusions_and_temporaries() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path();
+        for f in [
+            "a.c",
+            "melange-out/x/f",
+            "keys/k.rsa",
+            "cache/.pallet-tmp.1.2.idx",
+            "cache/ok",
+        ] {
+            fs::create_dir_all(s.join(f).parent().unwrap()).unwrap();
+            fs::write(s.join(f), "x").unwrap();
+        }
+        let files: Vec<String> = visible_source_files(s, &[PathBuf::from("keys")])
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        assert_eq!(files, ["a.c", "cache", "cache/ok"]);
+        let ws = s.join("ws-copy");
+        fs::create_dir(&ws).unwrap();
+        copy_sources(s, &ws, &[PathBuf::from("keys"), PathBuf::from("ws-copy")]).unwrap();
+        assert!(ws.join("cache/ok").exists() && !ws.join("cache/.pallet-tmp.1.2.idx").exists());
+    }
 }
