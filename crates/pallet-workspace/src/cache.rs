@@ -115,11 +115,31 @@ impl Cache {
         serde_json::from_slice(&b).ok()
     }
 
-    fn put_json<T: Serialize>(p: &Path, v: &T) -> std::io::Result<()> {
-        if let Some(d) = p.parent() {
+    fn put_json<T: Serialize>(&self, p: &Path, v: &T) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(v).expect("serialise");
+        self.write_atomic(p, |w| w.write_all(&json))
+    }
+
+    /// Write `to` through a temporary in the cache's own `tmp/`: whichever entry a killed
+    /// writer was making, what it leaves is in the one folder [`Cache::sweep`] clears.
+    fn write_atomic(
+        &self,
+        to: &Path,
+        fill: impl FnOnce(&mut pallet_atomic::TempFile) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let tmp = self.root.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        if let Some(d) = to.parent() {
             std::fs::create_dir_all(d)?;
         }
-        pallet_atomic::write(p, &serde_json::to_vec_pretty(v).expect("serialise"))
+        let mut t = pallet_atomic::TempFile::new_in(&tmp, "entry")?;
+        fill(&mut t)?;
+        t.persist(to)
+    }
+
+    /// Remove what killed writers left in the cache (only temporaries whose writer is gone).
+    pub fn sweep(&self) {
+        pallet_atomic::sweep(&self.root.join("tmp"));
     }
 
     fn entry_path(&self, key: &str) -> PathBuf {
@@ -139,7 +159,7 @@ impl Cache {
     }
 
     pub fn put_entry(&self, key: &str, e: &Entry) -> std::io::Result<()> {
-        Self::put_json(&self.entry_path(key), e)
+        self.put_json(&self.entry_path(key), e)
     }
 
     fn last_path(&self, id: &str) -> PathBuf {
@@ -153,7 +173,7 @@ impl Cache {
     }
 
     pub fn put_last(&self, id: &str, l: &Last) -> std::io::Result<()> {
-        Self::put_json(&self.last_path(id), l)
+        self.put_json(&self.last_path(id), l)
     }
 
     pub fn blob(&self, sha: &str) -> PathBuf {
@@ -168,10 +188,8 @@ impl Cache {
         let (sha, size) = sha256_file(file)?;
         let to = self.blob(&sha);
         if !to.is_file() {
-            std::fs::create_dir_all(to.parent().expect("blob folder"))?;
-            pallet_atomic::sweep(to.parent().expect("blob folder"));
             let mut src = std::fs::File::open(file)?;
-            pallet_atomic::write_with(&to, |w| std::io::copy(&mut src, w).map(|_| ()))?;
+            self.write_atomic(&to, |w| std::io::copy(&mut src, w).map(|_| ()))?;
         }
         Ok(OutFile {
             name: name.to_string(),

@@ -194,6 +194,7 @@ impl Ctx<'_> {
             message,
         };
         let cache = Cache::new(&ro.cache_dir);
+        cache.sweep();
         // Two builds starting at once must not each make half a key pair.
         let _lock = if make_key {
             Some(

@@ -384,6 +384,7 @@ fn workspace_build_survives_kill_9_at_any_moment() {
     left.extend(temporaries(&d.join("images")));
     left.extend(temporaries(&t.path().join("cache/workspace-v1/keys")));
     left.extend(temporaries(&t.path().join("cache/workspace-v1/blobs")));
+    left.extend(temporaries(&t.path().join("cache/workspace-v1/tmp")));
     println!(
         "workspace build: {kills} kills in {} tries (cold build {} ms, leaf rebuild {} ms, restore {} ms, seed {seed}): {corrupt} corrupt states, {wrong} wrong reruns, {} temporaries left",
         2 * TRIES,
