@@ -506,14 +506,23 @@ pub fn index_lock(cache: &Path, dir: &Path) -> std::io::Result<pallet_atomic::En
 /// Build every package of `plan`; returns the written `.apk` files.
 pub fn build(plan: &Plan, opts: &Options) -> Result<Vec<PathBuf>, BuildError> {
     let arch = opts.arch.unwrap_or_else(Arch::host);
+    let bwrapped;
+    let opts = if opts.runner != crate::runner::Runner::Bubblewrap && opts.bootstrap {
+        // The host's root can only be shared into a sandbox: no image or VM holds it.
+        opts.log.line(format_args!(
+            "note: --bootstrap uses the host's root as the guest, which only bubblewrap can share; running in bubblewrap instead of the {} runner",
+            opts.runner.name()
+        ));
+        bwrapped = Options {
+            runner: crate::runner::Runner::Bubblewrap,
+            ..opts.clone()
+        };
+        &bwrapped
+    } else {
+        opts
+    };
     if opts.runner == crate::runner::Runner::Bubblewrap && !crate::runner::bwrap_available() {
         return Err(crate::runner::RunError::NoBwrap.into());
-    }
-    if opts.runner != crate::runner::Runner::Bubblewrap && opts.bootstrap {
-        return Err(BuildError::Setup(format!(
-            "--bootstrap uses the host's root as the guest, which the {} runner cannot: use --runner bubblewrap",
-            opts.runner.name()
-        )));
     }
     can_run(arch, opts.bootstrap, opts)?;
     let key = match &opts.signing_key {
