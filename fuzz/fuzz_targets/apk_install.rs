@@ -1,5 +1,5 @@
 //! A package's data section on its way into an image: verified and cached as a tar
-//! (`cache_data_tar`), read back by the tar reader into the image tree (`Tree::install`, apk's
+//! (`cache_package`), read back by the tar reader into the image tree (`Tree::install`, apk's
 //! placement and conflict rules, usr-merge symlinks), the installed database it leads to, the
 //! layer tar, and a sandbox root written from the tree (`materialize`).
 #![no_main]
@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::{fuzz_mutator, fuzz_target};
 use pallet_apk_stream::ReadOptions;
 use pallet_apk_types::installed::{parse_installed, write_installed};
-use pallet_fs::{InstalledMeta, Node, OwnerNames, Tree, cache_data_tar};
+use pallet_fs::{InstalledMeta, Node, OwnerNames, Tree, cache_package};
 
 fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
     pallet_fuzz::gz_mutate(data, size, max_size, seed)
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         max_data_size: 8 << 20,
         control_only: false,
     };
-    let Ok(meta) = cache_data_tar(data, &opts, &cached) else {
+    let Ok((meta, _)) = cache_package(data, &opts, &cached, |_| Ok(vec![])) else {
         return;
     };
     for usr_merge in [false, true] {
