@@ -304,12 +304,16 @@ impl Sandbox {
         status
     }
 
-    /// The debug shell as an attached `docker exec`: our standard input goes to it, its
-    /// output comes back multiplexed.
-    fn docker_shell(&self, step: &Step, socket: &Path, container: &str) -> Result<i32, RunError> {
-        use pallet_image::docker::{Body, Engine};
-        use std::io::{Read as _, Write as _};
-        let engine = Engine::new(socket.to_path_buf());
+    /// Create an exec of `script` in `container` with the step's environment, as the build
+    /// user in `/home/build`; returns its id. `stdin` attaches our input (the debug shell).
+    fn docker_exec(
+        &self,
+        engine: &pallet_image::docker::Engine,
+        container: &str,
+        step: &Step,
+        script: &str,
+        stdin: bool,
+    ) -> Result<String, RunError> {
         let env: Vec<String> = self
             .step_env(step)
             .iter()
@@ -318,20 +322,29 @@ impl Sandbox {
         let created = engine.ok(
             "POST",
             &format!("/containers/{container}/exec"),
-            Body::Json(&serde_json::json!({
-                "AttachStdin": true,
+            pallet_image::docker::Body::Json(&serde_json::json!({
+                "AttachStdin": stdin,
                 "AttachStdout": true,
                 "AttachStderr": true,
-                "Cmd": ["/bin/sh", "-c", self.shell_script(step)],
+                "Cmd": ["/bin/sh", "-c", script],
                 "Env": env,
                 "User": format!("{}:{}", self.identity.uid, self.identity.gid),
                 "WorkingDir": "/home/build",
             })),
         )?;
-        let id = serde_json::from_slice::<serde_json::Value>(&created)
+        Ok(serde_json::from_slice::<serde_json::Value>(&created)
             .ok()
             .and_then(|v| v["Id"].as_str().map(str::to_string))
-            .unwrap_or_default();
+            .unwrap_or_default())
+    }
+
+    /// The debug shell as an attached `docker exec`: our standard input goes to it, its
+    /// output comes back multiplexed.
+    fn docker_shell(&self, step: &Step, socket: &Path, container: &str) -> Result<i32, RunError> {
+        use pallet_image::docker::{Body, Engine};
+        use std::io::{Read as _, Write as _};
+        let engine = Engine::new(socket.to_path_buf());
+        let id = self.docker_exec(&engine, container, step, &self.shell_script(step), true)?;
         let mut stream = engine.hijack(
             &format!("/exec/{id}/start"),
             &serde_json::json!({"Detach": false, "Tty": false}),
@@ -474,27 +487,7 @@ impl Sandbox {
     fn run_docker(&self, step: &Step, socket: &Path, container: &str) -> Result<(), RunError> {
         use pallet_image::docker::{Body, Engine};
         let engine = Engine::new(socket.to_path_buf());
-        let env: Vec<String> = self
-            .step_env(step)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let created = engine.ok(
-            "POST",
-            &format!("/containers/{container}/exec"),
-            Body::Json(&serde_json::json!({
-                "AttachStdout": true,
-                "AttachStderr": true,
-                "Cmd": ["/bin/sh", "-c", self.script(step)],
-                "Env": env,
-                "User": format!("{}:{}", self.identity.uid, self.identity.gid),
-                "WorkingDir": "/home/build",
-            })),
-        )?;
-        let id = serde_json::from_slice::<serde_json::Value>(&created)
-            .ok()
-            .and_then(|v| v["Id"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let id = self.docker_exec(&engine, container, step, &self.script(step), false)?;
         let out = std::thread::scope(|s| {
             let run = s.spawn(|| {
                 engine.ok(
