@@ -10,7 +10,7 @@
 //! A tar reader stops at the end-of-archive blocks, so the file is still the data tar; installing
 //! a cached package reads the trailer and the few KiB before it instead of walking the whole tar.
 //! Everything is written in the same pass that decompresses and verifies the package, under a
-//! temporary name renamed into place once complete: one file, one rename, one sync. The index
+//! temporary name renamed into place once complete: one file, one rename. The index
 //! holds exactly what reading the tar back would give (the same masks and the same limits of
 //! the ustar fields), so a tree installed from the index and one installed from the tar are the
 //! same.
@@ -442,7 +442,8 @@ pub fn cache_package<R: Read>(
     w.write_all(&(ctl.len() as u64).to_le_bytes())?;
     w.write_all(&(index.len() as u64).to_le_bytes())?;
     drop(w.inner.into_inner().map_err(|e| e.into_error())?);
-    tmp.persist(out)?;
+    // A cut file has no trailer and reads as a miss, so no sync (see `persist_unsynced`).
+    tmp.persist_unsynced(out)?;
     Ok((meta, entries))
 }
 

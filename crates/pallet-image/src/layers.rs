@@ -6,9 +6,11 @@
 //! valid gzip file, whose uncompressed bytes are the parts' tar entries one after the other and
 //! the end-of-archive blocks at the end of the last part.
 //!
-//! The cache (`segments-v1/`) keeps each compressed part under a key computed from the tree
+//! The cache (`segments-v2/`) keeps each compressed part under a key computed from the tree
 //! without reading content ([`pallet_fs::Tree::entries_key`]), the compression level and the
-//! compressor, so a rebuild only compresses the parts whose bytes changed. `layers-v3/` maps
+//! compressor, so a rebuild only compresses the parts whose bytes changed. An entry ends with a
+//! footer giving its length, so one cut short (written unsynced, then a power loss) is known
+//! for what it is and made again. `layers-v3/` maps
 //! the key of a whole layer (its parts' keys in order) to its digest, diff_id and size, so a
 //! rebuild of the same layer only copies and hashes the compressed parts; a record whose
 //! digest does not match what the parts give is ignored and the layer made again.
@@ -17,7 +19,7 @@
 //! on the parts only, never on the number of threads or the order in which they finish.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek as _, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -34,7 +36,10 @@ pub const CHUNK: usize = 1 << 20;
 const BATCH: usize = 4;
 /// Names what makes a part's compressed bytes: bump it when the compressor or the framing
 /// changes, so no earlier cache entry is taken for the new format.
-const SEGMENT_FORMAT: &str = "pallet-segment-v1 libdeflate-1.26 chunk=1MiB";
+const SEGMENT_FORMAT: &str = "pallet-segment-v2 libdeflate-1.26 chunk=1MiB";
+const SEGMENTS: &str = "segments-v2";
+/// Ends every segment entry, followed by the length of the gzip members before it (u64 LE).
+const SEGMENT_FOOTER: &[u8; 8] = b"PLTSEG2\n";
 const LAYER_FORMAT: &str = "pallet-layer-v3";
 
 /// Writes a part's uncompressed bytes (called once to compress it, once to hash it).
@@ -56,8 +61,20 @@ fn segment_path(cache: &Path, level: u32, key: &[u8; 32]) -> PathBuf {
     h.update(level.to_le_bytes());
     h.update(key);
     cache
-        .join("segments-v1")
+        .join(SEGMENTS)
         .join(format!("{}.gz", hex(h.finalize())))
+}
+
+/// The length of a segment entry's gzip members, when the entry is there and whole.
+fn segment_len(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let body = len.checked_sub(16)?;
+    let mut foot = [0u8; 16];
+    f.read_exact_at(&mut foot, body).ok()?;
+    let n = u64::from_le_bytes(foot[8..].try_into().expect("8 bytes"));
+    (&foot[..8] == SEGMENT_FOOTER && n == body).then_some(n)
 }
 
 /// Hashes and counts what passes through.
@@ -201,7 +218,8 @@ impl<W: Write> Write for ChunkedGz<W> {
 
 /// Compress one part into its cache entry (a locked temporary renamed into place).
 fn compress_part(path: &Path, level: u32, part: &Part<'_>, parallel: bool) -> io::Result<()> {
-    pallet_atomic::write_with(path, |t| {
+    // Unsynced: the footer tells a cut entry (see the module doc).
+    pallet_atomic::write_cache_with(path, |t| {
         let mut gz = ChunkedGz {
             inner: BufWriter::with_capacity(1 << 20, &mut *t),
             level,
@@ -210,7 +228,12 @@ fn compress_part(path: &Path, level: u32, part: &Part<'_>, parallel: bool) -> io
             full: Vec::new(),
         };
         (part.produce)(&mut gz)?;
-        gz.finish()?.flush()
+        let mut w = gz.finish()?;
+        w.flush()?;
+        drop(w);
+        let n = t.file().stream_position()?;
+        t.write_all(SEGMENT_FOOTER)?;
+        t.write_all(&n.to_le_bytes())
     })
 }
 
@@ -228,7 +251,13 @@ fn assemble(blobs: &Path, segments: &[PathBuf], expect: Option<&str>) -> io::Res
     let mut buf = vec![0u8; 1 << 20];
     let res = (|| -> io::Result<()> {
         for s in segments {
-            let mut f = File::open(s)?;
+            let n = segment_len(s).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a whole segment", s.display()),
+                )
+            })?;
+            let mut f = File::open(s)?.take(n);
             loop {
                 let k = f.read(&mut buf)?;
                 if k == 0 {
@@ -339,7 +368,7 @@ impl Speculator {
         let names = owner_names(tree);
         let part = tree_part(tree, &names, part);
         let seg = segment_path(&self.cache, self.level, &part.key);
-        if !seg.exists()
+        if segment_len(&seg).is_none()
             && let Some(dir) = seg.parent()
             && fs::create_dir_all(dir).is_ok()
         {
@@ -377,7 +406,7 @@ pub fn layer(
     let record = cache.join("layers-v3").join(hex(lk.finalize()));
     if let Ok(text) = fs::read_to_string(&record)
         && let [digest, diff_id] = text.split_whitespace().collect::<Vec<_>>()[..]
-        && segments.iter().all(|s| s.exists())
+        && segments.iter().all(|s| segment_len(s).is_some())
     {
         if let Some(blob) = assemble(blobs, &segments, Some(digest))? {
             return Ok((blob, diff_id.to_string()));
@@ -388,7 +417,7 @@ pub fn layer(
         }
     }
     crate::timing::mark("layer: keys and record checked");
-    let dir = cache.join("segments-v1");
+    let dir = cache.join(SEGMENTS);
     fs::create_dir_all(&dir)?;
     // What killed builds left half-written (their locks are gone).
     pallet_atomic::sweep(&dir);
@@ -410,7 +439,7 @@ pub fn layer(
             parts
                 .par_iter()
                 .zip(&segments)
-                .filter(|(_, s)| !s.exists())
+                .filter(|(_, s)| segment_len(s).is_none())
                 .try_for_each(|(p, s)| compress_part(s, level, p, true))
         },
     );
@@ -422,7 +451,9 @@ pub fn layer(
     if let Some(dir) = record.parent()
         && fs::create_dir_all(dir).is_ok()
     {
-        let _ = pallet_atomic::write(&record, format!("{} {diff_id}\n", blob.digest).as_bytes());
+        // The blob's digest is checked against a record before the record is believed: no sync.
+        let line = format!("{} {diff_id}\n", blob.digest);
+        let _ = pallet_atomic::write_cache_with(&record, |t| t.write_all(line.as_bytes()));
     }
     Ok((blob, diff_id))
 }
@@ -487,5 +518,22 @@ mod tests {
         let b3 = tempfile::tempdir().unwrap();
         let (fixed, _) = layer(cache.path(), b3.path(), 6, &parts).unwrap();
         assert_eq!(fixed.digest, blob.digest);
+        // An entry cut short (as an unsynced write can be after a power loss) is made again,
+        // never copied into a blob.
+        for cut in [&parts, &changed] {
+            let seg = segment_path(cache.path(), 6, &[1; 32]);
+            let len = fs::metadata(&seg).unwrap().len();
+            File::options()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(len - 3)
+                .unwrap();
+            let b4 = tempfile::tempdir().unwrap();
+            let (again, _) = layer(cache.path(), b4.path(), 6, cut).unwrap();
+            let (want, _) = layer(tempfile::tempdir().unwrap().path(), b4.path(), 6, cut).unwrap();
+            assert_eq!(again.digest, want.digest);
+            assert_eq!(gunzip(&fs::read(&again.path).unwrap())[..5], *b"first");
+        }
     }
 }

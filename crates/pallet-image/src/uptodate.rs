@@ -203,6 +203,8 @@ impl BuiltImage {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let _ = pallet_atomic::write(&path, &serde_json::to_vec(&rec).expect("JSON"));
+        // A cut record does not parse and only costs a full build: no sync.
+        let json = serde_json::to_vec(&rec).expect("JSON");
+        let _ = pallet_atomic::write_cache_with(&path, |t| std::io::Write::write_all(t, &json));
     }
 }
