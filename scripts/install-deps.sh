@@ -54,4 +54,16 @@ if ! python3 -c 'import cyclonedx.validation.json' >/dev/null 2>&1; then
   python3 -m pip install -q 'cyclonedx-python-lib[json-validation]' >/dev/null 2>&1 \
     || python3 -m pip install -q --break-system-packages 'cyclonedx-python-lib[json-validation]'
 fi
+# Remote-execution tests run BuildGrid (a REAPI scheduler, CAS and ActionCache) from PyPI in its
+# own venv. 0.2.53 is the last release that keeps its scheduler in a SQLite file (0.3 and later
+# need PostgreSQL), so the tests need no database server. The tests look for
+# $PALLET_BUILDGRID/venv/bin/bgd (default /opt/pallet-buildgrid) and print SKIPPED without it.
+BG=${PALLET_BUILDGRID:-/opt/pallet-buildgrid}
+if ! "$BG/venv/bin/python" -c 'import buildgrid.server.sql.models' >/dev/null 2>&1 \
+   || [ "$("$BG/venv/bin/pip" show buildgrid 2>/dev/null | awk '/^Version:/{print $2}')" != 0.2.53 ]; then
+  # A half-made venv (an install killed midway) fails the check above and is made again.
+  rm -rf "$BG/venv"; mkdir -p "$BG"
+  python3 -m venv "$BG/venv"
+  "$BG/venv/bin/pip" install -q "buildgrid==0.2.53"
+fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }

@@ -2,6 +2,8 @@
 //! are (`../shared` beside the checkout, or `$PALLET_SHARED`), and a clear word when they are
 //! absent, so that no test passes silently without them.
 
+pub mod buildgrid;
+
 use std::path::{Path, PathBuf};
 
 /// The shared folder, or `None` after printing `SKIPPED: …` when it (or `sub`) is absent.

@@ -487,3 +487,7 @@ impl Drop for Tmux {
             .status();
     }
 }
+
+/// BuildGrid on 127.0.0.1 (shared with the pallet-reapi tests).
+#[allow(unused_imports)]
+pub use pallet_test_support::buildgrid::{BuildGrid, buildgrid_venv};
