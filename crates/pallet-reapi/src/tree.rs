@@ -1,0 +1,323 @@
+//! Merkle input roots: a tree of files (from disk or from memory) turned into `Directory`
+//! messages whose children are named by digest, and back into files on disk.
+//!
+//! Canonical form (`remote_execution.proto`, "Directory"): each name is one path segment,
+//! unique within its folder, and files and folders are each sorted by name as UTF-8 bytes,
+//! which is how `BTreeMap<String, _>` orders them. Every `Directory` is its own blob.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::proto::{Digest, Directory, DirectoryNode, FileNode};
+use crate::{Error, digest};
+
+/// Where a blob's bytes are, until they are uploaded.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Memory(Vec<u8>),
+    File(PathBuf),
+}
+
+/// The blobs a tree (or an action) needs in the CAS, by hash; one entry per distinct content.
+#[derive(Clone, Debug, Default)]
+pub struct Blobs {
+    pub(crate) map: BTreeMap<String, (Digest, Source)>,
+}
+
+impl Blobs {
+    pub fn new() -> Blobs {
+        Blobs::default()
+    }
+
+    /// Add bytes; returns their digest.
+    pub fn add_bytes(&mut self, b: Vec<u8>) -> Digest {
+        let d = digest::of_bytes(&b);
+        self.map
+            .entry(d.hash.clone())
+            .or_insert_with(|| (d.clone(), Source::Memory(b)));
+        d
+    }
+
+    /// Add a file by its content (read now to hash it, again when uploaded).
+    pub fn add_file(&mut self, path: &Path) -> Result<Digest, Error> {
+        let d = digest::of_file(path)?;
+        self.map
+            .entry(d.hash.clone())
+            .or_insert_with(|| (d.clone(), Source::File(path.to_path_buf())));
+        Ok(d)
+    }
+
+    /// Add an encoded message; returns its digest.
+    pub fn add_message<M: prost::Message>(&mut self, m: &M) -> Digest {
+        let (d, b) = digest::of_message(m);
+        self.map
+            .entry(d.hash.clone())
+            .or_insert_with(|| (d.clone(), Source::Memory(b)));
+        d
+    }
+
+    /// Every blob of `other` too.
+    pub fn extend(&mut self, other: Blobs) {
+        for (k, v) in other.map {
+            self.map.entry(k).or_insert(v);
+        }
+    }
+
+    pub fn digests(&self) -> Vec<Digest> {
+        self.map.values().map(|(d, _)| d.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Total bytes.
+    pub fn size(&self) -> u64 {
+        self.map.values().map(|(d, _)| digest::size(d)).sum()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FileEntry {
+    digest: Digest,
+    executable: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Dir {
+    files: BTreeMap<String, FileEntry>,
+    dirs: BTreeMap<String, Dir>,
+}
+
+/// A tree of files being assembled into an input root.
+#[derive(Clone, Debug, Default)]
+pub struct InputTree {
+    root: Dir,
+    blobs: Blobs,
+}
+
+/// The segments of a relative `/`-separated path, refusing anything that could leave the root
+/// or that the spec forbids in a name.
+pub fn segments(path: &str) -> Result<Vec<&str>, Error> {
+    let bad = || Error::Path(path.to_string());
+    if path.is_empty() || path.starts_with('/') {
+        return Err(bad());
+    }
+    let segs: Vec<&str> = path.split('/').collect();
+    if segs
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == ".." || s.contains('\0'))
+    {
+        return Err(bad());
+    }
+    Ok(segs)
+}
+
+impl InputTree {
+    pub fn new() -> InputTree {
+        InputTree::default()
+    }
+
+    fn dir_mut(&mut self, segs: &[&str], path: &str) -> Result<&mut Dir, Error> {
+        let mut d = &mut self.root;
+        for s in segs {
+            if d.files.contains_key(*s) {
+                return Err(Error::Path(path.to_string()));
+            }
+            d = d.dirs.entry((*s).to_string()).or_default();
+        }
+        Ok(d)
+    }
+
+    fn put(&mut self, path: &str, e: FileEntry) -> Result<(), Error> {
+        let segs = segments(path)?;
+        let (name, parents) = segs.split_last().expect("at least one segment");
+        let d = self.dir_mut(parents, path)?;
+        if d.dirs.contains_key(*name) {
+            return Err(Error::Path(path.to_string()));
+        }
+        d.files.insert((*name).to_string(), e);
+        Ok(())
+    }
+
+    /// A file with these bytes at `path`.
+    pub fn add_bytes(&mut self, path: &str, b: Vec<u8>, executable: bool) -> Result<(), Error> {
+        let digest = self.blobs.add_bytes(b);
+        self.put(path, FileEntry { digest, executable })
+    }
+
+    /// The file `from` at `path`; executable when any execute bit is set.
+    pub fn add_file(&mut self, path: &str, from: &Path) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(from)
+            .map_err(|source| Error::Io {
+                path: from.to_path_buf(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        let digest = self.blobs.add_file(from)?;
+        self.put(
+            path,
+            FileEntry {
+                digest,
+                executable: mode & 0o111 != 0,
+            },
+        )
+    }
+
+    /// An empty folder at `path` (kept even with nothing in it).
+    pub fn add_dir(&mut self, path: &str) -> Result<(), Error> {
+        let segs = segments(path)?;
+        self.dir_mut(&segs, path).map(|_| ())
+    }
+
+    /// The root's digest and every blob the tree needs: its files and its `Directory`
+    /// messages.
+    pub fn build(mut self) -> (Digest, Blobs) {
+        let root = std::mem::take(&mut self.root);
+        let d = encode(&root, &mut self.blobs);
+        (d, self.blobs)
+    }
+}
+
+fn encode(d: &Dir, blobs: &mut Blobs) -> Digest {
+    let directories = d
+        .dirs
+        .iter()
+        .map(|(name, sub)| DirectoryNode {
+            name: name.clone(),
+            digest: Some(encode(sub, blobs)),
+        })
+        .collect();
+    let files = d
+        .files
+        .iter()
+        .map(|(name, f)| FileNode {
+            name: name.clone(),
+            digest: Some(f.digest.clone()),
+            is_executable: f.executable,
+            ..Default::default()
+        })
+        .collect();
+    blobs.add_message(&Directory {
+        files,
+        directories,
+        ..Default::default()
+    })
+}
+
+/// Write the tree `root` into the folder `to` (which must exist), fetching what it needs from
+/// the CAS: folders level by level in batches, then the files. Symbolic links are refused
+/// (pallet's input roots have none).
+pub fn checkout(client: &crate::Client, root: &Digest, to: &Path) -> Result<(), Error> {
+    let mut level = vec![(to.to_path_buf(), root.clone())];
+    let mut files: Vec<(PathBuf, Digest, bool)> = vec![];
+    while !level.is_empty() {
+        let digests: Vec<Digest> = level.iter().map(|(_, d)| d.clone()).collect();
+        let got = client.read_blobs(&digests)?;
+        let mut next = vec![];
+        for (dir, d) in level {
+            let bytes = got.get(&d.hash).expect("read_blobs returns every digest");
+            let msg: Directory =
+                prost::Message::decode(bytes.as_slice()).map_err(|e| Error::Protocol {
+                    server: client.server().to_string(),
+                    call: "BatchReadBlobs",
+                    message: format!("directory {} does not decode: {e}", digest::show(&d)),
+                })?;
+            if !msg.symlinks.is_empty() {
+                return Err(Error::Path(format!(
+                    "{}: symbolic links in an input root",
+                    dir.display()
+                )));
+            }
+            for n in msg.directories {
+                segments(&n.name)?;
+                let sub = dir.join(&n.name);
+                std::fs::create_dir(&sub).map_err(|source| Error::Io {
+                    path: sub.clone(),
+                    source,
+                })?;
+                next.push((sub, n.digest.unwrap_or_else(digest::empty)));
+            }
+            for f in msg.files {
+                if segments(&f.name)?.len() != 1 {
+                    return Err(Error::Path(f.name));
+                }
+                files.push((
+                    dir.join(&f.name),
+                    f.digest.unwrap_or_else(digest::empty),
+                    f.is_executable,
+                ));
+            }
+        }
+        level = next;
+    }
+    for (path, d, exec) in files {
+        client.download(&d, &path)?;
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = if exec { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(
+            |source| Error::Io {
+                path: path.clone(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_are_canonical_and_shared_contents_stored_once() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("s"), b"same").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(d.path().join("s"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let mut a = InputTree::new();
+        a.add_bytes("b/y", b"same".to_vec(), false).unwrap();
+        a.add_file("a.sh", &d.path().join("s")).unwrap();
+        a.add_bytes("b/x", b"other".to_vec(), false).unwrap();
+        a.add_dir("empty").unwrap();
+        // The same tree added in another order has the same digest.
+        let mut b = InputTree::new();
+        b.add_dir("empty").unwrap();
+        b.add_bytes("b/x", b"other".to_vec(), false).unwrap();
+        b.add_bytes("a.sh", b"same".to_vec(), true).unwrap();
+        b.add_bytes("b/y", b"same".to_vec(), false).unwrap();
+        let (ra, blobs) = a.build();
+        let (rb, _) = b.build();
+        assert_eq!(ra, rb);
+        // "same", "other", and three folders (root, b, empty).
+        assert_eq!(blobs.len(), 5);
+        let root: Directory = prost::Message::decode(match &blobs.map[&ra.hash].1 {
+            Source::Memory(b) => b.as_slice(),
+            Source::File(_) => unreachable!(),
+        })
+        .unwrap();
+        let names: Vec<&str> = root.directories.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["b", "empty"]);
+        assert_eq!(root.files[0].name, "a.sh");
+        assert!(root.files[0].is_executable);
+    }
+
+    #[test]
+    fn paths_that_leave_the_root_or_collide_are_refused() {
+        let mut t = InputTree::new();
+        for bad in ["", "/abs", "a/../b", "a//b", "./a", "a/"] {
+            assert!(t.add_bytes(bad, vec![], false).is_err(), "{bad:?}");
+        }
+        t.add_bytes("f", vec![], false).unwrap();
+        assert!(t.add_bytes("f/g", vec![], false).is_err());
+        t.add_dir("d").unwrap();
+        assert!(t.add_bytes("d", vec![], false).is_err());
+    }
+}

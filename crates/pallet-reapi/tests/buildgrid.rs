@@ -1,0 +1,160 @@
+//! Against a real BuildGrid (0.2.53 from PyPI) on 127.0.0.1: the CAS (batches, ByteStream,
+//! digests checked on the way back), the ActionCache, an input root and back, and an Execute
+//! round trip served by a bot written with this crate's Bots API.
+
+use std::time::Duration;
+
+use pallet_reapi::proto::{ActionResult, OutputFile};
+use pallet_reapi::tree::{Blobs, InputTree};
+use pallet_reapi::{Client, action, bots, digest};
+use pallet_test_support::buildgrid::BuildGrid;
+
+#[test]
+fn cas_action_cache_trees_and_execute_round_trip() {
+    let d = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start(&d.path().join("bgd"), 10) else {
+        return;
+    };
+    let c = Client::connect(&bg.url(), "").unwrap();
+    let caps = c.capabilities().cache_capabilities.clone().unwrap();
+    assert_eq!(caps.max_batch_total_size_bytes, 4_193_280);
+
+    // Blobs around and over the batch limit: two small ones in one batch, 5 MiB and 9 MiB
+    // through ByteStream (several chunks each).
+    let big: Vec<u8> = (0..9 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let big_file = d.path().join("big");
+    std::fs::write(&big_file, &big).unwrap();
+    let mut blobs = Blobs::new();
+    let small = blobs.add_bytes(b"small".to_vec());
+    let five = blobs.add_bytes(big[..5 << 20].to_vec());
+    let nine = blobs.add_file(&big_file).unwrap();
+    let small2 = blobs.add_bytes(b"other".to_vec());
+    assert_eq!(c.find_missing(&blobs.digests()).unwrap().len(), 4);
+    let (n, bytes) = c.upload(&blobs).unwrap();
+    assert_eq!((n, bytes), (4, 10 + (5 << 20) + (9 << 20)));
+    assert!(c.find_missing(&blobs.digests()).unwrap().is_empty());
+    // A second upload sends nothing.
+    assert_eq!(c.upload(&blobs).unwrap(), (0, 0));
+    let got = c
+        .read_blobs(&[small.clone(), small2, five.clone()])
+        .unwrap();
+    assert_eq!(got[&small.hash], b"small");
+    assert_eq!(got[&five.hash], big[..5 << 20]);
+    let out = d.path().join("nine");
+    c.download(&nine, &out).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), big);
+    // A digest that lies about its size is not taken for the blob.
+    let mut liar = small.clone();
+    liar.size_bytes = 4;
+    assert!(c.read_blob(&liar).is_err());
+
+    // An input root, checked out again elsewhere.
+    let mut t = InputTree::new();
+    t.add_bytes("a/b/c.txt", b"deep".to_vec(), false).unwrap();
+    t.add_bytes("run.sh", b"#!/bin/sh\n".to_vec(), true)
+        .unwrap();
+    t.add_file("data/big", &big_file).unwrap();
+    t.add_dir("empty").unwrap();
+    let (root, tree_blobs) = t.build();
+    c.upload(&tree_blobs).unwrap();
+    let co = d.path().join("checkout");
+    std::fs::create_dir(&co).unwrap();
+    pallet_reapi::tree::checkout(&c, &root, &co).unwrap();
+    assert_eq!(std::fs::read(co.join("a/b/c.txt")).unwrap(), b"deep");
+    assert_eq!(std::fs::read(co.join("data/big")).unwrap(), big);
+    assert!(co.join("empty").is_dir());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(co.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+
+    // An action: its result through the ActionCache, then through Execute and a bot.
+    let mut ablobs = Blobs::new();
+    let (act, _, _) = action::encode(
+        &action::Spec {
+            arguments: vec!["echo".into()],
+            outputs: vec!["out".into()],
+            input_root: root.clone(),
+            salt: b"test".to_vec(),
+            ..Default::default()
+        },
+        &mut ablobs,
+    );
+    c.upload(&ablobs).unwrap();
+    assert!(c.get_action_result(&act).unwrap().is_none());
+    let result = ActionResult {
+        output_files: vec![OutputFile {
+            path: "out".into(),
+            digest: Some(small.clone()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    c.update_action_result(&act, &result).unwrap();
+    assert_eq!(
+        c.get_action_result(&act).unwrap().unwrap().output_files[0].digest,
+        Some(small.clone())
+    );
+
+    let mut ablobs = Blobs::new();
+    let (act2, _, _) = action::encode(
+        &action::Spec {
+            arguments: vec!["run".into()],
+            input_root: root,
+            salt: b"executed".to_vec(),
+            ..Default::default()
+        },
+        &mut ablobs,
+    );
+    c.upload(&ablobs).unwrap();
+    let bot_client = c.clone();
+    let want = act2.clone();
+    let bot = std::thread::spawn(move || {
+        let mut b = bots::Bots::new(&bot_client);
+        let mut s = b
+            .create("test-bot", &[], 1, Duration::from_secs(10))
+            .unwrap();
+        for _ in 0..30 {
+            let mut done = false;
+            for l in &mut s.leases {
+                if l.state == bots::LeaseState::Active as i32 {
+                    let a: pallet_reapi::proto::Action =
+                        prost::Message::decode(l.payload.as_ref().unwrap().value.as_slice())
+                            .unwrap();
+                    assert_eq!(digest::of_message(&a).0, want);
+                    let r = ActionResult {
+                        exit_code: 3,
+                        ..Default::default()
+                    };
+                    l.result = Some(pallet_reapi::any(
+                        "build.bazel.remote.execution.v2.ActionResult",
+                        &r,
+                    ));
+                    l.status = Some(Default::default());
+                    l.state = bots::LeaseState::Completed as i32;
+                    done = true;
+                }
+            }
+            s = b.update(&s, Duration::from_secs(5)).unwrap();
+            if done {
+                return;
+            }
+        }
+        panic!("no lease came");
+    });
+    let r = c.execute(&act2, false).unwrap();
+    bot.join().unwrap();
+    assert_eq!(r.result.unwrap().exit_code, 3);
+    assert_eq!(r.status.map_or(0, |s| s.code), 0);
+    assert!(
+        c.stats()
+            .uploaded_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 14 << 20
+    );
+}
