@@ -2,6 +2,7 @@
 //! pass, and write them deterministically.
 
 mod hashing;
+mod inflate;
 pub mod pgzip;
 pub mod reader;
 pub mod tarw;

@@ -310,19 +310,23 @@ pub fn read_apk<R: Read>(
         return Err(ApkError::Format("no data section".into()));
     }
     {
-        let mut dec = MultiGzDecoder::new(&mut hr);
-        let mut limited = LimitReader {
-            inner: &mut dec,
-            left: opts.max_data_size,
-            exceeded: false,
-        };
-        let res = read_data(&mut limited, &mut on_entry)
-            .and_then(|_| Ok(io::copy(&mut limited, &mut io::sink()).map(|_| ())?));
-        // The tar reader reports the cut-off as a truncated entry; say what really happened.
-        if limited.exceeded {
-            return Err(too_large("the data section", opts.max_data_size));
+        // A data section small enough to hold is read whole (hashed as it is read) and
+        // decompressed in one call; a bigger one, or one that call does not take, streams.
+        let mut head = Vec::new();
+        (&mut hr)
+            .take(WHOLE_MAX_COMPRESSED + 1)
+            .read_to_end(&mut head)?;
+        let whole = (head.len() as u64 <= WHOLE_MAX_COMPRESSED)
+            .then(|| crate::inflate::whole_member(&head, opts.max_data_size.min(WHOLE_MAX_DATA)))
+            .flatten();
+        match whole {
+            Some(tar) => data_section(&tar[..], opts.max_data_size, &mut on_entry)?,
+            None => data_section(
+                MultiGzDecoder::new(Read::chain(&head[..], &mut hr)),
+                opts.max_data_size,
+                &mut on_entry,
+            )?,
         }
-        res?;
     }
     if !hr.at_eof()? {
         return Err(ApkError::Format(
@@ -352,6 +356,32 @@ pub fn read_apk<R: Read>(
     }
     meta.file_size = Some(hr.offset);
     Ok(meta)
+}
+
+/// Largest compressed data section read whole into memory, and largest uncompressed one
+/// decompressed whole: with two of each in flight (one per core), a build stays well under
+/// 100 MB however large its packages are; bigger sections stream.
+const WHOLE_MAX_COMPRESSED: u64 = 8 << 20;
+const WHOLE_MAX_DATA: u64 = 16 << 20;
+
+/// Read the decompressed data section `r` (within `limit` bytes) entry by entry, and to its end.
+fn data_section<R: Read>(
+    r: R,
+    limit: u64,
+    on_entry: &mut impl FnMut(&DataEntry, &mut dyn Read) -> Result<(), ApkError>,
+) -> Result<(), ApkError> {
+    let mut limited = LimitReader {
+        inner: r,
+        left: limit,
+        exceeded: false,
+    };
+    let res = read_data(&mut limited, on_entry)
+        .and_then(|_| Ok(io::copy(&mut limited, &mut io::sink()).map(|_| ())?));
+    // The tar reader reports the cut-off as a truncated entry; say what really happened.
+    if limited.exceeded {
+        return Err(too_large("the data section", limit));
+    }
+    res
 }
 
 /// Stops a decompression bomb: reading past `left` bytes is an error, remembered in `exceeded`.
