@@ -31,6 +31,11 @@ use crate::oci::Blob;
 /// window costs well under a percent of ratio, small enough to spread one big package over
 /// every core and to keep memory bounded.
 pub const CHUNK: usize = 1 << 20;
+/// The layer compression level (libdeflate's scale). Measured on the 38 MB layer of the Alpine
+/// 3.19 benchmark image: level 3 gives 14.87 MB in 281 ms on one core, level 5 14.53 MB in
+/// 361 ms, `gzip -6` (apko's level) 14.69 MB. Compression is half the CPU of a cold image build,
+/// so the layer is 1.2% larger than apko's and the build a tenth faster.
+pub const DEFAULT_LEVEL: u32 = 3;
 /// Chunks compressed together within one part (bounds memory: in and out buffers of this many
 /// chunks per part being compressed).
 const BATCH: usize = 4;

@@ -567,9 +567,7 @@ fn options(c: &CommonArgs) -> BuildOptions {
                     .map(|(a, b)| (a.to_string(), b.to_string()))
             })
             .collect(),
-        // libdeflate's 5: on the Alpine fixture a layer smaller than `gzip -6` makes of the same
-        // tar (14.53 against 14.69 MB), 1.2x as fast as its 6.
-        level: 5,
+        level: pallet_image::layers::DEFAULT_LEVEL,
         ..BuildOptions::default()
     }
 }
