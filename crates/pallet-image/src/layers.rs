@@ -245,6 +245,17 @@ fn compress_part(path: &Path, level: u32, part: &Part<'_>, parallel: bool) -> io
 /// Concatenate the parts' cache entries into a blob in `blobs`, hashing as it goes. With
 /// `expect`, the blob must have that digest (a layer record's), else nothing is kept.
 fn assemble(blobs: &Path, segments: &[PathBuf], expect: Option<&str>) -> io::Result<Option<Blob>> {
+    assemble_when(blobs, segments, expect, |_| Ok(()))
+}
+
+/// [`assemble`], calling `ready(i)` before segment `i` is copied: it returns once that segment
+/// is made, so the copy can trail the compression.
+fn assemble_when(
+    blobs: &Path,
+    segments: &[PathBuf],
+    expect: Option<&str>,
+    mut ready: impl FnMut(usize) -> io::Result<()>,
+) -> io::Result<Option<Blob>> {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let partial = blobs.join(format!(".layer-{}-{n}.partial", std::process::id()));
@@ -255,7 +266,8 @@ fn assemble(blobs: &Path, segments: &[PathBuf], expect: Option<&str>) -> io::Res
     };
     let mut buf = vec![0u8; 1 << 20];
     let res = (|| -> io::Result<()> {
-        for s in segments {
+        for (i, s) in segments.iter().enumerate() {
+            ready(i)?;
             let n = segment_len(s).ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -427,30 +439,57 @@ pub fn layer(
     // What killed builds left half-written (their locks are gone).
     pallet_atomic::sweep(&dir);
     // The diff_id needs every uncompressed byte in order, and nothing of the compression: hash
-    // while the missing parts are compressed, then copy the compressed parts into the blob.
-    let (diff, compressed) = rayon::join(
-        || -> io::Result<String> {
-            let mut sink = HashCount {
-                inner: io::sink(),
-                hash: Sha256::new(),
-                n: 0,
-            };
-            for p in parts {
-                (p.produce)(&mut sink)?;
-            }
-            Ok(format!("sha256:{}", hex(sink.hash.finalize())))
-        },
-        || {
-            parts
-                .par_iter()
-                .zip(&segments)
-                .filter(|(_, s)| segment_len(s).is_none())
-                .try_for_each(|(p, s)| compress_part(s, level, p, true))
-        },
-    );
+    // while the missing parts are compressed. The blob is put together in order on a thread of
+    // its own, each part as soon as it is made, so that little is left to copy at the end.
+    let have: Vec<bool> = segments.iter().map(|s| segment_len(s).is_some()).collect();
+    let mut made = have.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let (diff, compressed, blob) = std::thread::scope(|sc| {
+        let segments = &segments;
+        let assembler = sc.spawn(move || {
+            assemble_when(blobs, segments, None, |i| {
+                while !made[i] {
+                    // Every sender gone with parts missing: compression failed, and says why.
+                    let j = rx
+                        .recv()
+                        .map_err(|_| io::Error::other("a layer part was not made"))?;
+                    made[j] = true;
+                }
+                Ok(())
+            })
+        });
+        let (diff, compressed) = rayon::join(
+            || -> io::Result<String> {
+                let mut sink = HashCount {
+                    inner: io::sink(),
+                    hash: Sha256::new(),
+                    n: 0,
+                };
+                for p in parts {
+                    (p.produce)(&mut sink)?;
+                }
+                Ok(format!("sha256:{}", hex(sink.hash.finalize())))
+            },
+            || {
+                parts
+                    .par_iter()
+                    .zip(segments)
+                    .enumerate()
+                    .filter(|(i, _)| !have[*i])
+                    .try_for_each_with(tx, |tx, (i, (p, s))| {
+                        compress_part(s, level, p, true)?;
+                        let _ = tx.send(i);
+                        Ok::<(), io::Error>(())
+                    })
+            },
+        );
+        let blob = assembler
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the layer assembler panicked")));
+        (diff, compressed, blob)
+    });
     compressed?;
     crate::timing::mark("layer: parts compressed and hashed");
-    let blob = assemble(blobs, &segments, None);
     let (diff_id, blob) = (diff?, blob?.expect("no digest to match"));
     crate::timing::mark("layer: assembled");
     if let Some(dir) = record.parent()

@@ -151,6 +151,14 @@ impl Client {
         self.channel.clone()
     }
 
+    /// Run a future in the background on this client's runtime.
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(f);
+    }
+
     /// Run a future on this client's runtime, from synchronous code.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
@@ -575,10 +583,13 @@ impl Client {
     /// Execute an action and wait for its response: the Execute stream until its operation is
     /// done, resumed with WaitExecution when the stream ends early. `skip_cache_lookup` runs it
     /// even when the ActionCache holds a result (a result that failed verification).
+    /// `on_stage` hears each stage the server reports (`ExecutionStage` values: 2 queued,
+    /// 3 executing, 4 completed), so a caller can tell an action that went back to the queue.
     pub fn execute(
         &self,
         action: &Digest,
         skip_cache_lookup: bool,
+        on_stage: &dyn Fn(i32),
     ) -> Result<ExecuteResponse, Error> {
         let server = self.server.clone();
         let mut ex =
@@ -601,6 +612,14 @@ impl Client {
                 match stream.message().await {
                     Ok(Some(op)) => {
                         name.clone_from(&op.name);
+                        if let Some(m) = &op.metadata
+                            && let Ok(meta) =
+                                <proto::ExecuteOperationMetadata as prost::Message>::decode(
+                                    m.value.as_slice(),
+                                )
+                        {
+                            on_stage(meta.stage);
+                        }
                         if op.done {
                             return operation_response(&server, op);
                         }

@@ -7,7 +7,8 @@
 //! - [`Client`]: Capabilities, the CAS (FindMissingBlobs first; small blobs batched within the
 //!   server's limit, large ones through ByteStream), the ActionCache, and Execute with
 //!   WaitExecution;
-//! - [`bots`]: bot sessions and leases (BuildGrid's worker protocol).
+//! - [`bots`]: bot sessions and leases (BuildGrid's worker protocol);
+//! - [`worker`]: a worker on those leases, running each action in a fresh folder.
 //!
 //! tokio stays inside this crate: every call blocks the calling thread, and any number of
 //! threads may share one [`Client`].
@@ -18,6 +19,7 @@ mod client;
 pub mod digest;
 mod error;
 pub mod tree;
+pub mod worker;
 
 pub use client::{Client, Stats, endpoint_uri};
 pub use error::Error;

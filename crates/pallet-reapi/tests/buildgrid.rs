@@ -147,9 +147,18 @@ fn cas_action_cache_trees_and_execute_round_trip() {
         }
         panic!("no lease came");
     });
-    let r = c.execute(&act2, false).unwrap();
+    let stages = std::sync::Mutex::new(vec![]);
+    let r = c
+        .execute(&act2, false, &|s| stages.lock().unwrap().push(s))
+        .unwrap();
     bot.join().unwrap();
     assert_eq!(r.result.unwrap().exit_code, 3);
+    // The stream reported the action queued before it completed (4).
+    let stages = stages.into_inner().unwrap();
+    assert!(
+        stages.contains(&2) && stages.last() == Some(&4),
+        "{stages:?}"
+    );
     assert_eq!(r.status.map_or(0, |s| s.code), 0);
     assert!(
         c.stats()

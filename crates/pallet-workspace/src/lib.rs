@@ -10,6 +10,7 @@ pub mod discover;
 pub mod graph;
 mod image;
 pub mod load;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod settings;

@@ -216,6 +216,10 @@ impl Observer for View {
         }
     }
 
+    fn note(&self, label: &str, message: &str) {
+        self.print(format!("remote  {label}: {message}"));
+    }
+
     fn waiting(&self, n: usize) {
         if let Some(h) = &self.head {
             h.set_message(format!("{n} waiting"));

@@ -44,6 +44,8 @@ pub struct RunOptions {
     /// The runner of every step (`--runner`). Not part of any key: the runners make the
     /// same bytes.
     pub runner: pallet_build::runner::Runner,
+    /// Package nodes run on a remote executor, or are shared through a remote cache.
+    pub remote: Option<crate::remote::Remote>,
 }
 
 /// The state of a node, decided before it runs.
@@ -96,6 +98,8 @@ pub trait Observer: Sync {
     fn start(&self, label: &str, reason: &str);
     fn finish(&self, label: &str, outcome: &Outcome, time: Duration);
     fn waiting(&self, _n: usize) {}
+    /// A line about a node's build worth showing (remote cache hits, retried actions).
+    fn note(&self, _label: &str, _message: &str) {}
 }
 
 /// The reason a node is stale, from what it was last built from.
@@ -931,7 +935,7 @@ fn try_node(ctx: &Ctx, n: NodeRef, observer: &dyn Observer) -> Result<Outcome, S
     };
     observer.start(&ctx.label(n), &why);
     let files = match n {
-        NodeRef::Recipe(i) => build_recipe(ctx, i)?,
+        NodeRef::Recipe(i) => build_recipe(ctx, i, &key, observer)?,
         NodeRef::Image(j) => crate::image::build_image(ctx, j, &key)?,
     };
     let entry = Entry {
@@ -950,9 +954,14 @@ fn try_node(ctx: &Ctx, n: NodeRef, observer: &dyn Observer) -> Result<Outcome, S
     })
 }
 
-/// Build recipe `i` into a scratch folder, then move its packages into the repository, the
-/// cache and the index.
-fn build_recipe(ctx: &Ctx, i: usize) -> Result<Vec<OutFile>, String> {
+/// Build recipe `i` into a scratch folder (here, or through the remote), then move its
+/// packages into the repository, the cache and the index.
+fn build_recipe(
+    ctx: &Ctx,
+    i: usize,
+    key: &str,
+    observer: &dyn Observer,
+) -> Result<Vec<OutFile>, String> {
     let ws = ctx.ws;
     let r = &ws.recipes[i];
     let scratch = ctx
@@ -963,52 +972,14 @@ fn build_recipe(ctx: &Ctx, i: usize) -> Result<Vec<OutFile>, String> {
     let log_path = ctx.log_path(i);
     let log = pallet_build::log::Log::to_file(&log_path)
         .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
-    let source_dir = r.source_dir.as_ref().map(|s| ws.root.join(s));
-    let req = pallet_build::request::RecipeRequest {
-        config: ws.root.join(&r.file),
-        archs: vec![r.arch],
-        pipeline_dirs: ws.pipeline_dirs.clone(),
-        options: pallet_build::driver::Options {
-            arch: Some(r.arch),
-            out_dir: staging.clone(),
-            cache_dir: Some(ctx.cache.dir().join("melange-cache")),
-            apk_cache_dir: ctx.ro.apk_cache_dir.clone(),
-            source_exclude: r
-                .source_dir
-                .as_ref()
-                .map(|s| ws.source_exclude(s))
-                .unwrap_or_default(),
-            source_dir,
-            signing_key: ctx.key.as_ref().map(|_| ws.signing_key.clone()),
-            generate_index: false,
-            bootstrap: r.bootstrap,
-            source_date_epoch: ctx.ro.source_date_epoch,
-            namespace: ctx.namespace(),
-            debug: ctx.ro.debug,
-            rm: true,
-            extra_repositories: ctx.repos.clone(),
-            extra_keyring: ctx.keyring.clone(),
-            env_file: ctx.env_file.clone(),
-            config_source: pallet_build::assemble::ConfigSource {
-                // Relative, so that two checkouts make the same bytes.
-                path: r.file.display().to_string(),
-                repository_url: "https://unknown/unknown/unknown".into(),
-                commit: "unknown".into(),
-                license: "NOASSERTION".into(),
-            },
-            log: log.clone(),
-            runner: ctx.ro.runner.clone(),
-            interactive: false,
-            ..Default::default()
-        },
-        ..Default::default()
+    let written = match &ctx.ro.remote {
+        Some(remote) => {
+            let label = ctx.label(NodeRef::Recipe(i));
+            let note = |m: &str| observer.note(&label, m);
+            crate::remote::build(ctx, remote, i, key, &staging, &log, &note)?
+        }
+        None => build_here(ctx, i, &staging, &log, true)?,
     };
-    let mut plan = r.plan.clone();
-    plan.config_yaml = pallet_build::request::render(&r.compiled)?;
-    let written = req.build_plan(&plan, r.arch).map_err(|e| {
-        log.line(format_args!("error: {e}"));
-        e.to_string()
-    })?;
     let dir = ctx.arch_dir(r.arch);
     let mut placed = vec![];
     let mut records = vec![];
@@ -1034,6 +1005,84 @@ fn build_recipe(ctx: &Ctx, i: usize) -> Result<Vec<OutFile>, String> {
     ctx.add_to_index(r.arch, &placed)?;
     log.line(format_args!("built {} in {}", r.name, dir.display()));
     Ok(records)
+}
+
+/// The configuration source a package's SBOM names: relative, so that two checkouts (and
+/// workers) make the same bytes.
+pub(crate) fn config_source(path: &str) -> pallet_build::assemble::ConfigSource {
+    pallet_build::assemble::ConfigSource {
+        path: path.to_string(),
+        repository_url: "https://unknown/unknown/unknown".into(),
+        commit: "unknown".into(),
+        license: "NOASSERTION".into(),
+    }
+}
+
+/// Build recipe `i` here, unsigned (a remote cache stores unsigned packages; they are signed
+/// after).
+pub(crate) fn build_unsigned(
+    ctx: &Ctx,
+    i: usize,
+    staging: &Path,
+    log: &pallet_build::log::Log,
+) -> Result<Vec<PathBuf>, String> {
+    build_here(ctx, i, staging, log, false)
+}
+
+/// Build recipe `i` in a sandbox here; its packages in `staging/ARCH/`.
+fn build_here(
+    ctx: &Ctx,
+    i: usize,
+    staging: &Path,
+    log: &pallet_build::log::Log,
+    sign: bool,
+) -> Result<Vec<PathBuf>, String> {
+    let ws = ctx.ws;
+    let r = &ws.recipes[i];
+    let source_dir = r.source_dir.as_ref().map(|s| ws.root.join(s));
+    let req = pallet_build::request::RecipeRequest {
+        config: ws.root.join(&r.file),
+        archs: vec![r.arch],
+        pipeline_dirs: ws.pipeline_dirs.clone(),
+        options: pallet_build::driver::Options {
+            arch: Some(r.arch),
+            out_dir: staging.to_path_buf(),
+            cache_dir: Some(ctx.cache.dir().join("melange-cache")),
+            apk_cache_dir: ctx.ro.apk_cache_dir.clone(),
+            source_exclude: r
+                .source_dir
+                .as_ref()
+                .map(|s| ws.source_exclude(s))
+                .unwrap_or_default(),
+            source_dir,
+            signing_key: ctx
+                .key
+                .as_ref()
+                .filter(|_| sign)
+                .map(|_| ws.signing_key.clone()),
+            generate_index: false,
+            bootstrap: r.bootstrap,
+            source_date_epoch: ctx.ro.source_date_epoch,
+            namespace: ctx.namespace(),
+            debug: ctx.ro.debug,
+            rm: true,
+            extra_repositories: ctx.repos.clone(),
+            extra_keyring: ctx.keyring.clone(),
+            env_file: ctx.env_file.clone(),
+            config_source: config_source(&r.file.display().to_string()),
+            log: log.clone(),
+            runner: ctx.ro.runner.clone(),
+            interactive: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut plan = r.plan.clone();
+    plan.config_yaml = pallet_build::request::render(&r.compiled)?;
+    req.build_plan(&plan, r.arch).map_err(|e| {
+        log.line(format_args!("error: {e}"));
+        e.to_string()
+    })
 }
 
 /// One `test:` pipeline's run.

@@ -7,6 +7,7 @@ mod apk_cmds;
 mod image_cmds;
 mod melange_build;
 mod melange_cmds;
+mod worker_cmd;
 mod workspace_cmds;
 
 use std::process::ExitCode;
@@ -57,6 +58,11 @@ enum Command {
     Index(apk_cmds::IndexArgs),
     /// Sign an existing APKINDEX.tar.gz.
     SignIndex(apk_cmds::SignIndexArgs),
+    /// Serve a remote-execution scheduler (BuildGrid's Bots API) as a build worker.
+    Worker(worker_cmd::WorkerArgs),
+    /// Build one workspace node from an action's input root (what workers run).
+    #[command(hide = true)]
+    BuildNode(worker_cmd::BuildNodeArgs),
 }
 
 /// `SOURCE_DATE_EPOCH`, the one clock every generated timestamp comes from (0 when unset, as in
@@ -137,6 +143,8 @@ where
         Command::Mkpkg(a) => apk_cmds::mkpkg_cmd(a),
         Command::Index(a) => apk_cmds::index_cmd(a),
         Command::SignIndex(a) => apk_cmds::sign_index_cmd(a),
+        Command::Worker(a) => worker_cmd::worker_cmd(a),
+        Command::BuildNode(a) => worker_cmd::build_node_cmd(a),
     }
 }
 

@@ -11,7 +11,7 @@ use pallet_workspace::{Flags, RunOptions, Workspace, report, run};
 
 #[derive(Args, Clone)]
 #[command(
-    after_help = "Examples:\n  pallet build                      build every recipe and image here that changed\n  pallet build --plan               what would be built, and why\n  pallet build --plan --json        the same for scripts\n  pallet build curl -j 4            curl and what it needs, four at a time\n  pallet build zlib --rdeps         zlib and everything that depends on it\n  pallet build -C ~/src/os --keep-going\n  pallet build --dot | dot -Tsvg > graph.svg"
+    after_help = "Examples:\n  pallet build                      build every recipe and image here that changed\n  pallet build --plan               what would be built, and why\n  pallet build --plan --json        the same for scripts\n  pallet build curl -j 4            curl and what it needs, four at a time\n  pallet build zlib --rdeps         zlib and everything that depends on it\n  pallet build -C ~/src/os --keep-going\n  pallet build --dot | dot -Tsvg > graph.svg\n  pallet build --remote-executor grpc://127.0.0.1:50051\n                                    packages built by `pallet worker`s of that scheduler\n  pallet build --remote-cache grpc://cache.example:50051\n                                    built here, shared through (and taken from) its ActionCache"
 )]
 pub struct BuildArgs {
     /// Package, subpackage or image names, or files (default: everything).
@@ -37,6 +37,17 @@ pub struct BuildArgs {
     /// After a failure, go on with everything not downstream of it.
     #[arg(long)]
     keep_going: bool,
+    /// Run package builds on this REAPI executor (grpc://HOST:PORT; BuildGrid with
+    /// `pallet worker`s). Results are verified and signed here; the key never leaves.
+    #[arg(long, value_name = "URL")]
+    remote_executor: Option<String>,
+    /// Look package builds up in this REAPI ActionCache and share local ones through it
+    /// (default with --remote-executor: the executor's).
+    #[arg(long, value_name = "URL")]
+    remote_cache: Option<String>,
+    /// The REAPI instance name of --remote-executor and --remote-cache.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    remote_instance: String,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -163,6 +174,17 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     ro.rdeps = a.rdeps;
     ro.jobs = a.jobs;
     ro.keep_going = a.keep_going;
+    if !(a.plan || a.dot) && (a.remote_executor.is_some() || a.remote_cache.is_some()) {
+        let connect = |url: &String| {
+            pallet_reapi::Client::connect(url, &a.remote_instance)
+                .with_context(|| format!("connecting to {url}"))
+        };
+        ro.remote = Some(pallet_workspace::remote::Remote {
+            executor: a.remote_executor.as_ref().map(connect).transpose()?,
+            cache: a.remote_cache.as_ref().map(connect).transpose()?,
+            ..Default::default()
+        });
+    }
     if a.plan || a.dot {
         let plan = run::plan(&ws, &ro)?;
         let text = if a.dot {
@@ -183,6 +205,9 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         crate::emit(&format!("{:#}\n", report::results_json(&ws, &results)))?;
     }
     eprintln!("{}", report::summary(&ws, &results, started));
+    if let Some(r) = &ro.remote {
+        eprintln!("{}", r.summary());
+    }
     Ok(exit(results.iter().all(|r| r.outcome.is_ok())))
 }
 

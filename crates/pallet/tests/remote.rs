@@ -1,0 +1,322 @@
+//! End to end, remote execution: BuildGrid (from PyPI) on 127.0.0.1 and `pallet worker`s as
+//! separate processes; `pallet build --remote-executor` and `--remote-cache` against them.
+//! Recipes build in bootstrap mode (the host's root as the guest), so no fixtures are needed.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// A workspace of `n` independent recipes whose step sleeps `sleep` seconds, plus one that
+/// needs another's package in its (bootstrap) build order through a runtime dependency.
+fn workspace(d: &Path, n: usize, sleep: u32) {
+    fs::create_dir_all(d).unwrap();
+    let mut names = vec![];
+    for k in 0..n {
+        let name = format!("r{k:02}");
+        fs::write(
+            d.join(format!("{name}.yaml")),
+            format!(
+                "package:\n  name: {name}\n  version: 1.0.{k}\n  epoch: 0\n  description: recipe {k}\n  copyright: [{{license: MIT}}]\npipeline:\n  - runs: |\n      sleep {sleep}\n      mkdir -p ${{{{targets.destdir}}}}/usr/share/{name}\n      cat notes.txt > ${{{{targets.destdir}}}}/usr/share/{name}/notes\n      echo {k} > ${{{{targets.destdir}}}}/usr/share/{name}/k\nsubpackages:\n  - name: {name}-doc\n    description: docs\n    pipeline:\n      - runs: |\n          mkdir -p ${{{{targets.subpkgdir}}}}/usr/share/doc\n          echo doc {k} > ${{{{targets.subpkgdir}}}}/usr/share/doc/{name}\n"
+            ),
+        )
+        .unwrap();
+        fs::create_dir_all(d.join(&name)).unwrap();
+        fs::write(
+            d.join(&name).join("notes.txt"),
+            format!("notes of {name}\n"),
+        )
+        .unwrap();
+        names.push(name);
+    }
+    let recipes: String = names
+        .iter()
+        .map(|n| format!("  {n}: {{bootstrap: true, source-dir: {n}}}\n"))
+        .collect();
+    fs::write(d.join("pallet.yaml"), format!("recipes:\n{recipes}")).unwrap();
+}
+
+fn build(d: &Path, cache: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "build",
+        "--arch",
+        "x86_64",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args, d, &[("SOURCE_DATE_EPOCH", "1700000000")]);
+    (o.status.success(), text(&o))
+}
+
+/// A `pallet worker` process, killed (SIGKILL) when dropped.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(bg: &BuildGrid, dir: &Path, name: &str) -> Worker {
+        fs::create_dir_all(dir).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(pallet())
+            .args(["worker", "--executor", &bg.url(), "--name", name])
+            .arg("--work-dir")
+            .arg(dir.join(name))
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Worker { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn packages(d: &Path) -> std::collections::BTreeMap<String, String> {
+    tree_digests(&d.join("packages"), &["buildlogs"])
+}
+
+/// Every build log of a workspace, for failure messages.
+fn logs(d: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(rd) = fs::read_dir(d.join("packages/x86_64/buildlogs")) {
+        for e in rd.flatten() {
+            s.push_str(&format!(
+                "--- {}\n{}",
+                e.path().display(),
+                fs::read_to_string(e.path()).unwrap_or_default()
+            ));
+        }
+    }
+    s
+}
+
+fn count(out: &str, needle: &str) -> usize {
+    out.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn remote_builds_match_local_ones_and_a_second_client_only_hits_the_cache() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 10) else {
+        return;
+    };
+    let _w1 = Worker::start(&bg, &t.path().join("workers"), "w1");
+    let _w2 = Worker::start(&bg, &t.path().join("workers"), "w2");
+
+    // The same workspace built here, and through the remote.
+    let local = t.path().join("local");
+    workspace(&local, 3, 0);
+    let (ok, out) = build(&local, &t.path().join("cache-local"), &[]);
+    assert!(ok, "{out}");
+    // The same key pair everywhere: the remote result is signed with it on the client.
+    let remote = t.path().join("remote");
+    workspace(&remote, 3, 0);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(local.join(f), remote.join(f)).unwrap();
+    }
+    let (ok, out) = build(
+        &remote,
+        &t.path().join("cache-remote"),
+        &["--remote-executor", &bg.url()],
+    );
+    assert!(ok, "{out}\nworker: {}\nlogs: {}", _w1.log(), logs(&remote));
+    assert_eq!(count(&out, ": executed on "), 3, "{out}");
+    let want = packages(&local);
+    assert_eq!(want.len(), 7, "{want:?}"); // 3 packages, 3 -doc, the index
+    assert_eq!(packages(&remote), want, "{out}");
+    // Signed here with the user's key: packages and index verify against it.
+    for f in fs::read_dir(remote.join("packages/x86_64")).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_dir() {
+            continue;
+        }
+        let o = run(
+            &[
+                "verify",
+                "--keyring",
+                remote.join("melange.rsa.pub").to_str().unwrap(),
+                f.to_str().unwrap(),
+            ],
+            &remote,
+            &[],
+        );
+        assert!(
+            o.status.success() && text(&o).contains(": OK"),
+            "{}",
+            text(&o)
+        );
+    }
+
+    // A second client (another checkout, an empty cache): every package from the
+    // ActionCache, no execution, the same bytes.
+    let second = t.path().join("second");
+    workspace(&second, 3, 0);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(local.join(f), second.join(f)).unwrap();
+    }
+    let (ok, out) = build(
+        &second,
+        &t.path().join("cache-second"),
+        &["--remote-executor", &bg.url()],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(count(&out, ": cache hit, action "), 3, "{out}");
+    assert_eq!(count(&out, ": executed on "), 0, "{out}");
+    assert!(out.contains("remote: 0 executed, 3 cache hits"), "{out}");
+    assert_eq!(packages(&second), want);
+}
+
+#[test]
+fn a_worker_killed_mid_lease_has_its_action_retried_elsewhere() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // A short keepalive: a bot silent for 3 s loses its leases.
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 3) else {
+        return;
+    };
+    let wdir = t.path().join("workers");
+    let mut w1 = Worker::start(&bg, &wdir, "doomed");
+    let ws = t.path().join("ws");
+    workspace(&ws, 1, 4);
+    let client = Command::new(pallet())
+        .args(["build", "--arch", "x86_64", "--cache-dir"])
+        .arg(t.path().join("cache"))
+        .args(["--remote-executor", &bg.url()])
+        .current_dir(&ws)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the only worker once it holds the lease, then start another.
+    let started = std::time::Instant::now();
+    while !w1.log().contains(": started") {
+        assert!(started.elapsed().as_secs() < 60, "no lease: {}", w1.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    w1.kill();
+    let _w2 = Worker::start(&bg, &wdir, "survivor");
+    let o = client.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", logs(&ws));
+    assert!(
+        out.contains(
+            "went back to the queue (its worker stopped answering); retrying it on another worker"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("executed on survivor, action "), "{out}");
+    assert!(out.contains("(retried)"), "{out}");
+    // The packages are whole and signed.
+    for f in fs::read_dir(ws.join("packages/x86_64")).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_dir() {
+            continue;
+        }
+        let o = run(
+            &[
+                "verify",
+                "--keyring",
+                ws.join("melange.rsa.pub").to_str().unwrap(),
+                f.to_str().unwrap(),
+            ],
+            &ws,
+            &[],
+        );
+        assert!(text(&o).contains(": OK"), "{}", text(&o));
+    }
+}
+
+#[test]
+fn a_tampered_cached_result_is_rejected_and_rebuilt() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 10) else {
+        return;
+    };
+    let _w = Worker::start(&bg, &t.path().join("workers"), "w");
+    let first = t.path().join("first");
+    workspace(&first, 1, 0);
+    let (ok, out) = build(
+        &first,
+        &t.path().join("cache1"),
+        &["--remote-executor", &bg.url()],
+    );
+    assert!(ok, "{out}");
+    let action = out
+        .lines()
+        .find_map(|l| l.split("action ").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .expect("the action is named")
+        .to_string();
+    let (hash, size) = action.split_once('/').unwrap();
+    let action = pallet_reapi::proto::Digest {
+        hash: hash.into(),
+        size_bytes: size.parse().unwrap(),
+    };
+    // Replace the main package of the cached result by a copy with one byte changed in its
+    // data section (its last gzip member), as a poisoned cache would.
+    let c = pallet_reapi::Client::connect(&bg.url(), "").unwrap();
+    let mut res = c.get_action_result(&action).unwrap().expect("cached");
+    let f = res
+        .output_files
+        .iter_mut()
+        .find(|f| f.path.ends_with("/r00-1.0.0-r0.apk"))
+        .expect("the package is an output");
+    let mut bytes = c.read_blob(f.digest.as_ref().unwrap()).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0x55;
+    let mut blobs = pallet_reapi::tree::Blobs::new();
+    f.digest = Some(blobs.add_bytes(bytes));
+    c.upload(&blobs).unwrap();
+    c.update_action_result(&action, &res).unwrap();
+
+    // Another client with an empty cache: the hit is refused and the action runs again.
+    let second = t.path().join("second");
+    workspace(&second, 1, 0);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(first.join(f), second.join(f)).unwrap();
+    }
+    let (ok, out) = build(
+        &second,
+        &t.path().join("cache2"),
+        &["--remote-executor", &bg.url()],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "cached result of action {}/{} rejected (",
+            action.hash, action.size_bytes
+        )),
+        "{out}"
+    );
+    assert!(out.contains("executed on w, action "), "{out}");
+    assert_eq!(packages(&second), packages(&first));
+}
