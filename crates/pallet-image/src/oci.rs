@@ -217,8 +217,11 @@ pub fn write_docker_archive_tags(
             let h = EntryHeader::file("manifest.json", 0o644, 0, manifest.len() as u64);
             tarw::write_entry(&mut w, &h, &manifest)?;
             tarw::write_end(&mut w)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
+            // Renamed without a sync, as `docker save` and apko write theirs: a killed build
+            // leaves the old file or the new one, and a file a power loss cut short differs in
+            // size from the no-op check's record, so the next build writes it again. Syncing
+            // cost a quarter of a one-package rebuild.
+            drop(w.into_inner().map_err(|e| e.into_error())?);
             fs::rename(tmp, out)
         },
         out,
