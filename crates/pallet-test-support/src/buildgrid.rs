@@ -144,6 +144,9 @@ fn buildgrid_config(port: u16, db: &Path, keepalive: u32) -> String {
   - !channel
     address: "127.0.0.1:{port}"
     insecure-mode: true
+# Each Execute stream holds one of the server's threads (default 5 per core): room for a
+# client building 16 nodes at once plus the bots.
+thread-pool-size: 64
 authorization:
   method: none
 connections:

@@ -370,7 +370,7 @@ pub(crate) fn build(
     let Some(ex) = &remote.executor else {
         return local_then_upload(ctx, remote, i, &p, staging, log, note);
     };
-    ex.upload(&p.blobs).map_err(|e| e.to_string())?;
+    retry(note, || ex.upload(&p.blobs))?;
     // A result that does not verify is executed once more, never taken.
     for attempt in 0..2 {
         // EXECUTING then QUEUED again: the worker stopped answering and the scheduler gave
@@ -385,9 +385,7 @@ pub(crate) fn build(
                 ));
             }
         };
-        let resp = ex
-            .execute(&p.digest, skip_cache, &on_stage)
-            .map_err(|e| e.to_string())?;
+        let resp = retry(note, || ex.execute(&p.digest, skip_cache, &on_stage))?;
         if let Some(s) = resp.status.as_ref().filter(|s| s.code != 0) {
             return Err(format!(
                 "remote action {show} failed (status {}): {}",
@@ -444,6 +442,29 @@ pub(crate) fn build(
         "remote action {show} for {} gave a result that does not verify twice",
         r.name
     ))
+}
+
+/// A call tried again while the server says it is busy or unreachable (a scheduler that runs
+/// out of threads answers RESOURCE_EXHAUSTED), with a growing pause, for about a minute.
+fn retry<T>(
+    note: &dyn Fn(&str),
+    mut f: impl FnMut() -> Result<T, pallet_reapi::Error>,
+) -> Result<T, String> {
+    let mut pause = std::time::Duration::from_millis(250);
+    for _ in 0..10 {
+        match f() {
+            Err(e) if e.is_transient() => {
+                note(&format!(
+                    "{e}; trying again in {:.1} s",
+                    pause.as_secs_f64()
+                ));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            }
+            r => return r.map_err(|e| e.to_string()),
+        }
+    }
+    f().map_err(|e| e.to_string())
 }
 
 /// The worker's build log (an output) appended to the node's log.
