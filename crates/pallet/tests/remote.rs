@@ -320,3 +320,47 @@ fn a_tampered_cached_result_is_rejected_and_rebuilt() {
     assert!(out.contains("executed on w, action "), "{out}");
     assert_eq!(packages(&second), packages(&first));
 }
+
+#[test]
+fn a_remote_cache_alone_shares_local_builds_between_clients() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 10) else {
+        return;
+    };
+    // No worker at all: the first client builds here and shares what it built.
+    let first = t.path().join("first");
+    workspace(&first, 2, 0);
+    let (ok, out) = build(&first, &t.path().join("c1"), &["--remote-cache", &bg.url()]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        count(&out, ": built here, result shared as action "),
+        2,
+        "{out}"
+    );
+    let plain = t.path().join("plain");
+    workspace(&plain, 2, 0);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(first.join(f), plain.join(f)).unwrap();
+    }
+    let (ok, out) = build(&plain, &t.path().join("c0"), &[]);
+    assert!(ok, "{out}");
+    // Built unsigned and signed after, the packages are those of a plain local build.
+    assert_eq!(packages(&first), packages(&plain));
+    let second = t.path().join("second");
+    workspace(&second, 2, 0);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(first.join(f), second.join(f)).unwrap();
+    }
+    let (ok, out) = build(
+        &second,
+        &t.path().join("c2"),
+        &["--remote-cache", &bg.url()],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(count(&out, ": cache hit, action "), 2, "{out}");
+    assert_eq!(count(&out, "built here"), 0, "{out}");
+    assert_eq!(packages(&second), packages(&first));
+}
