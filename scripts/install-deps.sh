@@ -5,7 +5,8 @@ set -euo pipefail
 need=()
 for pair in skopeo:skopeo umoci:umoci runc:runc bwrap:bubblewrap docker-registry:docker-registry \
             curl:curl gcc:gcc pigz:pigz bc:bc htpasswd:apache2-utils patch:patch wget:wget \
-            cpio:cpio dockerd:docker.io tmux:tmux qemu-system-x86_64:qemu-system-x86; do
+            cpio:cpio dockerd:docker.io tmux:tmux qemu-system-x86_64:qemu-system-x86 \
+            keytool:default-jre-headless; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -28,6 +28,10 @@ pub enum BuildError {
     Package { pkg: String, message: String },
     #[error(transparent)]
     Fs(#[from] pallet_fs::FsError),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
+    #[error(transparent)]
+    BaseImage(#[from] crate::baseimage::BaseImageError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -64,6 +68,8 @@ pub struct BuildOptions {
     pub mirrors: Vec<(String, String)>,
     /// Allow keys over plain http from hosts other than loopback.
     pub insecure_keys: bool,
+    /// `--include-paths`: where `contents.baseimage` paths are also looked for.
+    pub include_paths: Vec<PathBuf>,
 }
 
 impl BuildOptions {
@@ -224,6 +230,12 @@ pub fn resolve(
             })?;
         repos.push(Repo { url, tag, packages });
     }
+    // A base image's packages resolve from its own database, pinned (`apko lock` with a
+    // base); they are left out of the picks, as the base already has them.
+    let base = crate::baseimage::load(cfg, arch, opts)?;
+    if let Some(b) = &base {
+        repos.push(b.repo());
+    }
     let mut world = Vec::new();
     let mut pkgs: Vec<String> = cfg
         .contents
@@ -257,7 +269,14 @@ pub fn resolve(
                 .map_err(|e| BuildError::Config(format!("contents.packages: {e}")))?,
         );
     }
-    let picks = resolve::solve(&repos, &world)?;
+    if let Some(b) = &base {
+        world.extend(b.world());
+    }
+    let mut picks = resolve::solve(&repos, &world)?;
+    if let Some(b) = &base {
+        let names = b.names();
+        picks.retain(|&(r, p)| !names.contains(repos[r].packages[p].name.as_str()));
+    }
     Ok((repos, picks, keyring, world))
 }
 
@@ -511,6 +530,7 @@ fn install_with(
     crate::timing::mark("install start");
     let (repos, picks, keyring, world) = resolve(cfg, arch, opts)?;
     crate::timing::mark("resolved");
+    let base = crate::baseimage::load(cfg, arch, opts)?;
     let mut tree = Tree::new();
     // apko's base directories, before any package.
     for (d, m) in [
@@ -522,6 +542,9 @@ fn install_with(
         ("usr", 0o755),
     ] {
         tree.put(d, Node::dir(m, 0));
+    }
+    if let Some(b) = &base {
+        b.prepare_tree(&mut tree);
     }
     let mut resolved = Vec::new();
     let mut max_build = 0u64;
@@ -588,7 +611,10 @@ fn install_with(
     bar.finish_and_clear();
     installed?;
     crate::timing::mark("installed");
-    let epoch = opts.epoch.unwrap_or(max_build);
+    // apko's build date counts a base image's packages too.
+    let epoch = opts
+        .epoch
+        .unwrap_or(max_build.max(base.as_ref().map_or(0, |b| b.build_time())));
     post_install(
         &mut tree,
         cfg,
@@ -599,6 +625,7 @@ fn install_with(
         &repos,
         &resolved,
         &opts.extra_repositories,
+        base.as_ref(),
         epoch,
     )?;
     crate::timing::mark("post-installed");
@@ -684,6 +711,7 @@ pub fn build_arch(
     opts: &BuildOptions,
     blobs: &Path,
 ) -> Result<ArchResult, BuildError> {
+    crate::baseimage::check_build(cfg, opts)?;
     let Installed {
         tree,
         packages: resolved,
@@ -716,20 +744,39 @@ pub fn build_arch(
     }
     crate::timing::mark("layers written");
     let os_release = parse_os_release(&tree);
-    let config = image_config(cfg, arch, epoch, &diff_ids, &opts.annotations, &tree)?;
-    let config_blob = oci::put_blob(blobs, &config).map_err(io_ctx("writing the image config"))?;
-    let mut manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": oci::MT_MANIFEST,
-        "config": oci::descriptor(oci::MT_CONFIG, &config_blob),
-        "layers": layers.iter().map(|l| oci::descriptor(oci::MT_LAYER_GZ, l)).collect::<Vec<_>>(),
-    });
-    let ann = annotations(cfg, opts, epoch);
-    if !ann.as_object().is_none_or(|o| o.is_empty()) {
-        manifest["annotations"] = ann;
+    let mut config = image_config(cfg, arch, epoch, &diff_ids, &opts.annotations, &tree)?;
+    // On a base image, the new layer goes on top of the base's config and layers.
+    let base = crate::baseimage::load(cfg, arch, opts)?;
+    if let Some(b) = &base {
+        config = b.config(&config);
     }
-    let manifest_blob = oci::put_blob(blobs, &serde_json::to_vec(&manifest).expect("JSON"))
-        .map_err(io_ctx("writing the manifest"))?;
+    let config_blob = oci::put_blob(blobs, &config).map_err(io_ctx("writing the image config"))?;
+    let new_layers: Vec<Value> = layers
+        .iter()
+        .map(|l| oci::descriptor(oci::MT_LAYER_GZ, l))
+        .collect();
+    let ann = annotations(cfg, opts, epoch);
+    let manifest = match &base {
+        Some(b) => b.manifest(&config_blob, &new_layers, &ann),
+        None => {
+            let mut manifest = json!({
+                "schemaVersion": 2,
+                "mediaType": oci::MT_MANIFEST,
+                "config": oci::descriptor(oci::MT_CONFIG, &config_blob),
+                "layers": new_layers,
+            });
+            if !ann.as_object().is_none_or(|o| o.is_empty()) {
+                manifest["annotations"] = ann;
+            }
+            serde_json::to_vec(&manifest).expect("JSON")
+        }
+    };
+    let manifest_blob = oci::put_blob(blobs, &manifest).map_err(io_ctx("writing the manifest"))?;
+    if let Some(b) = &base {
+        let mut all = b.layers(blobs)?;
+        all.append(&mut layers);
+        layers = all;
+    }
     Ok(ArchResult {
         image: ArchImage {
             arch,
@@ -880,14 +927,18 @@ fn post_install(
     repos: &[Repo],
     resolved: &[(PackageInfo, String)],
     extra_repositories: &[String],
+    base: Option<&crate::baseimage::BaseImage>,
     epoch: u64,
 ) -> Result<(), BuildError> {
-    // The apk database, as apk-tools 2 lays it out (lib/apk/db).
+    // The apk database, as apk-tools 2 lays it out (lib/apk/db). A base image's packages
+    // come first, as apko adds them before installing.
     let db = tree.installed_db();
+    let mut all = base.map(|b| b.packages.clone()).unwrap_or_default();
+    all.extend(db.iter().cloned());
     file(
         tree,
         "lib/apk/db/installed",
-        installed::write_installed(&db).into_bytes(),
+        installed::write_installed(&all).into_bytes(),
         0o644,
         epoch,
     );
@@ -921,11 +972,13 @@ fn post_install(
     }
     pallet_apk_stream::tarw::write_end(&mut scripts_tar).map_err(io_ctx("scripts.tar"))?;
     file(tree, "lib/apk/db/scripts.tar", scripts_tar, 0o644, epoch);
-    // The world pinned to the resolved versions, as apko writes it.
-    let pinned: Vec<Dependency> = resolved
+    // The world pinned to the resolved versions, as apko writes it, with a base image's
+    // packages.
+    let mut pinned: Vec<Dependency> = resolved
         .iter()
         .map(|(p, _)| Dependency::exact(p.name.clone(), p.version.clone()))
         .collect();
+    pinned.extend(base.map(|b| b.world()).unwrap_or_default());
     let _ = world;
     file(
         tree,
@@ -988,9 +1041,11 @@ fn post_install(
             epoch,
         );
     }
-    accounts(tree, cfg, epoch)?;
+    // apko leaves a base image's accounts alone.
+    if base.is_none() {
+        accounts(tree, cfg, epoch)?;
+    }
     services(tree, cfg);
-    certificates(tree, cfg, epoch)?;
     // Legacy `os-release:` (old apko): a package's own file wins, as the key only ever filled
     // in for distributions that shipped none.
     if let Some(os) = &cfg.os_release
@@ -1009,6 +1064,14 @@ fn post_install(
         serde_json::to_vec_pretty(&json!({"config": cfg, "checksum": cfg_checksum})).expect("JSON");
     file(tree, "etc/apko.json", apko_json, 0o444, 0);
     paths(tree, cfg)?;
+    // After paths, as in apko: a path mutation may make or change a bundle.
+    crate::certs::install(
+        tree,
+        cfg,
+        base.map_or(&[][..], |b| b.packages.as_slice()),
+        epoch,
+    )?;
+    crate::certs::write_checksums(tree, epoch)?;
     crate::busybox::install_links(tree)?;
     // Character devices apko creates (harmless where the runtime mounts its own /dev).
     for (name, major, minor, mode) in [
@@ -1048,58 +1111,6 @@ fn services(tree: &mut Tree, cfg: &ImageConfiguration) {
             Node::file(format!("#!/bin/execlineb\n{cmd}\n").into_bytes(), 0o755, 0),
         );
     }
-}
-
-/// `certificates.additional`: each PEM certificate is stored under
-/// `/usr/local/share/ca-certificates/` and appended to the CA bundles the image has.
-fn certificates(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(), BuildError> {
-    let Some(c) = &cfg.certificates else {
-        return Ok(());
-    };
-    let mut pem = String::new();
-    for a in &c.additional {
-        let blocks = a.content.matches("-----BEGIN CERTIFICATE-----").count();
-        if blocks != 1 {
-            return Err(BuildError::Config(format!(
-                "certificates.additional '{}': expected exactly one PEM certificate, found {blocks}",
-                a.name
-            )));
-        }
-        use sha2::Digest as _;
-        let fp: String = sha2::Sha256::digest(a.content.as_bytes())
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        file(
-            tree,
-            &format!("usr/local/share/ca-certificates/{}-{fp}.crt", a.name),
-            a.content.clone().into_bytes(),
-            0o644,
-            epoch,
-        );
-        pem.push_str(a.content.trim_end());
-        pem.push('\n');
-    }
-    for bundle in [
-        "etc/ssl/certs/ca-certificates.crt",
-        "var/lib/ecs/deps/execute-command/certs/tls-ca-bundle.pem",
-        "kaniko/ssl/certs/ca-certificates.crt",
-    ] {
-        // Only regular files: a bundle that is a symlink is left to its target's package.
-        if tree.get(bundle).is_none_or(|n| n.kind != Kind::File) {
-            continue;
-        }
-        if let Some(mut old) = tree.read(bundle).map_err(io_ctx(bundle))? {
-            if !old.is_empty() && !old.ends_with(b"\n") {
-                old.push(b'\n');
-            }
-            old.extend_from_slice(pem.as_bytes());
-            let mode = tree.get(bundle).map_or(0o644, |n| n.mode);
-            file(tree, bundle, old, mode, epoch);
-        }
-    }
-    Ok(())
 }
 
 fn accounts(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(), BuildError> {

@@ -601,6 +601,38 @@ fn validate(c: &ImageConfiguration, path: &Path) -> Result<(), ConfigError> {
             }
         }
     }
+    if let Some(cs) = &c.certificates {
+        for a in &cs.additional {
+            if a.name.is_empty() {
+                return bad("configured additional certificate has no name".into());
+            }
+            // The name becomes a file name under usr/local/share/ca-certificates.
+            if !cert_name_ok(&a.name) {
+                return bad(format!(
+                    "configured additional certificate {:?} has an invalid name, it must match ^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$",
+                    a.name
+                ));
+            }
+        }
+    }
+    // apko's conservative list for a base image (checked when the file is loaded).
+    if c.contents.baseimage.is_some() {
+        let e = c.entrypoint.as_ref();
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+        let a = c.accounts.as_ref();
+        if e.is_some_and(|e| {
+            set(&e.kind) || set(&e.command) || set(&e.shell_fragment) || !e.services.is_empty()
+        }) || set(&c.cmd)
+            || set(&c.stop_signal)
+            || set(&c.work_dir)
+            || a.is_some_and(|a| set(&a.run_as) || !a.users.is_empty() || !a.groups.is_empty())
+            || !c.environment.is_empty()
+            || !c.paths.is_empty()
+            || !c.annotations.is_empty()
+        {
+            return bad("when using base image, the only supported image specification are: contents, archs and includes (entrypoint, cmd, stop-signal, work-dir, accounts, environment, paths and annotations come from the base)".into());
+        }
+    }
     if let Some(l) = &c.layering
         && !l.strategy.is_empty()
         && l.strategy != "origin"
@@ -636,6 +668,12 @@ fn validate(c: &ImageConfiguration, path: &Path) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// apko's `^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$` for certificate names: no leading dot, no slash.
+fn cert_name_ok(n: &str) -> bool {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    n.chars().next().is_some_and(plain) && n.chars().all(|c| plain(c) || c == '.')
 }
 
 /// An architecture, with apko's names and aliases.

@@ -2,8 +2,10 @@
 //! layer, OCI image), and SBOMs. [`image::build_image`] is a whole multi-architecture build
 //! with its index and SBOMs; the CLI is a thin layer over it.
 
+pub mod baseimage;
 pub mod build;
 mod busybox;
+pub mod certs;
 pub mod config;
 pub mod cpio;
 pub mod docker;

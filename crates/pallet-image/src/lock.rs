@@ -114,7 +114,11 @@ pub fn generate(
     contents.keyring = keys;
     for arch in archs {
         let (repos, picks, _, _) = crate::build::resolve(cfg, *arch, opts)?;
-        for r in &repos {
+        // A base image's database is no repository of the image: apko locks none of it.
+        for r in repos
+            .iter()
+            .filter(|r| !crate::baseimage::is_base_repo(&r.url))
+        {
             let entry = LockRepo {
                 name: format!(
                     "{}/{}",

@@ -559,6 +559,7 @@ fn options(c: &CommonArgs) -> BuildOptions {
         ignore_signatures: c.ignore_signatures,
         offline: c.offline,
         insecure_keys: c.insecure_keyring,
+        include_paths: c.include_paths.clone(),
         mirrors: c
             .mirror
             .iter()

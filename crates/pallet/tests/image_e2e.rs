@@ -681,7 +681,19 @@ fn additional_certificates_join_the_bundle() {
     let Some(s) = shared() else { return };
     let a = s.join("fixtures/alpine-3.19");
     let t = tempfile::tempdir().unwrap();
-    let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUTESTTESTTESTTESTTESTTESTTEST\n-----END CERTIFICATE-----\n";
+    // A self-signed P-256 certificate made with `openssl req -x509` for this test: apko takes
+    // only a real X.509 certificate.
+    let cert = "-----BEGIN CERTIFICATE-----
+MIIBdTCCARqgAwIBAgIBATAKBggqhkjOPQQDAjAYMRYwFAYDVQQDDA1wYWxsZXQg
+dGVzdCBhMCAXDTI2MTIwMTIyNTUyOVoYDzIxMjYxMTA3MjI1NTI5WjAYMRYwFAYD
+VQQDDA1wYWxsZXQgdGVzdCBhMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEht0A
+anVz/U+caamDhsK8skYatVXLSBflvHYylkfE9TudHzQLmpewGWHKpKLMk4Qprk16
+n07pXWwLPWWraHNtWqNTMFEwHQYDVR0OBBYEFNpHZ0TNeMatjVEUID9meVAzmTU4
+MB8GA1UdIwQYMBaAFNpHZ0TNeMatjVEUID9meVAzmTU4MA8GA1UdEwEB/wQFMAMB
+Af8wCgYIKoZIzj0EAwIDSQAwRgIhAL7WVPWCG6G74JjHxDFjl5jyjZOxxrxPAjdT
+tQvuC3TUAiEAoi66wfiXmK82AgrQeyVgsNthx3uDPE8Xho/9hViACa4=
+-----END CERTIFICATE-----
+";
     let extra = format!(
         "certificates:\n  additional:\n    - name: corp\n      content: |\n{}",
         cert.lines()
@@ -715,16 +727,27 @@ fn additional_certificates_join_the_bundle() {
             .success()
     );
     let bundle = fs::read_to_string(x.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    // Each added certificate is followed by a blank line, as apko writes it.
     assert!(
-        bundle.ends_with(cert) && bundle.len() > cert.len() * 10,
+        bundle.ends_with(&format!("{cert}\n")) && bundle.len() > cert.len() * 10,
         "appended to the real bundle"
     );
-    assert!(
-        fs::read_dir(x.join("usr/local/share/ca-certificates"))
-            .unwrap()
-            .count()
-            == 1
+    let own: Vec<String> = fs::read_dir(x.join("usr/local/share/ca-certificates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        own,
+        ["corp-3045e906ad880025f95b317fe4458fd86d3d6ce0675c2f70dd68e049af7c42da.crt"],
+        "named by the SHA-256 of the DER"
     );
+    // The bundle's sidecar, as `sha256sum -c` reads it.
+    let o = Command::new("sha256sum")
+        .args(["-c", ".ca-certificates.crt.sha256"])
+        .current_dir(x.join("etc/ssl/certs"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
     // Two certificates in one entry are refused.
     let twice = alpine_config(
         t.path(),
