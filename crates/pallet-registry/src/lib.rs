@@ -9,7 +9,7 @@ mod auth;
 
 use std::fs::File;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use auth::{Credentials, login, lookup_credentials};
@@ -761,6 +761,61 @@ impl Client {
             self.timeout,
         )
         .map(Some)
+    }
+
+    /// Download a blob into `to`, hashing it on the way: `Ok(false)` when the registry does
+    /// not have it; content that is not `size` bytes with `digest` (`sha256:…`) is an error
+    /// and leaves no file behind.
+    pub fn get_blob(&mut self, digest: &str, size: u64, to: &Path) -> Result<bool, RegistryError> {
+        use sha2::Digest as _;
+        let what = format!("downloading blob {digest}");
+        let url = self.url(&format!("/blobs/{digest}"));
+        let resp = self.send("GET", &url, &[], Payload::Empty, &what)?;
+        if resp.status().as_u16() == 404 {
+            return Ok(false);
+        }
+        let resp = Self::expect(resp, &[200], &what)?;
+        let transport = |message: String| RegistryError::Transport {
+            what: what.clone(),
+            message,
+        };
+        let result = (|| {
+            let mut f = std::fs::File::create(to)
+                .map_err(|e| transport(format!("creating {}: {e}", to.display())))?;
+            let mut r = resp.into_body().into_reader().take(size + 1);
+            let mut h = sha2::Sha256::new();
+            let mut n = 0u64;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let k = r.read(&mut buf).map_err(|e| {
+                    transport(format!("{url}: {}", explain(&e.to_string(), self.timeout)))
+                })?;
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+                n += k as u64;
+                std::io::Write::write_all(&mut f, &buf[..k])
+                    .map_err(|e| transport(format!("writing {}: {e}", to.display())))?;
+            }
+            let got = format!(
+                "sha256:{}",
+                h.finalize()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            );
+            if got != digest || n != size {
+                return Err(transport(format!(
+                    "{url}: the registry sent {n} bytes with digest {got}, not {size} with {digest}"
+                )));
+            }
+            Ok(true)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(to);
+        }
+        result
     }
 
     /// Whether `GET /v2/<repo>/referrers/<digest>` is served (OCI distribution 1.1).

@@ -11,6 +11,7 @@ pub mod graph;
 mod image;
 pub mod load;
 pub mod remote;
+mod remote_registry;
 pub mod report;
 pub mod run;
 pub mod settings;

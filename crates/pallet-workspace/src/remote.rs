@@ -40,6 +40,9 @@ pub struct Remote {
     pub executor: Option<Client>,
     /// Looked up before building, written after a local build.
     pub cache: Option<Client>,
+    /// An OCI registry repository holding results as artifacts (`--cache-registry`), looked
+    /// up first and written after any build that did not come from it.
+    pub registry: Option<pallet_registry::Reference>,
     /// What happened, for the closing summary and benchmarks.
     pub counts: Arc<Counts>,
 }
@@ -50,6 +53,8 @@ pub struct Counts {
     pub cache_hits: AtomicU64,
     pub uploaded_results: AtomicU64,
     pub rejected: AtomicU64,
+    pub registry_hits: AtomicU64,
+    pub registry_pushed: AtomicU64,
 }
 
 impl Remote {
@@ -67,11 +72,13 @@ impl Remote {
         }
         let c = &self.counts;
         format!(
-            "remote: {} executed, {} cache hits, {} results uploaded, {} rejected; {} uploaded, {} downloaded",
+            "remote: {} executed, {} cache hits, {} results uploaded, {} rejected, {} registry hits, {} pushed to the registry; {} uploaded, {} downloaded",
             c.executed.load(Ordering::Relaxed),
             c.cache_hits.load(Ordering::Relaxed),
             c.uploaded_results.load(Ordering::Relaxed),
             c.rejected.load(Ordering::Relaxed),
+            c.registry_hits.load(Ordering::Relaxed),
+            c.registry_pushed.load(Ordering::Relaxed),
             bytes(up),
             bytes(down)
         )
@@ -109,8 +116,8 @@ pub struct NodeSpec {
 }
 
 const SPEC: &str = "node.json";
-const OUT: &str = "out";
-const LOG: &str = "out/build.log";
+pub(crate) const OUT: &str = "out";
+pub(crate) const LOG: &str = "out/build.log";
 const SOURCES: &str = "sources";
 /// `ExecutionStage` values.
 const QUEUED: i32 = 2;
@@ -330,7 +337,8 @@ fn own_packages(
     Ok(out)
 }
 
-/// Build recipe `i` through the remote: its packages (signed here) in `staging/ARCH/`.
+/// Build recipe `i` through the remote: its packages, verified and signed here, in
+/// `staging/ARCH/`.
 pub(crate) fn build(
     ctx: &Ctx,
     remote: &Remote,
@@ -340,14 +348,76 @@ pub(crate) fn build(
     log: &pallet_build::log::Log,
     note: &dyn Fn(&str),
 ) -> Result<Vec<PathBuf>, String> {
-    let r = &ctx.ws.recipes[i];
     let p = prepare(ctx, i, key)?;
+    let show = digest::show(&p.digest);
+    let mut from_registry = None;
+    if let Some(reg) = &remote.registry {
+        match crate::remote_registry::get(ctx, reg, i, &p, staging) {
+            Ok(Some(files)) => from_registry = Some(files),
+            Ok(None) => {}
+            Err(why) => {
+                remote.counts.rejected.fetch_add(1, Ordering::Relaxed);
+                note(&format!(
+                    "registry result of action {show} rejected ({why}); rebuilding it"
+                ));
+            }
+        }
+    }
+    let files = match from_registry {
+        Some(files) => {
+            remote.counts.registry_hits.fetch_add(1, Ordering::Relaxed);
+            note(&format!("registry hit, action {show}"));
+            files
+        }
+        None => {
+            let files = build_unsigned_remote(ctx, remote, i, &p, staging, log, note)?;
+            if let Some(reg) = &remote.registry {
+                match crate::remote_registry::put(reg, &p, &files) {
+                    Ok(()) => {
+                        remote
+                            .counts
+                            .registry_pushed
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => note(&format!("pushing the result to the registry failed: {e}")),
+                }
+            }
+            files
+        }
+    };
+    // Signed here, and only here: the private key never leaves this machine.
+    if let Some(k) = &ctx.key {
+        for f in &files {
+            pallet_apk_stream::resign_apk(
+                f,
+                k,
+                pallet_keys::SigAlg::RsaSha256,
+                ctx.ro.source_date_epoch,
+            )
+            .map_err(|e| format!("signing {}: {e}", f.display()))?;
+        }
+    }
+    Ok(files)
+}
+
+/// The unsigned packages of recipe `i`: from the ActionCache, the executor, or a local build
+/// shared through the cache.
+fn build_unsigned_remote(
+    ctx: &Ctx,
+    remote: &Remote,
+    i: usize,
+    p: &Prepared,
+    staging: &Path,
+    log: &pallet_build::log::Log,
+    note: &dyn Fn(&str),
+) -> Result<Vec<PathBuf>, String> {
+    let r = &ctx.ws.recipes[i];
     let show = digest::show(&p.digest);
     log.line(format_args!("remote action {show}"));
     let mut skip_cache = false;
     if let Some(ac) = remote.ac() {
         match ac.get_action_result(&p.digest) {
-            Ok(Some(res)) => match take_result(ctx, ac, i, &res, &p, staging) {
+            Ok(Some(res)) => match take_result(ctx, ac, i, &res, p, staging) {
                 Ok(files) => {
                     remote.counts.cache_hits.fetch_add(1, Ordering::Relaxed);
                     note(&format!("cache hit, action {show}"));
@@ -368,7 +438,7 @@ pub(crate) fn build(
         }
     }
     let Some(ex) = &remote.executor else {
-        return local_then_upload(ctx, remote, i, &p, staging, log, note);
+        return local_then_upload(ctx, remote, i, p, staging, log, note);
     };
     retry(note, || ex.upload(&p.blobs))?;
     // A result that does not verify is executed once more, never taken.
@@ -405,7 +475,7 @@ pub(crate) fn build(
                 res.exit_code
             ));
         }
-        match take_result(ctx, ex, i, &res, &p, staging) {
+        match take_result(ctx, ex, i, &res, p, staging) {
             Ok(files) => {
                 copy_log(ex, &res, log);
                 if resp.cached_result {
@@ -484,8 +554,8 @@ fn copy_log(c: &Client, res: &ActionResult, log: &pallet_build::log::Log) {
     }
 }
 
-/// Download and verify a result's packages into `staging/ARCH/`, then sign them with the
-/// user's key. Anything wrong is an error and leaves nothing behind.
+/// Download and verify a result's packages into `staging/ARCH/` (unsigned, as workers make
+/// them). Anything wrong is an error and leaves nothing behind.
 fn take_result(
     ctx: &Ctx,
     c: &Client,
@@ -526,17 +596,6 @@ fn take_result(
         if !seen_main {
             return Err(format!("no {}-{}.apk among the outputs", r.name, r.version));
         }
-        if let Some(k) = &ctx.key {
-            for f in &files {
-                pallet_apk_stream::resign_apk(
-                    f,
-                    k,
-                    pallet_keys::SigAlg::RsaSha256,
-                    ctx.ro.source_date_epoch,
-                )
-                .map_err(|e| format!("signing {}: {e}", f.display()))?;
-            }
-        }
         Ok(())
     })();
     if let Err(e) = result {
@@ -551,7 +610,7 @@ fn take_result(
 
 /// A package as the recipe makes it: a well-formed APK (every section and file matches its
 /// checksum) named for one of its packages, at its version and arch.
-fn check_package(path: &Path, r: &crate::load::Recipe) -> Result<(), String> {
+pub(crate) fn check_package(path: &Path, r: &crate::load::Recipe) -> Result<(), String> {
     let name = path.display();
     let f = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
     let meta = pallet_apk_stream::read_apk(
@@ -580,8 +639,8 @@ fn check_package(path: &Path, r: &crate::load::Recipe) -> Result<(), String> {
     Ok(())
 }
 
-/// `--remote-cache` without an executor, on a miss: build here (unsigned), share the result,
-/// then sign.
+/// Without an executor, on a miss: build here (unsigned) and share the result through the
+/// remote cache when there is one.
 fn local_then_upload(
     ctx: &Ctx,
     remote: &Remote,
@@ -605,17 +664,6 @@ fn local_then_upload(
                 ));
             }
             Err(e) => note(&format!("sharing the result failed: {e}")),
-        }
-    }
-    if let Some(k) = &ctx.key {
-        for f in &files {
-            pallet_apk_stream::resign_apk(
-                f,
-                k,
-                pallet_keys::SigAlg::RsaSha256,
-                ctx.ro.source_date_epoch,
-            )
-            .map_err(|e| format!("signing {}: {e}", f.display()))?;
         }
     }
     Ok(files)

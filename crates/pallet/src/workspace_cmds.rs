@@ -11,7 +11,7 @@ use pallet_workspace::{Flags, RunOptions, Workspace, report, run};
 
 #[derive(Args, Clone)]
 #[command(
-    after_help = "Examples:\n  pallet build                      build every recipe and image here that changed\n  pallet build --plan               what would be built, and why\n  pallet build --plan --json        the same for scripts\n  pallet build curl -j 4            curl and what it needs, four at a time\n  pallet build zlib --rdeps         zlib and everything that depends on it\n  pallet build -C ~/src/os --keep-going\n  pallet build --dot | dot -Tsvg > graph.svg\n  pallet build --remote-executor grpc://127.0.0.1:50051\n                                    packages built by `pallet worker`s of that scheduler\n  pallet build --remote-cache grpc://cache.example:50051\n                                    built here, shared through (and taken from) its ActionCache"
+    after_help = "Examples:\n  pallet build                      build every recipe and image here that changed\n  pallet build --plan               what would be built, and why\n  pallet build --plan --json        the same for scripts\n  pallet build curl -j 4            curl and what it needs, four at a time\n  pallet build zlib --rdeps         zlib and everything that depends on it\n  pallet build -C ~/src/os --keep-going\n  pallet build --dot | dot -Tsvg > graph.svg\n  pallet build --remote-executor grpc://127.0.0.1:50051\n                                    packages built by `pallet worker`s of that scheduler\n  pallet build --remote-cache grpc://cache.example:50051\n                                    built here, shared through (and taken from) its ActionCache\n  pallet build --cache-registry registry.example/team/pallet-cache\n                                    results kept as OCI artifacts in a registry"
 )]
 pub struct BuildArgs {
     /// Package, subpackage or image names, or files (default: everything).
@@ -45,6 +45,10 @@ pub struct BuildArgs {
     /// (default with --remote-executor: the executor's).
     #[arg(long, value_name = "URL")]
     remote_cache: Option<String>,
+    /// Also keep package results as OCI artifacts in this registry repository
+    /// (REGISTRY/REPO, pushed and pulled with pallet's registry client).
+    #[arg(long, value_name = "REF")]
+    cache_registry: Option<String>,
     /// The REAPI instance name of --remote-executor and --remote-cache.
     #[arg(long, value_name = "NAME", default_value = "")]
     remote_instance: String,
@@ -174,7 +178,9 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     ro.rdeps = a.rdeps;
     ro.jobs = a.jobs;
     ro.keep_going = a.keep_going;
-    if !(a.plan || a.dot) && (a.remote_executor.is_some() || a.remote_cache.is_some()) {
+    if !(a.plan || a.dot)
+        && (a.remote_executor.is_some() || a.remote_cache.is_some() || a.cache_registry.is_some())
+    {
         let connect = |url: &String| {
             pallet_reapi::Client::connect(url, &a.remote_instance)
                 .with_context(|| format!("connecting to {url}"))
@@ -182,6 +188,11 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         ro.remote = Some(pallet_workspace::remote::Remote {
             executor: a.remote_executor.as_ref().map(connect).transpose()?,
             cache: a.remote_cache.as_ref().map(connect).transpose()?,
+            registry: a
+                .cache_registry
+                .as_deref()
+                .map(pallet_registry::Reference::parse)
+                .transpose()?,
             ..Default::default()
         });
     }

@@ -364,3 +364,103 @@ fn a_remote_cache_alone_shares_local_builds_between_clients() {
     assert_eq!(count(&out, "built here"), 0, "{out}");
     assert_eq!(packages(&second), packages(&first));
 }
+
+#[test]
+fn two_clients_share_results_through_a_registry() {
+    if !(have("bwrap") && have("docker-registry")) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(t.path(), None, None);
+    let r = format!("127.0.0.1:{}/pallet-cache", reg.port);
+    let first = t.path().join("first");
+    workspace(&first, 2, 0);
+    let (ok, out) = build(&first, &t.path().join("c1"), &["--cache-registry", &r]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("0 registry hits, 2 pushed to the registry"),
+        "{out}"
+    );
+    let second = t.path().join("second");
+    workspace(&second, 2, 0);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(first.join(f), second.join(f)).unwrap();
+    }
+    let (ok, out) = build(&second, &t.path().join("c2"), &["--cache-registry", &r]);
+    assert!(ok, "{out}");
+    assert_eq!(count(&out, ": registry hit, action "), 2, "{out}");
+    assert!(out.contains("2 registry hits, 0 pushed"), "{out}");
+    assert_eq!(packages(&second), packages(&first));
+
+    // A package replaced in the registry (the same tag, another blob) is refused and rebuilt.
+    let third = t.path().join("third");
+    workspace(&third, 2, 0);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(first.join(f), third.join(f)).unwrap();
+    }
+    let tags = std::process::Command::new("curl")
+        .args([
+            "-s",
+            &format!("http://127.0.0.1:{}/v2/pallet-cache/tags/list", reg.port),
+        ])
+        .output()
+        .unwrap();
+    let tags: serde_json::Value = serde_json::from_slice(&tags.stdout).unwrap();
+    let tag = tags["tags"][0].as_str().unwrap().to_string();
+    let m = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            &format!(
+                "http://127.0.0.1:{}/v2/pallet-cache/manifests/{tag}",
+                reg.port
+            ),
+        ])
+        .output()
+        .unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+    // The other action's package under this action's tag: a valid package, not this one's.
+    let other = tags["tags"][1].as_str().unwrap();
+    let o = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            &format!(
+                "http://127.0.0.1:{}/v2/pallet-cache/manifests/{other}",
+                reg.port
+            ),
+        ])
+        .output()
+        .unwrap();
+    let o: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let title = m["layers"][0]["annotations"]["org.opencontainers.image.title"].clone();
+    m["layers"][0] = o["layers"][0].clone();
+    m["layers"][0]["annotations"]["org.opencontainers.image.title"] = title;
+    let body = t.path().join("m.json");
+    fs::write(&body, serde_json::to_vec(&m).unwrap()).unwrap();
+    let put = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", body.display()))
+        .arg(format!(
+            "http://127.0.0.1:{}/v2/pallet-cache/manifests/{tag}",
+            reg.port
+        ))
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", text(&put));
+    let (ok, out) = build(&third, &t.path().join("c3"), &["--cache-registry", &r]);
+    assert!(ok, "{out}");
+    assert_eq!(count(&out, "registry result of action "), 1, "{out}");
+    assert!(out.contains("1 registry hits, 1 pushed"), "{out}");
+    assert_eq!(packages(&third), packages(&first));
+}
