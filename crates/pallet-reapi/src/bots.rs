@@ -80,11 +80,13 @@ impl Bots {
 
     /// Send the session (its status and every lease it holds) and get back the server's view:
     /// new leases, and without those it took away. The server may hold the call open for up to
-    /// about 0.8 × `deadline` while it waits for work.
+    /// about 0.8 × `deadline` while it waits for work; when `stop` is set meanwhile, the call is
+    /// abandoned (an `Aborted` error) so that a worker asked to leave does not wait for it.
     pub fn update(
         &mut self,
         session: &BotSession,
         deadline: Duration,
+        stop: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<BotSession, Error> {
         let mut req = tonic::Request::new(rw::UpdateBotSessionRequest {
             name: session.name.clone(),
@@ -94,9 +96,28 @@ impl Bots {
         req.set_timeout(deadline);
         let server = self.client.server().to_string();
         let bots = &mut self.bots;
-        self.client
-            .block_on(bots.update_bot_session(req))
-            .map(tonic::Response::into_inner)
-            .map_err(|s| Error::call(&server, "UpdateBotSession", &s))
+        self.client.block_on(async {
+            let mut call = std::pin::pin!(bots.update_bot_session(req));
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), &mut call).await {
+                    Ok(r) => {
+                        return r
+                            .map(tonic::Response::into_inner)
+                            .map_err(|s| Error::call(&server, "UpdateBotSession", &s));
+                    }
+                    Err(_)
+                        if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) =>
+                    {
+                        return Err(Error::Call {
+                            server: server.clone(),
+                            call: "UpdateBotSession",
+                            code: tonic::Code::Aborted,
+                            message: "the worker is stopping".into(),
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
     }
 }

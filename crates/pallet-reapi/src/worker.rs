@@ -60,6 +60,7 @@ const OK: i32 = 0;
 const FAILED_PRECONDITION: i32 = 9;
 const INTERNAL: i32 = 13;
 const DEADLINE_EXCEEDED: i32 = 4;
+const UNAVAILABLE: i32 = 14;
 
 /// Serve leases until `stop` is set (then say goodbye with `BOT_TERMINATING`) or the server
 /// cannot be reached for a minute.
@@ -80,9 +81,20 @@ pub fn run(client: &Client, opts: &Options, stop: &AtomicBool) -> Result<(), Err
             for r in running.values() {
                 r.cancel.store(true, Ordering::Relaxed);
             }
+            // Running leases go back to the scheduler as UNAVAILABLE, which it retries on
+            // another bot (a CANCELLED lease would close the session instead).
+            for l in &mut session.leases {
+                if running.contains_key(&l.id) {
+                    l.state = LeaseState::Completed as i32;
+                    let mut st = l.status.take().unwrap_or_default();
+                    st.code = UNAVAILABLE;
+                    st.message = format!("worker {} is stopping", opts.bot_id);
+                    l.status = Some(st);
+                    l.result = None;
+                }
+            }
             session.status = BotStatus::BotTerminating as i32;
-            session.leases.clear();
-            let _ = bots.update(&session, Duration::from_secs(5));
+            let _ = bots.update(&session, Duration::from_secs(5), None);
             return Ok(());
         }
         // Leases the server no longer lists were cancelled (or given to another bot).
@@ -177,7 +189,7 @@ pub fn run(client: &Client, opts: &Options, stop: &AtomicBool) -> Result<(), Err
         } else {
             Duration::from_secs(30)
         };
-        match bots.update(&out, deadline) {
+        match bots.update(&out, deadline, Some(stop)) {
             Ok(s) => {
                 session = s;
                 failing_since = None;
@@ -196,6 +208,10 @@ pub fn run(client: &Client, opts: &Options, stop: &AtomicBool) -> Result<(), Err
                 }
                 running.clear();
                 session = bots.create(&opts.bot_id, &props, opts.capacity, poll)?;
+            }
+            Err(_) if stop.load(Ordering::Relaxed) => {
+                // Abandoned to leave: report what finished in the goodbye below.
+                session = out;
             }
             Err(e) if e.is_transient() => {
                 let since = *failing_since.get_or_insert_with(Instant::now);

@@ -140,7 +140,7 @@ fn cas_action_cache_trees_and_execute_round_trip() {
                     done = true;
                 }
             }
-            s = b.update(&s, Duration::from_secs(5)).unwrap();
+            s = b.update(&s, Duration::from_secs(5), None).unwrap();
             if done {
                 return;
             }

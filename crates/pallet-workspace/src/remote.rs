@@ -451,7 +451,7 @@ fn build_unsigned_remote(
             let before = last.swap(stage, Ordering::Relaxed);
             if before == EXECUTING && stage == QUEUED && !requeued.swap(true, Ordering::Relaxed) {
                 note(&format!(
-                    "action {show} went back to the queue (its worker stopped answering); retrying it on another worker"
+                    "action {show} went back to the queue (its worker stopped, or stopped answering); retrying it on another worker"
                 ));
             }
         };

@@ -191,12 +191,23 @@ fn remote_builds_match_local_ones_and_a_second_client_only_hits_the_cache() {
 
 #[test]
 fn a_worker_killed_mid_lease_has_its_action_retried_elsewhere() {
+    // A short keepalive: a bot silent for 3 s loses its leases.
+    worker_lost_mid_lease(3, "KILL");
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_hands_its_lease_back_at_once() {
+    // A keepalive far longer than the build is allowed to take: only the worker's own
+    // goodbye (the lease back as UNAVAILABLE) lets another worker run the action in time.
+    worker_lost_mid_lease(600, "TERM");
+}
+
+fn worker_lost_mid_lease(keepalive: u32, signal: &str) {
     if !have("bwrap") {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    // A short keepalive: a bot silent for 3 s loses its leases.
-    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 3) else {
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), keepalive) else {
         return;
     };
     let wdir = t.path().join("workers");
@@ -219,14 +230,36 @@ fn a_worker_killed_mid_lease_has_its_action_retried_elsewhere() {
         assert!(started.elapsed().as_secs() < 60, "no lease: {}", w1.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    w1.kill();
+    if signal == "KILL" {
+        w1.kill();
+    } else {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &w1.child.id().to_string()])
+            .status();
+        let _ = w1.child.wait();
+    }
     let _w2 = Worker::start(&bg, &wdir, "survivor");
+    // A hang guard, far beyond a working run (about 10 s), far below the keepalive of the
+    // SIGTERM case.
+    let pid = client.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        for _ in 0..2400 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if d.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+        }
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
     let o = client.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     let out = text(&o);
     assert!(o.status.success(), "{out}\n{}", logs(&ws));
     assert!(
         out.contains(
-            "went back to the queue (its worker stopped answering); retrying it on another worker"
+            "went back to the queue (its worker stopped, or stopped answering); retrying it on another worker"
         ),
         "{out}"
     );
