@@ -215,7 +215,9 @@ pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String
             .resolve(&r.plan.environment, arch, false)
             .map_err(|e| format!("resolving the build environment: {e}"))?;
         let own = own_packages(ctx, arch, &env)?;
-        if !own.is_empty() {
+        // An index even when it lists nothing, as the workspace's own repository always has
+        // one (signed, perhaps empty).
+        {
             let scratch = ctx
                 .cache
                 .scratch()

@@ -497,3 +497,54 @@ fn two_clients_share_results_through_a_registry() {
     assert!(out.contains("1 registry hits, 1 pushed"), "{out}");
     assert_eq!(packages(&third), packages(&first));
 }
+
+const LIB: &str = "package:\n  name: libhello\n  version: 1.0.0\n  epoch: 0\n  description: a library\n  copyright: [{license: MIT}]\nenvironment:\n  contents:\n    packages: [busybox]\npipeline:\n  - runs: |\n      mkdir -p ${{targets.destdir}}/usr/lib\n      echo hello-lib > ${{targets.destdir}}/usr/lib/libhello.txt\nsubpackages:\n  - name: libhello-dev\n    description: headers\n    pipeline:\n      - runs: |\n          mkdir -p ${{targets.subpkgdir}}/usr/include\n          echo '#define HELLO 1' > ${{targets.subpkgdir}}/usr/include/hello.h\n";
+
+const APP: &str = "package:\n  name: app\n  version: 2.0.0\n  epoch: 0\n  description: needs the library's -dev subpackage to build\n  copyright: [{license: MIT}]\nenvironment:\n  contents:\n    packages: [busybox, libhello-dev]\npipeline:\n  - runs: |\n      mkdir -p ${{targets.destdir}}/usr/share/app\n      cp /usr/include/hello.h ${{targets.destdir}}/usr/share/app/\n";
+
+/// Recipes whose environments come from a repository (the Alpine fixture) and from the
+/// workspace's own packages, which reach the worker in the action's `repo/`.
+fn repo_workspace(d: &Path, alpine: &Path) {
+    fs::create_dir_all(d).unwrap();
+    let keys = keyring_yaml(&alpine.join("keys")).replace("    - ", "  - ");
+    fs::write(
+        d.join("pallet.yaml"),
+        format!("repositories: [{}]\nkeyring:\n{keys}", alpine.display()),
+    )
+    .unwrap();
+    fs::write(d.join("libhello.yaml"), LIB).unwrap();
+    fs::write(d.join("app.yaml"), APP).unwrap();
+}
+
+#[test]
+fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_bytes() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let alpine = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 10) else {
+        return;
+    };
+    let _w = Worker::start(&bg, &t.path().join("workers"), "w");
+    let local = t.path().join("local");
+    repo_workspace(&local, &alpine);
+    let (ok, out) = build(&local, &t.path().join("c1"), &[]);
+    assert!(ok, "{out}");
+    let remote = t.path().join("remote");
+    repo_workspace(&remote, &alpine);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(local.join(f), remote.join(f)).unwrap();
+    }
+    let (ok, out) = build(
+        &remote,
+        &t.path().join("c2"),
+        &["--remote-executor", &bg.url()],
+    );
+    assert!(ok, "{out}\n{}", logs(&remote));
+    assert_eq!(count(&out, ": executed on w, action "), 2, "{out}");
+    let want = packages(&local);
+    assert_eq!(want.len(), 4, "{want:?}");
+    assert_eq!(packages(&remote), want);
+}
