@@ -378,10 +378,28 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The one architecture `build-minirootfs` and `build-cpio` make: `--build-arch` (apko's), or
+/// `--arch` when it names one.
+fn single_arch(build_arch: &Option<String>, arch: &[String]) -> anyhow::Result<Arch> {
+    match (build_arch, arch) {
+        (_, []) => crate::melange_build::one_arch(build_arch),
+        (None, [one]) => crate::melange_build::one_arch(&Some(one.clone())),
+        (Some(b), [one]) if b == one => crate::melange_build::one_arch(build_arch),
+        _ => bail!(
+            "this command builds one architecture: give it with --build-arch (got --arch {}{})",
+            arch.join(","),
+            build_arch
+                .as_ref()
+                .map(|b| format!(" and --build-arch {b}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
 fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
     a.limits.apply()?;
     let loaded = load_config(&a.config, &a.common.include_paths)?;
-    let arch = crate::melange_build::one_arch(&a.build_arch)?;
+    let arch = single_arch(&a.build_arch, &a.common.arch)?;
     if !loaded.config.archs.is_empty() {
         eprintln!(
             "warning: archs in the config are ignored; building {}",
@@ -775,6 +793,31 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn show_config(a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let c = &a.common;
+    let unused: Vec<&str> = [
+        (!c.keyring_append.is_empty(), "-k/--keyring-append"),
+        (!c.repository_append.is_empty(), "-r/--repository-append"),
+        (
+            !c.build_repository_append.is_empty(),
+            "-b/--build-repository-append",
+        ),
+        (!c.package_append.is_empty(), "-p/--package-append"),
+        (!c.arch.is_empty(), "--arch"),
+        (c.cache_dir.is_some(), "--cache-dir"),
+        (c.offline, "--offline"),
+        (c.ignore_signatures, "--ignore-signatures"),
+        (!c.mirror.is_empty(), "--mirror"),
+        (c.insecure_keyring, "--insecure-keyring"),
+    ]
+    .into_iter()
+    .filter_map(|(given, flag)| given.then_some(flag))
+    .collect();
+    if !unused.is_empty() {
+        eprintln!(
+            "note: {} change how an image is built, not the configuration show-config prints",
+            unused.join(", ")
+        );
+    }
     let loaded = load_config(&a.config, &a.common.include_paths)?;
     let y = serde_saphyr::to_string(&loaded.config).context("rendering YAML")?;
     crate::emit(&y)?;
@@ -822,7 +865,11 @@ fn dot_cmd(a: DotArgs) -> anyhow::Result<ExitCode> {
             a.config.display()
         );
     }
-    let _ = &a.registry_explorer;
+    if a.registry_explorer != "apk.dag.dev" {
+        eprintln!(
+            "note: -e/--registry-explorer has no effect: only --web links to it, and pallet does not serve --web"
+        );
+    }
     let loaded = load_config(&a.config, &a.common.include_paths)?;
     let cfg = &loaded.config;
     // apko draws the first architecture.
@@ -865,7 +912,7 @@ fn dot_cmd(a: DotArgs) -> anyhow::Result<ExitCode> {
 fn cpio_cmd(a: CpioArgs) -> anyhow::Result<ExitCode> {
     a.limits.apply()?;
     let loaded = load_config(&a.config, &a.common.include_paths)?;
-    let arch = crate::melange_build::one_arch(&a.build_arch)?;
+    let arch = single_arch(&a.build_arch, &a.common.arch)?;
     if !loaded.config.archs.is_empty() {
         eprintln!(
             "warning: archs in the config are ignored; building {}",

@@ -738,12 +738,17 @@ pub struct CompileArgs {
     /// Print YAML instead of JSON.
     #[arg(long)]
     yaml: bool,
-    /// Accepted for melange compatibility.
-    #[arg(long, hide = true)]
+    /// Accepted for melange compatibility (compile makes no workspace to remove).
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     rm: Option<bool>,
 }
 
 pub fn compile_cmd(a: CompileArgs) -> anyhow::Result<ExitCode> {
+    if a.rm.is_some() {
+        eprintln!(
+            "note: --rm has no effect on compile, which builds nothing and leaves no workspace"
+        );
+    }
     let config = find_config(&a.config)?;
     let arch = one_arch(&a.arch)?;
     let opts = pallet_build::compile::CompileOptions {

@@ -186,7 +186,13 @@ pub struct ScanArgs {
 }
 
 pub fn scan_cmd(a: ScanArgs) -> anyhow::Result<ExitCode> {
-    let _ = &a.keyring_append;
+    if !a.keyring_append.is_empty() {
+        // The packages scanned are local files the user built; what is compared is their
+        // contents, so their signatures play no part (melange's scan does not check them either).
+        eprintln!(
+            "note: -k/--keyring-append has no effect on scan: it reads the packages' contents and does not verify their signatures"
+        );
+    }
     let archs = if a.arch.is_empty() {
         vec!["x86_64".to_string()]
     } else {

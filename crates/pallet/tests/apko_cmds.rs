@@ -747,3 +747,77 @@ fn version_and_help() {
     let o = apko(d, &["install-keys", "--help"]);
     assert!(stdout(&o).contains("--root"));
 }
+
+/// Flags a command takes but cannot use say so in one line (none is dropped silently), and
+/// `--arch` picks the one architecture of `build-minirootfs` as `--build-arch` does.
+#[test]
+fn flags_that_do_not_apply_say_so() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    local_config(d, &a, "busybox");
+    let plain = apko(d, &["show-config", "c.yaml"]);
+    assert!(plain.status.success(), "{}", text(&plain));
+    assert!(!text(&plain).contains("note:"), "{}", text(&plain));
+    let with = apko(
+        d,
+        &[
+            "show-config",
+            "c.yaml",
+            "-k",
+            "x.pub",
+            "-r",
+            "/r",
+            "--offline",
+        ],
+    );
+    assert!(with.status.success(), "{}", text(&with));
+    assert_eq!(stdout(&with), stdout(&plain));
+    let err = String::from_utf8_lossy(&with.stderr);
+    assert!(
+        err.contains("note: -k/--keyring-append, -r/--repository-append, --offline change how an image is built"),
+        "{err}"
+    );
+    let dot = apko(d, &["dot", "c.yaml", "--cache-dir", "cache", "-e", "x.dev"]);
+    assert!(dot.status.success(), "{}", text(&dot));
+    assert!(
+        text(&dot).contains("-e/--registry-explorer has no effect"),
+        "{}",
+        text(&dot)
+    );
+    // --arch names the architecture; two different ones are refused.
+    let one = apko(
+        d,
+        &[
+            "build-minirootfs",
+            "c.yaml",
+            "r.tar.gz",
+            "--cache-dir",
+            "cache",
+            "--arch",
+            "x86_64",
+        ],
+    );
+    assert!(one.status.success(), "{}", text(&one));
+    let two = apko(
+        d,
+        &[
+            "build-minirootfs",
+            "c.yaml",
+            "r.tar.gz",
+            "--cache-dir",
+            "cache",
+            "--arch",
+            "aarch64",
+            "--build-arch",
+            "x86_64",
+        ],
+    );
+    assert!(!two.status.success());
+    assert!(
+        text(&two).contains("builds one architecture: give it with --build-arch"),
+        "{}",
+        text(&two)
+    );
+}

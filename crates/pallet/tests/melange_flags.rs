@@ -731,3 +731,25 @@ fn melange_timeout_workspace_origin_and_runner_flags() {
     assert!(apk_member(&d.join("out2/x86_64/flags-1.0.0-r0.apk"), "s/ls").contains("from-source"));
     assert!(pkginfo(&d.join("out2/x86_64/flags-extra-1.0.0-r0.apk")).contains("origin = flags\n"));
 }
+
+/// `compile --rm` (in Makefiles that pass one flag set to every command) is accepted, with
+/// one line saying it changes nothing there.
+#[test]
+fn compile_says_rm_does_not_apply() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::write(
+        d.join("p.yaml"),
+        "package: {name: p, version: 1.0.0, epoch: 0}\npipeline:\n  - runs: echo hi\n",
+    )
+    .unwrap();
+    for rm in ["--rm", "--rm=false"] {
+        let o = run_face(d, "melange", &["compile", rm, "p.yaml"], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("note: --rm has no effect on compile"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
