@@ -789,3 +789,57 @@ pub fn build_node(spec_file: &Path, cache_dir: &Path) -> Result<Vec<PathBuf>, St
         e.to_string()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_go_into_an_input_root_by_content_and_order_only() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for d in [a.path(), b.path()] {
+            std::fs::create_dir_all(d.join("p/sub")).unwrap();
+            std::fs::create_dir_all(d.join("p/empty")).unwrap();
+            std::fs::write(d.join("p/sub/x.yaml"), b"x").unwrap();
+            std::fs::write(d.join("p/y.yaml"), b"y").unwrap();
+        }
+        let root = |d: &Path| {
+            let mut t = InputTree::new();
+            add_tree(&mut t, &d.join("p"), "pipelines").unwrap();
+            t.build().0
+        };
+        // Two checkouts in other places give the same tree.
+        assert_eq!(root(a.path()), root(b.path()));
+        std::fs::write(b.path().join("p/y.yaml"), b"changed").unwrap();
+        assert_ne!(root(a.path()), root(b.path()));
+        assert_eq!(
+            rel_to(Path::new("/w"), Path::new("/w/pipelines")).as_deref(),
+            Some("pipelines")
+        );
+        assert_eq!(rel_to(Path::new("/w"), Path::new("/elsewhere")), None);
+    }
+
+    #[test]
+    fn node_specs_round_trip_and_byte_counts_read_well() {
+        let s = NodeSpec {
+            pallet: "1".into(),
+            recipe: "a.yaml".into(),
+            arch: "x86_64".into(),
+            pipeline_dirs: vec!["pipelines".into()],
+            build_options: vec![],
+            config_sha: "00".into(),
+            source_dir: Some(SOURCES.into()),
+            bootstrap: false,
+            source_date_epoch: 7,
+            namespace: "wolfi".into(),
+            env_file: BTreeMap::from([("A".into(), "1".into())]),
+            repositories: vec!["repo".into(), "https://packages.wolfi.dev/os".into()],
+            keyring: vec!["keys/k.rsa.pub".into()],
+        };
+        let j = serde_json::to_vec(&s).unwrap();
+        assert_eq!(serde_json::from_slice::<NodeSpec>(&j).unwrap(), s);
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+    }
+}

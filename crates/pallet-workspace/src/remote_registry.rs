@@ -153,3 +153,25 @@ pub(crate) fn put(reg: &Reference, p: &Prepared, files: &[PathBuf]) -> Result<()
         .map_err(|e| e.to_string())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_empty_config_and_the_tag_are_what_registries_expect() {
+        // The OCI image spec's empty descriptor digest.
+        assert_eq!(
+            sha256(b"{}"),
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        let p = Prepared {
+            digest: pallet_reapi::digest::of_bytes(b"action"),
+            blobs: pallet_reapi::tree::Blobs::new(),
+            outputs: vec![],
+        };
+        let t = tag(&p);
+        assert!(t.len() <= 128);
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    }
+}
