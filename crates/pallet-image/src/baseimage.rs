@@ -222,6 +222,15 @@ impl BaseImage {
         }
     }
 
+    /// The base's packages as the build reports them, each with the base's repository name.
+    pub fn installed(&self) -> Vec<(PackageInfo, String)> {
+        let url = format!("{BASE_REPO_PREFIX}{}", self.apkindex.display());
+        self.packages
+            .iter()
+            .map(|p| (p.info.clone(), url.clone()))
+            .collect()
+    }
+
     /// The newest build time among the base's packages: apko's build date counts them.
     pub fn build_time(&self) -> u64 {
         self.packages

@@ -772,10 +772,15 @@ pub fn build_arch(
         }
     };
     let manifest_blob = oci::put_blob(blobs, &manifest).map_err(io_ctx("writing the manifest"))?;
+    let mut packages = resolved;
     if let Some(b) = &base {
         let mut all = b.layers(blobs)?;
         all.append(&mut layers);
         layers = all;
+        // The SBOM lists what the image holds, as apko's lists its installed database.
+        let mut all = b.installed();
+        all.append(&mut packages);
+        packages = all;
     }
     Ok(ArchResult {
         image: ArchImage {
@@ -784,7 +789,7 @@ pub fn build_arch(
             manifest: manifest_blob,
             layers,
         },
-        packages: resolved,
+        packages,
         created: epoch,
         os_release,
         embedded_sboms: embedded_spdx(&tree)

@@ -864,6 +864,45 @@ mod tests {
     }
 
     #[test]
+    fn certificate_names_and_base_image_companions_are_checked_as_apko_does() {
+        let cert = |name: &str| {
+            format!("certificates:\n  additional:\n    - name: {name:?}\n      content: x\n")
+        };
+        for ok in ["corp", "Corp_CA-1.2", "-x", "_x.y"] {
+            validate(&parse(&cert(ok)).unwrap(), Path::new("x.yaml")).unwrap();
+        }
+        for bad in ["", ".hidden", "a/b", "../x", "a b"] {
+            let err = validate(&parse(&cert(bad)).unwrap(), Path::new("x.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("additional certificate"), "{bad:?}: {err}");
+        }
+        let base = "contents:\n  baseimage:\n    image: b\n    apkindex: i\n  packages: [x]\narchs: [x86_64]\n";
+        validate(&parse(base).unwrap(), Path::new("x.yaml")).unwrap();
+        for extra in [
+            "entrypoint:\n  command: /bin/sh\n",
+            "cmd: x\n",
+            "stop-signal: SIGTERM\n",
+            "work-dir: /w\n",
+            "accounts:\n  run-as: \"1\"\n",
+            "environment:\n  A: b\n",
+            "paths:\n  - path: /x\n    type: directory\n",
+            "annotations:\n  a: b\n",
+        ] {
+            let err = validate(
+                &parse(&format!("{base}{extra}")).unwrap(),
+                Path::new("x.yaml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("only supported image specification"),
+                "{extra}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn empty_keys_are_zero_values() {
         let c = parse(
             "contents:\naccounts:\n  users:\n  groups:\n  run-as:\nenvironment:\nannotations:\npaths:\narchs:\n",

@@ -244,7 +244,8 @@ fn an_image_on_a_base_image_runs_with_both_layers() {
             "top-oci",
             "--lockfile",
             "top.lock.json",
-            "--sbom=false",
+            "--sbom-path",
+            "sboms",
             "--cache-dir",
             "cache",
         ],
@@ -273,4 +274,16 @@ fn an_image_on_a_base_image_runs_with_both_layers() {
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
     assert_eq!(config["history"].as_array().unwrap().len(), 2);
     assert_eq!(config["config"]["Entrypoint"][0], "/bin/busybox");
+    // The SBOM lists the base's packages too, as apko's does.
+    let spdx: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("sboms/sbom-x86_64.spdx.json")).unwrap()).unwrap();
+    let names: Vec<&str> = spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for n in ["base-layout", "top-msg"] {
+        assert!(names.contains(&n), "{n} not in {names:?}");
+    }
 }
