@@ -952,6 +952,63 @@ J/usXdMCIQCkxSGfpq2LU5B0ihd30La8DjafwivD2IEyIO9nBrexoA==
         );
     }
 
+    /// A bundle that is a symlink (as Debian lays it out) is followed: the certificates and
+    /// the new time go to its target, the sidecar beside the link names the link.
+    #[test]
+    fn symlinked_bundles_are_followed_as_apko_opens_them() {
+        use sha2::Digest as _;
+        let mut tree = Tree::new();
+        tree.mkdir_all("etc/ssl/certs", 0o755, 0);
+        tree.mkdir_all("etc/pki", 0o755, 0);
+        tree.put("etc/pki/bundle.crt", Node::file(CERT_A.into(), 0o640, 5));
+        tree.put(
+            "etc/ssl/certs/ca-certificates.crt",
+            Node::symlink("/etc/pki/bundle.crt", 5),
+        );
+        // kaniko's bundle path, through a linked folder, leads to the same file: two handles
+        // appending in apko, so it gets each certificate twice.
+        tree.put("kaniko", Node::symlink("etc", 5));
+        let cfg: ImageConfiguration = serde_saphyr::from_str(&format!(
+            "certificates:\n  additional:\n    - name: b\n      content: |\n{}",
+            CERT_B
+                .lines()
+                .map(|l| format!("        {l}\n"))
+                .collect::<String>()
+        ))
+        .unwrap();
+        install(&mut tree, &cfg, &[], 9).unwrap();
+        let n = &tree.nodes["etc/pki/bundle.crt"];
+        assert_eq!((n.mode, n.mtime), (0o640, 9), "mode kept, time set");
+        assert_eq!(
+            tree.read("etc/pki/bundle.crt").unwrap().unwrap(),
+            format!("{CERT_A}{CERT_B}\n{CERT_B}\n").as_bytes()
+        );
+        assert_eq!(
+            tree.nodes["etc/ssl/certs/ca-certificates.crt"].kind,
+            Kind::Symlink
+        );
+        write_checksums(&mut tree, 9).unwrap();
+        let side = tree
+            .read("etc/ssl/certs/.ca-certificates.crt.sha256")
+            .unwrap()
+            .unwrap();
+        let want = format!(
+            "{}  ca-certificates.crt\n",
+            hex(&sha2::Sha256::digest(
+                tree.read("etc/pki/bundle.crt").unwrap().unwrap()
+            ))
+        );
+        assert_eq!(side, want.as_bytes());
+        assert!(
+            tree.get("kaniko/ssl/certs/.ca-certificates.crt.sha256")
+                .is_some()
+        );
+        assert_eq!(
+            tree.nodes["etc/ssl/certs/.ca-certificates.crt.sha256"].mode,
+            0o444
+        );
+    }
+
     #[test]
     fn sidecars_sit_beside_their_store() {
         assert_eq!(
