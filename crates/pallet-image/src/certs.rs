@@ -952,6 +952,51 @@ J/usXdMCIQCkxSGfpq2LU5B0ihd30La8DjafwivD2IEyIO9nBrexoA==
         );
     }
 
+    /// Key entries pass through untouched; version 1 stores (no certificate types) read, and
+    /// are written as version 2 with keystore-go's `X509` type.
+    #[test]
+    fn key_entries_and_version_1_stores_survive_a_rewrite() {
+        let der = parse_certificate(CERT_A).unwrap().der;
+        let mut ks = jks::KeyStore::default();
+        ks.entries.insert(
+            "Key".into(),
+            jks::Entry::PrivateKey {
+                created_ms: 7,
+                key: vec![1, 2, 3],
+                chain: vec![jks::Cert {
+                    kind: "X.509".into(),
+                    der: der.clone(),
+                }],
+            },
+        );
+        let bytes = ks.write("changeit").unwrap();
+        assert_eq!(jks::KeyStore::read(&bytes, "changeit").unwrap(), ks);
+        // The same trusted entry in version 1 form, with its hash made by hand.
+        let mut v1 =
+            b"\xfe\xed\xfe\xed\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x02\x00\x01a".to_vec();
+        v1.extend_from_slice(&5u64.to_be_bytes());
+        v1.extend_from_slice(&(der.len() as u32).to_be_bytes());
+        v1.extend_from_slice(&der);
+        use sha1::Digest as _;
+        let mut h = sha1::Sha1::new();
+        h.update(b"\0c\0h\0a\0n\0g\0e\0i\0t");
+        h.update(b"Mighty Aphrodite");
+        h.update(&v1);
+        v1.extend_from_slice(&h.finalize());
+        let read = jks::KeyStore::read(&v1, "changeit").unwrap();
+        assert_eq!(
+            read.entries["a"],
+            jks::Entry::Trusted {
+                created_ms: 5,
+                cert: jks::Cert {
+                    kind: "X509".into(),
+                    der
+                }
+            }
+        );
+        assert_eq!(&read.write("changeit").unwrap()[4..8], &2u32.to_be_bytes());
+    }
+
     /// A bundle that is a symlink (as Debian lays it out) is followed: the certificates and
     /// the new time go to its target, the sidecar beside the link names the link.
     #[test]
