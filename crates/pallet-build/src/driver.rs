@@ -736,12 +736,18 @@ pub fn run_test(test: &crate::compile::CompiledTest, opts: &Options) -> Result<(
     };
     let mut steps = vec![];
     crate::recipe::flatten_steps(&test.pipeline, &mut steps);
-    for step in &steps {
+    let res = steps.iter().try_for_each(|step| {
         opts.log
             .line(format_args!("running test step '{}'", step.name));
-        sandbox.run(step)?;
+        sandbox.run(step)
+    });
+    if !opts.rm || opts.keep_guest {
+        // Kept whether the test passed or not: a failed one is what people look into.
+        let kept = scratch.keep();
+        opts.log
+            .line(format_args!("kept the test folders in {}", kept.display()));
     }
-    Ok(())
+    res.map_err(Into::into)
 }
 
 #[cfg(test)]

@@ -517,6 +517,11 @@ enum ApkoCommand {
     /// Print the version (as apko's release-utils does; --json for JSON).
     #[command(after_help = "Examples:\n  apko version\n  apko version --json")]
     Version(VersionArgs),
+    /// Print a shell completion script for this command.
+    #[command(
+        after_help = "Examples:\n  apko completion bash > /etc/bash_completion.d/apko\n  apko completion fish > ~/.config/fish/completions/apko.fish"
+    )]
+    Completion { shell: clap_complete::Shell },
 }
 
 pub fn run_apko_face() -> anyhow::Result<ExitCode> {
@@ -538,6 +543,7 @@ pub fn run_apko_face() -> anyhow::Result<ExitCode> {
         ApkoCommand::BuildCpio(a) => cpio_cmd(a),
         ApkoCommand::InstallKeys(a) => install_keys_cmd(a),
         ApkoCommand::Version(a) => version_cmd(a),
+        ApkoCommand::Completion { shell } => crate::completion::<ApkoCli>(shell, "apko"),
     }
 }
 

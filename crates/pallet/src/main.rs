@@ -206,3 +206,14 @@ mod chain_tests {
         assert_eq!(super::chain_text(&e), "building x: no space");
     }
 }
+
+/// Print the completion script of the command line `C` for `shell`, under the command `name`.
+pub(crate) fn completion<C: clap::CommandFactory>(
+    shell: clap_complete::Shell,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut C::command(), name, &mut out);
+    emit(&String::from_utf8_lossy(&out))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -523,6 +523,9 @@ struct MelangeCli {
     /// Log level: debug, info (default), warn, error.
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// Accepted for melange compatibility (Google Cloud log format; pallet logs plain text).
+    #[arg(long, global = true, hide = true)]
+    gcplog: bool,
     #[command(subcommand)]
     command: MelangeCommand,
 }
@@ -564,6 +567,11 @@ enum MelangeCommand {
     Source(crate::melange_cmds::SourceCommand),
     /// Print version information.
     Version(crate::melange_cmds::VersionArgs),
+    /// Print a shell completion script for this command.
+    #[command(
+        after_help = "Examples:\n  melange completion bash > /etc/bash_completion.d/melange\n  melange completion zsh > \"${fpath[1]}/_melange\""
+    )]
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(Args)]
@@ -594,7 +602,7 @@ struct SignIndexArgs {
     /// The private key (melange's default: melange.rsa).
     #[arg(long, default_value = "melange.rsa")]
     signing_key: PathBuf,
-    #[arg(long)]
+    #[arg(short = 'f', long)]
     force: bool,
     index: PathBuf,
 }
@@ -651,7 +659,11 @@ pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<ExitCode> {
 pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
     let cli = MelangeCli::parse_from(args);
     crate::log_level(&cli.log_level)?;
+    if cli.gcplog {
+        eprintln!("note: --gcplog has no effect: pallet logs plain text lines");
+    }
     match cli.command {
+        MelangeCommand::Completion { shell } => crate::completion::<MelangeCli>(shell, "melange"),
         MelangeCommand::Sign(a) => crate::melange_cmds::sign_cmd(a),
         MelangeCommand::Bump(a) => crate::melange_cmds::bump_cmd(a),
         MelangeCommand::UpdateCache(a) => crate::melange_cmds::update_cache_cmd(a),
@@ -865,6 +877,13 @@ pub struct TestArgs {
     /// Fixtures copied into the test workspace.
     #[arg(long)]
     source_dir: Option<PathBuf>,
+    /// melange's host folder for the workspace; pallet copies it into the test's fresh
+    /// workspace (as --source-dir, which wins when both are given).
+    #[arg(long)]
+    workspace_dir: Option<PathBuf>,
+    /// Remove the test's guest and workspace afterwards (--rm=false keeps them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    rm: bool,
     /// Mounted at /var/cache/melange.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -966,9 +985,10 @@ fn test_arch(
         arch: Some(arch),
         cache_dir: a.cache_dir.clone(),
         apk_cache_dir: a.apk_cache_dir.clone().unwrap_or_else(default_apk_cache),
-        source_dir: a.source_dir.clone(),
+        source_dir: a.source_dir.clone().or_else(|| a.workspace_dir.clone()),
         source_date_epoch: epoch(&None)?,
         debug: a.debug,
+        rm: a.rm,
         extra_repositories: a.repository_append.clone(),
         extra_keyring: a.keyring_append.clone(),
         extra_packages: a.test_package_append.clone(),

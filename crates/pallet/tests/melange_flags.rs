@@ -410,6 +410,9 @@ fn wolfi_makefile_test_flags_are_accepted() {
             "--debug",
             "--interactive",
             "--source-dir=./flags-demo/",
+            "--workspace-dir=./flags-demo/",
+            "--rm=false",
+            "--gcplog",
             "--log-level=info",
         ],
         &[],
@@ -751,5 +754,22 @@ fn compile_says_rm_does_not_apply() {
             "{}",
             stderr(&o)
         );
+    }
+}
+
+/// `completion SHELL` on both faces prints a script for that shell and that command name.
+#[test]
+fn completion_scripts_for_both_faces() {
+    let t = tempfile::tempdir().unwrap();
+    for (face, shell, want) in [
+        ("melange", "bash", "_melange()"),
+        ("apko", "zsh", "#compdef apko"),
+        ("apko", "fish", "complete -c apko"),
+    ] {
+        let o = run_face(t.path(), face, &["completion", shell], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(want), "{face} {shell}: {out}");
+        assert!(out.contains("build"), "{face} {shell}");
     }
 }
