@@ -183,6 +183,17 @@ fn chain_text(err: &anyhow::Error) -> String {
     text
 }
 
+/// Print the completion script of the command line `C` for `shell`, under the command `name`.
+pub(crate) fn completion<C: clap::CommandFactory>(
+    shell: clap_complete::Shell,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut C::command(), name, &mut out);
+    emit(&String::from_utf8_lossy(&out))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod chain_tests {
     #[test]
@@ -205,15 +216,4 @@ mod chain_tests {
         let e = anyhow::Error::new(Wrapped(std::io::Error::other("no space")));
         assert_eq!(super::chain_text(&e), "building x: no space");
     }
-}
-
-/// Print the completion script of the command line `C` for `shell`, under the command `name`.
-pub(crate) fn completion<C: clap::CommandFactory>(
-    shell: clap_complete::Shell,
-    name: &str,
-) -> anyhow::Result<ExitCode> {
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut C::command(), name, &mut out);
-    emit(&String::from_utf8_lossy(&out))?;
-    Ok(ExitCode::SUCCESS)
 }
