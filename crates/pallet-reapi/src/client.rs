@@ -583,13 +583,14 @@ impl Client {
     /// Execute an action and wait for its response: the Execute stream until its operation is
     /// done, resumed with WaitExecution when the stream ends early. `skip_cache_lookup` runs it
     /// even when the ActionCache holds a result (a result that failed verification).
-    /// `on_stage` hears each stage the server reports (`ExecutionStage` values: 2 queued,
-    /// 3 executing, 4 completed), so a caller can tell an action that went back to the queue.
+    /// `on_update` hears each stage the server reports (`ExecutionStage` values: 2 queued,
+    /// 3 executing, 4 completed) with the worker it names (empty when none), so a caller can
+    /// tell an action that went back to the queue or moved to another worker.
     pub fn execute(
         &self,
         action: &Digest,
         skip_cache_lookup: bool,
-        on_stage: &dyn Fn(i32),
+        on_update: &dyn Fn(i32, &str),
     ) -> Result<ExecuteResponse, Error> {
         let server = self.server.clone();
         let mut ex =
@@ -618,7 +619,12 @@ impl Client {
                                     m.value.as_slice(),
                                 )
                         {
-                            on_stage(meta.stage);
+                            let worker = meta
+                                .partial_execution_metadata
+                                .as_ref()
+                                .map(|m| m.worker.as_str())
+                                .unwrap_or("");
+                            on_update(meta.stage, worker);
                         }
                         if op.done {
                             return operation_response(&server, op);

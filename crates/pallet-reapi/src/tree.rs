@@ -215,6 +215,20 @@ fn encode(d: &Dir, blobs: &mut Blobs) -> Digest {
 /// the CAS: folders level by level in batches, then the files. Symbolic links are refused
 /// (pallet's input roots have none).
 pub fn checkout(client: &crate::Client, root: &Digest, to: &Path) -> Result<(), Error> {
+    checkout_with_cache(client, root, to, None)
+}
+
+/// [`checkout`], taking files from a local cache of blobs by digest (`CACHE/HASH`) when it
+/// holds them, and keeping what it downloads there. Files are copied out of the cache, never
+/// linked: an action that writes to an input must not change the cache. A blob enters the
+/// cache only after its digest was checked on download, under a temporary name renamed into
+/// place.
+pub fn checkout_with_cache(
+    client: &crate::Client,
+    root: &Digest,
+    to: &Path,
+    cache: Option<&Path>,
+) -> Result<(), Error> {
     let mut level = vec![(to.to_path_buf(), root.clone())];
     let mut files: Vec<(PathBuf, Digest, bool)> = vec![];
     while !level.is_empty() {
@@ -258,7 +272,7 @@ pub fn checkout(client: &crate::Client, root: &Digest, to: &Path) -> Result<(), 
         level = next;
     }
     for (path, d, exec) in files {
-        client.download(&d, &path)?;
+        fetch_file(client, &d, &path, cache)?;
         use std::os::unix::fs::PermissionsExt as _;
         let mode = if exec { 0o755 } else { 0o644 };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(
@@ -269,6 +283,31 @@ pub fn checkout(client: &crate::Client, root: &Digest, to: &Path) -> Result<(), 
         )?;
     }
     Ok(())
+}
+
+/// One file of a checkout, from the cache when it holds the blob at its size.
+fn fetch_file(
+    client: &crate::Client,
+    d: &Digest,
+    path: &Path,
+    cache: Option<&Path>,
+) -> Result<(), Error> {
+    let Some(cache) = cache.filter(|_| d.size_bytes > 0) else {
+        return client.download(d, path);
+    };
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io { path: p, source }
+    };
+    let cached = cache.join(&d.hash);
+    if std::fs::metadata(&cached).is_ok_and(|m| m.len() == digest::size(d)) {
+        return std::fs::copy(&cached, path).map(|_| ()).map_err(io(path));
+    }
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    let tmp = cache.join(format!(".tmp-{}-{}", d.hash, uuid::Uuid::new_v4()));
+    client.download(d, &tmp)?;
+    std::fs::rename(&tmp, &cached).map_err(io(&cached))?;
+    std::fs::copy(&cached, path).map(|_| ()).map_err(io(path))
 }
 
 #[cfg(test)]

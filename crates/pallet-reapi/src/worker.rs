@@ -36,6 +36,9 @@ pub struct Options {
     pub programs: BTreeMap<String, PathBuf>,
     /// Variables every command gets unless it sets them itself (`PATH`, caches).
     pub base_env: Vec<(String, String)>,
+    /// Input blobs kept between actions, by digest, so that an environment shared by many
+    /// actions is downloaded once (never evicted yet: remove the folder to reclaim it).
+    pub blob_cache: Option<PathBuf>,
     /// How often a worker with running actions reports that it is alive.
     pub heartbeat: Duration,
     /// Progress lines.
@@ -240,6 +243,7 @@ fn opts_for_thread(o: &Options) -> Arc<ThreadOpts> {
         work_dir: o.work_dir.clone(),
         programs: o.programs.clone(),
         base_env: o.base_env.clone(),
+        blob_cache: o.blob_cache.clone(),
     })
 }
 
@@ -248,6 +252,7 @@ struct ThreadOpts {
     work_dir: PathBuf,
     programs: BTreeMap<String, PathBuf>,
     base_env: Vec<(String, String)>,
+    blob_cache: Option<PathBuf>,
 }
 
 fn run_lease(
@@ -336,7 +341,8 @@ fn execute(
         .input_root_digest
         .clone()
         .unwrap_or_else(digest::empty);
-    crate::tree::checkout(client, &input_root, &root).map_err(classify)?;
+    crate::tree::checkout_with_cache(client, &input_root, &root, o.blob_cache.as_deref())
+        .map_err(classify)?;
     let wd = if command.working_directory.is_empty() {
         root.clone()
     } else {

@@ -63,6 +63,23 @@ fn cas_action_cache_trees_and_execute_round_trip() {
     assert_eq!(std::fs::read(co.join("a/b/c.txt")).unwrap(), b"deep");
     assert_eq!(std::fs::read(co.join("data/big")).unwrap(), big);
     assert!(co.join("empty").is_dir());
+    // Through a local blob cache: the second checkout downloads no file.
+    let cache = d.path().join("blob-cache");
+    let down = || {
+        c.stats()
+            .downloaded_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for (k, want_files) in [(1, true), (2, false)] {
+        let co2 = d.path().join(format!("cached-{k}"));
+        std::fs::create_dir(&co2).unwrap();
+        let before = down();
+        pallet_reapi::tree::checkout_with_cache(&c, &root, &co2, Some(&cache)).unwrap();
+        let moved = down() - before;
+        // Folders always come from the CAS; files only the first time.
+        assert_eq!(moved > 9 << 20, want_files, "checkout {k}: {moved} bytes");
+        assert_eq!(std::fs::read(co2.join("data/big")).unwrap(), big);
+    }
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(co.join("run.sh"))
@@ -149,7 +166,7 @@ fn cas_action_cache_trees_and_execute_round_trip() {
     });
     let stages = std::sync::Mutex::new(vec![]);
     let r = c
-        .execute(&act2, false, &|s| stages.lock().unwrap().push(s))
+        .execute(&act2, false, &|s, _| stages.lock().unwrap().push(s))
         .unwrap();
     bot.join().unwrap();
     assert_eq!(r.result.unwrap().exit_code, 3);

@@ -445,19 +445,33 @@ fn build_unsigned_remote(
     retry(note, || ex.upload(&p.blobs))?;
     // A result that does not verify is executed once more, never taken.
     for attempt in 0..2 {
-        // EXECUTING then QUEUED again: the worker stopped answering and the scheduler gave
-        // the action back to the queue, for another worker.
+        // EXECUTING then QUEUED again, or another worker named while executing: the first
+        // worker stopped (or stopped answering) and the scheduler gave the action to another.
         let requeued = std::sync::atomic::AtomicBool::new(false);
         let last = std::sync::atomic::AtomicI32::new(0);
-        let on_stage = |stage: i32| {
+        let first_worker = std::sync::Mutex::new(String::new());
+        let on_update = |stage: i32, worker: &str| {
             let before = last.swap(stage, Ordering::Relaxed);
-            if before == EXECUTING && stage == QUEUED && !requeued.swap(true, Ordering::Relaxed) {
+            let mut first = first_worker.lock().unwrap();
+            let moved =
+                stage == EXECUTING && !worker.is_empty() && !first.is_empty() && *first != worker;
+            if first.is_empty() && stage == EXECUTING {
+                first.push_str(worker);
+            }
+            if ((before == EXECUTING && stage == QUEUED) || moved)
+                && !requeued.swap(true, Ordering::Relaxed)
+            {
+                let who = if first.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", first.as_str())
+                };
                 note(&format!(
-                    "action {show} went back to the queue (its worker stopped, or stopped answering); retrying it on another worker"
+                    "action {show} went back to the queue (its worker{who} stopped, or stopped answering); retrying it on another worker"
                 ));
             }
         };
-        let resp = retry(note, || ex.execute(&p.digest, skip_cache, &on_stage))?;
+        let resp = retry(note, || ex.execute(&p.digest, skip_cache, &on_update))?;
         if let Some(s) = resp.status.as_ref().filter(|s| s.code != 0) {
             return Err(format!(
                 "remote action {show} failed (status {}): {}",

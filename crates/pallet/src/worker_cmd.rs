@@ -88,6 +88,7 @@ pub fn worker_cmd(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         work_dir,
         programs: [("pallet".to_string(), me)].into(),
         base_env,
+        blob_cache: Some(cache.join("reapi-blobs")),
         heartbeat: Duration::from_secs(1),
         log: Arc::new(|l: &str| eprintln!("{l}")),
     };
