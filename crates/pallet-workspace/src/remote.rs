@@ -484,6 +484,22 @@ fn build_unsigned_remote(
             .as_ref()
             .map(|m| m.worker.clone())
             .unwrap_or_default();
+        // The stream may skip the update that showed the move (BuildGrid coalesces them
+        // under load): a result from another worker than the one first seen executing it
+        // says the same.
+        {
+            let first = first_worker.lock().unwrap();
+            if !first.is_empty()
+                && !worker.is_empty()
+                && *first != worker
+                && !requeued.swap(true, Ordering::Relaxed)
+            {
+                note(&format!(
+                    "action {show} went back to the queue (its worker ({}) stopped, or stopped answering); retrying it on another worker",
+                    first.as_str()
+                ));
+            }
+        }
         if res.exit_code != 0 {
             copy_log(ex, &res, log);
             return Err(format!(
