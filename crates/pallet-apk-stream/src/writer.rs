@@ -402,12 +402,14 @@ pub fn write_apk(
     Ok(Written { info })
 }
 
-/// Sign (or re-sign) a package in place: any existing signature member is replaced.
+/// Sign (or re-sign) a package in place: any existing signature member is replaced. The
+/// signature entry's time is `epoch`, or with `None` the package's own `builddate` (as
+/// `melange sign` stamps it; 0 when the package has none).
 pub fn resign_apk(
     path: &Path,
     key: &SigningKey,
     alg: SigAlg,
-    epoch: u64,
+    epoch: Option<u64>,
 ) -> Result<(), WriteError> {
     let bad = |reason: String| WriteError::BadInput {
         path: path.to_path_buf(),
@@ -435,7 +437,14 @@ pub fn resign_apk(
         .read_to_end(&mut control)
         .map_err(|e| bad(e.to_string()))?;
     let control_bytes = hr.taps.copy.take().unwrap_or_default();
-    let has_datahash = String::from_utf8_lossy(&control).contains("\ndatahash = ");
+    let text = String::from_utf8_lossy(&control);
+    let has_datahash = text.contains("\ndatahash = ");
+    let epoch = epoch.unwrap_or_else(|| {
+        text.split('\n')
+            .find_map(|l| l.strip_prefix("builddate = "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    });
     let mut rest = File::open(path).map_err(io_err(path))?;
     rest.seek(SeekFrom::Start(body_start))
         .map_err(io_err(path))?;

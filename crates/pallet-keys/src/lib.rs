@@ -76,7 +76,8 @@ pub enum KeyError {
     #[error("RSA key generation failed")]
     Generate,
     #[error(
-        "key size {0} is not supported: the minimum is 2048 bits (smaller keys are not secure); use 2048, 3072, 4096 (the default) or 8192"
+        "key size {0} is not supported: {why}; use 2048, 3072, 4096 (the default) or 8192",
+        why = if *.0 < 2048 { "the minimum is 2048 bits (smaller keys are not secure)" } else { "the RSA library makes keys of 2048, 3072, 4096 and 8192 bits only" }
     )]
     KeySize(u32),
     #[error("signing failed")]
@@ -405,6 +406,15 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_size_errors_say_which_rule_was_broken() {
+        let small = KeyError::KeySize(1024).to_string();
+        assert!(small.contains("the minimum is 2048 bits"), "{small}");
+        let odd = KeyError::KeySize(2500).to_string();
+        assert!(!odd.contains("minimum"), "{odd}");
+        assert!(odd.contains("2048, 3072, 4096 and 8192 bits only"), "{odd}");
+    }
 
     #[test]
     fn entry_names() {

@@ -394,7 +394,7 @@ pub(crate) fn build(
                 f,
                 k,
                 pallet_keys::SigAlg::RsaSha256,
-                ctx.ro.source_date_epoch,
+                Some(ctx.ro.source_date_epoch),
             )
             .map_err(|e| format!("signing {}: {e}", f.display()))?;
         }

@@ -302,7 +302,7 @@ fn sig_alg(sha1: bool) -> SigAlg {
 pub fn sign_cmd(a: SignArgs) -> anyhow::Result<ExitCode> {
     let key = load_key(&a.signing_key)?;
     for f in &a.files {
-        pallet_apk_stream::resign_apk(f, &key, sig_alg(a.sha1), source_date_epoch()?)
+        pallet_apk_stream::resign_apk(f, &key, sig_alg(a.sha1), Some(source_date_epoch()?))
             .with_context(|| format!("signing {}", f.display()))?;
         eprintln!("signed {}", f.display());
     }

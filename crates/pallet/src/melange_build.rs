@@ -18,7 +18,8 @@ use pallet_image::config::Arch;
 pub struct BuildArgs {
     /// The melange YAML file (default: .melange.yaml, .melange.yml, melange.yaml or melange.yml).
     config: Option<PathBuf>,
-    /// Architectures to build (default: the host's).
+    /// Architectures to build (default: every architecture the recipe allows that every
+    /// repository serves).
     #[arg(long, value_delimiter = ',')]
     arch: Vec<String>,
     /// Private key to sign packages and the index with.

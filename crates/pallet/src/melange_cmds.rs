@@ -32,11 +32,11 @@ pub fn sign_cmd(a: SignArgs) -> anyhow::Result<ExitCode> {
             a.signing_key.display()
         )
     })?;
-    let epoch = crate::source_date_epoch()?;
     use rayon::prelude::*;
     a.packages.par_iter().try_for_each(|p| {
         eprintln!("INFO Processing apk {}", p.display());
-        pallet_apk_stream::resign_apk(p, &key, pallet_keys::SigAlg::RsaSha256, epoch)
+        // Stamped with the package's own build date, as melange's sign does.
+        pallet_apk_stream::resign_apk(p, &key, pallet_keys::SigAlg::RsaSha256, None)
             .with_context(|| format!("signing {}", p.display()))
     })?;
     Ok(ExitCode::SUCCESS)
@@ -243,7 +243,7 @@ pub fn scan_cmd(a: ScanArgs) -> anyhow::Result<ExitCode> {
 pub struct RebuildArgs {
     #[arg(required = true)]
     packages: Vec<PathBuf>,
-    /// Runner: bubblewrap (qemu and docker are accepted and run in bubblewrap, with a note).
+    /// Runner: bubblewrap (default), docker or qemu, as for melange build.
     #[arg(long)]
     runner: Option<String>,
     /// Where the rebuilt packages go (OUT/ARCH/NAME-VERSION.apk).

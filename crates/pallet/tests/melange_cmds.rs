@@ -131,7 +131,7 @@ fn sign_makes_a_package_verify_with_the_key() {
             "hello-1.0-r0.apk",
         ],
         d,
-        &[],
+        &[("SOURCE_DATE_EPOCH", "1700000123")],
     );
     assert!(o.status.success(), "{}", text(&o));
     fs::copy(d.join("hello-1.0-r0.apk"), d.join("other-1.0-r0.apk")).unwrap();
@@ -158,6 +158,18 @@ fn sign_makes_a_package_verify_with_the_key() {
     let o = verify("hello-1.0-r0.apk", "k.rsa.pub");
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(stdout(&o), "hello-1.0-r0.apk: OK\n");
+    // The signature entry carries the package's build date, as melange stamps it.
+    let apk = fs::read(d.join("hello-1.0-r0.apk")).unwrap();
+    let mut sig = tar::Archive::new(flate2::read::GzDecoder::new(&apk[..]));
+    let first = sig.entries().unwrap().next().unwrap().unwrap();
+    assert!(
+        first
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".SIGN.")
+    );
+    assert_eq!(first.header().mtime().unwrap(), 1700000123);
     // melange's default key name, local-melange.rsa; re-signing replaces the signature.
     let o = run_melange(
         d,
