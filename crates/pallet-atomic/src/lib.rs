@@ -209,6 +209,11 @@ pub fn write_with(
     temp_beside(path, fill)?.persist(path)
 }
 
+/// [`write`] for a cache entry: renamed without a sync (see [`TempFile::persist_unsynced`]).
+pub fn write_cache(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_cache_with(path, |w| w.write_all(data))
+}
+
 /// [`write_with`] for a cache entry: renamed without a sync (see
 /// [`TempFile::persist_unsynced`]), so its reader must tell a cut file from a whole one.
 pub fn write_cache_with(
@@ -327,7 +332,7 @@ mod tests {
     fn cache_writes_are_atomic_too() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("entry");
-        write_cache_with(&p, |w| w.write_all(b"one")).unwrap();
+        write_cache(&p, b"one").unwrap();
         let err = write_cache_with(&p, |w| {
             w.write_all(b"half")?;
             Err(io::Error::other("boom"))

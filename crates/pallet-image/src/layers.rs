@@ -497,7 +497,7 @@ pub fn layer(
     {
         // The blob's digest is checked against a record before the record is believed: no sync.
         let line = format!("{} {diff_id}\n", blob.digest);
-        let _ = pallet_atomic::write_cache_with(&record, |t| t.write_all(line.as_bytes()));
+        let _ = pallet_atomic::write_cache(&record, line.as_bytes());
     }
     Ok((blob, diff_id))
 }

@@ -205,6 +205,6 @@ impl BuiltImage {
         }
         // A cut record does not parse and only costs a full build: no sync.
         let json = serde_json::to_vec(&rec).expect("JSON");
-        let _ = pallet_atomic::write_cache_with(&path, |t| std::io::Write::write_all(t, &json));
+        let _ = pallet_atomic::write_cache(&path, &json);
     }
 }

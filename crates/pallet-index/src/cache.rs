@@ -250,7 +250,7 @@ pub fn read_index_cached(
 fn write(dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     // Both records carry a CRC-32 of their body, so a cut one reads as a miss: no sync.
-    pallet_atomic::write_cache_with(path, |t| io::Write::write_all(t, data))
+    pallet_atomic::write_cache(path, data)
 }
 
 fn write_trust(dir: &Path, path: &Path, digest: &[u8; 32], ring: &[u8; 32], t: &Trust) {
