@@ -154,6 +154,17 @@ pub(crate) struct Prepared {
     pub outputs: Vec<String>,
 }
 
+impl Prepared {
+    /// The output path the package file `f` (a built `.apk`) answers to.
+    pub(crate) fn output_of(&self, f: &Path) -> Result<&String, String> {
+        let name = f.file_name().unwrap_or_default().to_string_lossy();
+        self.outputs
+            .iter()
+            .find(|o| o.ends_with(&format!("/{name}")))
+            .ok_or_else(|| format!("{name} is not an output of the action"))
+    }
+}
+
 /// The node's Action: input root, Command and Action, and every blob they need.
 pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String> {
     let ws = ctx.ws;
@@ -716,17 +727,7 @@ fn upload_result(c: &Client, p: &Prepared, files: &[PathBuf]) -> Result<(), Stri
     blobs.extend(p.blobs.clone());
     let mut outs = vec![];
     for f in files {
-        let name = f
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let path = p
-            .outputs
-            .iter()
-            .find(|o| o.ends_with(&format!("/{name}")))
-            .cloned()
-            .ok_or_else(|| format!("{name} is not an output of the action"))?;
+        let path = p.output_of(f)?.clone();
         let d = blobs.add_file(f).map_err(|e| e.to_string())?;
         outs.push(OutputFile {
             path,

@@ -100,16 +100,7 @@ pub(crate) fn put(reg: &Reference, p: &Prepared, files: &[PathBuf]) -> Result<()
     let mut c = client(reg);
     let mut layers = vec![];
     for f in files {
-        let name = f
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let path = p
-            .outputs
-            .iter()
-            .find(|o| o.ends_with(&format!("/{name}")))
-            .ok_or_else(|| format!("{name} is not an output of the action"))?;
+        let path = p.output_of(f)?;
         let (sha, size) = crate::cache::sha256_file(f).map_err(|e| e.to_string())?;
         let digest = format!("sha256:{sha}");
         c.push_blob(
