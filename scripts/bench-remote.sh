@@ -25,58 +25,9 @@ start_bgd() { # $1: folder
   mkdir -p "$W"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$BG/bin/python" -c "import sqlalchemy; from buildgrid.server.sql.models import Base; Base.metadata.create_all(sqlalchemy.create_engine('sqlite:///$W/bgd.db'))"
-  cat > "$W/server.yml" <<YAML
-server:
-  - !channel
-    address: "127.0.0.1:$port"
-    insecure-mode: true
-# Each Execute stream holds one of the server's threads (default 5 per core): room for a
-# client building 16 nodes at once plus the bots.
-thread-pool-size: 64
-authorization:
-  method: none
-connections:
-  - !sql-connection &sql
-    connection-string: sqlite:///$W/bgd.db
-    pool-size: 5
-    max-overflow: 10
-storages:
-  - !lru-storage &cas
-    size: 2048M
-caches:
-  - !lru-action-cache &ac
-    storage: *cas
-    max-cached-refs: 4096
-    allow-updates: true
-    cache-failed-actions: true
-schedulers:
-  - !sql-scheduler &sched
-    sql: *sql
-    storage: *cas
-    action-cache: *ac
-    bot-session-keepalive-timeout: 10
-    session-expiry-timer-interval: 1
-    poll-interval: 0.2
-    property-set: !dynamic-property-set
-      match-property-keys: []
-      wildcard-property-keys: [container-image]
-    assigners:
-      - !priority-age-assigner
-        count: 1
-        interval: 0.2
-        priority-assignment-percentage: 100
-instances:
-  - name: ""
-    services:
-      - !action-cache
-        cache: *ac
-      - !execution
-        scheduler: *sched
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-YAML
+  # The tests' configuration (reapi.md's loopback setup), with a 10 s bot keepalive.
+  sed -e "s|{port}|$port|" -e "s|{db}|$W/bgd.db|" -e "s|{keepalive}|10|" \
+    crates/pallet-test-support/src/buildgrid.yml >"$W/server.yml"
   "$BG/bin/bgd" server start --pid-file "$W/bgd.pid" "$W/server.yml" >"$W/server.log" 2>&1 &
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   URL=grpc://127.0.0.1:$port

@@ -139,58 +139,9 @@ impl Drop for BuildGrid {
 /// reapi.md's loopback configuration: one instance named "", every service, the CAS in
 /// memory, clients allowed to write the ActionCache, expired bot sessions reaped every second.
 fn buildgrid_config(port: u16, db: &Path, keepalive: u32) -> String {
-    format!(
-        r#"server:
-  - !channel
-    address: "127.0.0.1:{port}"
-    insecure-mode: true
-# Each Execute stream holds one of the server's threads (default 5 per core): room for a
-# client building 16 nodes at once plus the bots.
-thread-pool-size: 64
-authorization:
-  method: none
-connections:
-  - !sql-connection &sql
-    connection-string: sqlite:///{db}
-    pool-size: 5
-    max-overflow: 10
-storages:
-  - !lru-storage &cas
-    size: 2048M
-caches:
-  - !lru-action-cache &ac
-    storage: *cas
-    max-cached-refs: 4096
-    allow-updates: true
-    cache-failed-actions: true
-schedulers:
-  - !sql-scheduler &sched
-    sql: *sql
-    storage: *cas
-    action-cache: *ac
-    bot-session-keepalive-timeout: {keepalive}
-    session-expiry-timer-interval: 1
-    poll-interval: 0.2
-    property-set: !dynamic-property-set
-      match-property-keys: []
-      wildcard-property-keys: [container-image]
-    assigners:
-      - !priority-age-assigner
-        count: 1
-        interval: 0.2
-        priority-assignment-percentage: 100
-instances:
-  - name: ""
-    services:
-      - !action-cache
-        cache: *ac
-      - !execution
-        scheduler: *sched
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-"#,
-        db = db.display()
-    )
+    // The same file serves scripts/bench-remote.sh, which fills the placeholders with sed.
+    include_str!("buildgrid.yml")
+        .replace("{port}", &port.to_string())
+        .replace("{db}", &db.display().to_string())
+        .replace("{keepalive}", &keepalive.to_string())
 }
