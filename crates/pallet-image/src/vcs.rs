@@ -19,11 +19,14 @@ use std::sync::Mutex;
 /// file of a large checkout is well under this).
 const MAX_FILE: u64 = 16 << 20;
 
+/// What [`probe`] found, by start folder and top folder.
+type Seen = HashMap<(PathBuf, PathBuf), Option<String>>;
+
 /// `URL@SHA` for the git checkout holding `dir`, or `None` when there is none between `dir` and
 /// the working directory, it has no `origin` remote, or HEAD names no commit (apko probes
 /// silently too). Remembered per folder for the life of the process: a build asks twice.
 pub fn probe(dir: &Path) -> Option<String> {
-    static SEEN: Mutex<Option<HashMap<(PathBuf, PathBuf), Option<String>>>> = Mutex::new(None);
+    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
     let start = std::path::absolute(dir).ok()?;
     let top = std::env::current_dir().ok()?;
     let key = (start.clone(), top.clone());
@@ -200,7 +203,7 @@ fn config_value(text: &str, section: &str, sub: &str, key: &str) -> Option<Strin
             inside = section_is(head, section, sub);
             // `[remote "origin"] url = …` on one line is allowed.
             let after = after.trim();
-            if !(inside && !after.is_empty()) {
+            if !inside || after.is_empty() {
                 continue;
             }
             if let Some(v) = key_value(after, key) {
