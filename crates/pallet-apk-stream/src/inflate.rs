@@ -34,11 +34,20 @@ impl Drop for Decompressor {
 
 thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+    /// The last output buffer, kept for the next package read on this thread: a fresh buffer
+    /// of several MiB costs a page fault and a zeroed page every 4 KiB, about a tenth of the
+    /// decompression itself.
+    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Decompress `gz`, which must be exactly one gzip member whose uncompressed size is at most
-/// `max_out` bytes; `None` otherwise (see the module doc).
-pub(crate) fn whole_member(gz: &[u8], max_out: u64) -> Option<Vec<u8>> {
+/// `max_out` bytes, and give the bytes to `f`; `None` without calling `f` otherwise (see the
+/// module doc).
+pub(crate) fn with_whole_member<R>(
+    gz: &[u8],
+    max_out: u64,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     // The smallest member: a 10-byte header, an empty block, the 8-byte trailer.
     if gz.len() < 20 {
         return None;
@@ -47,33 +56,52 @@ pub(crate) fn whole_member(gz: &[u8], max_out: u64) -> Option<Vec<u8>> {
     if size > max_out {
         return None;
     }
-    let mut out = vec![0u8; size as usize];
-    DECOMPRESSOR.with(|cell| {
+    // Taken out of the thread's slot while in use, so a nested call (from `f`) gets its own.
+    let mut out = OUT.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    out.clear();
+    out.reserve_exact(size as usize);
+    let ok = DECOMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
             *cell = Decompressor::new();
         }
-        let d = cell.as_ref()?;
+        let Some(d) = cell.as_ref() else {
+            return false;
+        };
         let (mut used_in, mut used_out) = (0usize, 0usize);
-        // SAFETY: the pointers and lengths are those of live slices; libdeflate writes at most
-        // `out.len()` bytes into `out` and reads at most `gz.len()` bytes of `gz`.
+        // SAFETY: the pointers and lengths are those of a live slice and of the buffer's spare
+        // capacity (at least `size` bytes); libdeflate writes at most `size` bytes there and
+        // reads at most `gz.len()` bytes of `gz`.
         let ret = unsafe {
             libdeflate_gzip_decompress_ex(
                 d.0.as_ptr(),
                 gz.as_ptr().cast(),
                 gz.len(),
                 out.as_mut_ptr().cast(),
-                out.len(),
+                size as usize,
                 &mut used_in,
                 &mut used_out,
             )
         };
-        (ret == libdeflate_result_LIBDEFLATE_SUCCESS
+        let ok = ret == libdeflate_result_LIBDEFLATE_SUCCESS
             && used_in == gz.len()
-            && used_out == out.len())
-        .then_some(())
-    })?;
-    Some(out)
+            && used_out == size as usize;
+        if ok {
+            // SAFETY: libdeflate initialized exactly `used_out` bytes, within the capacity.
+            unsafe { out.set_len(used_out) };
+        }
+        ok
+    });
+    let res = ok.then(|| f(&out));
+    out.clear();
+    OUT.with(|o| *o.borrow_mut() = out);
+    res
+}
+
+/// [`with_whole_member`] into a vector of its own.
+#[cfg(test)]
+fn whole_member(gz: &[u8], max_out: u64) -> Option<Vec<u8>> {
+    with_whole_member(gz, max_out, <[u8]>::to_vec)
 }
 
 #[cfg(test)]

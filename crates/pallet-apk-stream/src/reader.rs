@@ -312,20 +312,32 @@ pub fn read_apk<R: Read>(
     {
         // A data section small enough to hold is read whole (hashed as it is read) and
         // decompressed in one call; a bigger one, or one that call does not take, streams.
-        let mut head = Vec::new();
+        // The compressed bytes' buffer is kept for the next package read on this thread.
+        let mut head = HEAD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        head.clear();
         (&mut hr)
             .take(WHOLE_MAX_COMPRESSED + 1)
             .read_to_end(&mut head)?;
-        let whole = (head.len() as u64 <= WHOLE_MAX_COMPRESSED)
-            .then(|| crate::inflate::whole_member(&head, opts.max_data_size.min(WHOLE_MAX_DATA)))
-            .flatten();
+        let whole = if head.len() as u64 <= WHOLE_MAX_COMPRESSED {
+            crate::inflate::with_whole_member(
+                &head,
+                opts.max_data_size.min(WHOLE_MAX_DATA),
+                |tar| data_section(tar, opts.max_data_size, &mut on_entry),
+            )
+        } else {
+            None
+        };
         match whole {
-            Some(tar) => data_section(&tar[..], opts.max_data_size, &mut on_entry)?,
+            Some(r) => r?,
             None => data_section(
                 MultiGzDecoder::new(Read::chain(&head[..], &mut hr)),
                 opts.max_data_size,
                 &mut on_entry,
             )?,
+        }
+        if head.capacity() as u64 <= WHOLE_MAX_COMPRESSED * 2 {
+            head.clear();
+            HEAD.with(|h| *h.borrow_mut() = head);
         }
     }
     if !hr.at_eof()? {
@@ -362,6 +374,10 @@ pub fn read_apk<R: Read>(
 /// decompressed whole: with two of each in flight (one per core), a build stays well under
 /// 100 MB however large its packages are; bigger sections stream.
 const WHOLE_MAX_COMPRESSED: u64 = 8 << 20;
+thread_local! {
+    /// See [`read_apk`]'s data section: a fresh buffer per package costs page faults.
+    static HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 const WHOLE_MAX_DATA: u64 = 16 << 20;
 
 /// Read the decompressed data section `r` (within `limit` bytes) entry by entry, and to its end.
