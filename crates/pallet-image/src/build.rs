@@ -744,7 +744,8 @@ pub fn build_arch(
     }
     crate::timing::mark("layers written");
     let os_release = parse_os_release(&tree);
-    let mut config = image_config(cfg, arch, epoch, &diff_ids, &opts.annotations, &tree)?;
+    let ann = annotations(cfg, opts, epoch);
+    let mut config = image_config(cfg, arch, epoch, &diff_ids, &ann, &tree)?;
     // On a base image, the new layer goes on top of the base's config and layers.
     let base = crate::baseimage::load(cfg, arch, opts)?;
     if let Some(b) = &base {
@@ -755,7 +756,6 @@ pub fn build_arch(
         .iter()
         .map(|l| oci::descriptor(oci::MT_LAYER_GZ, l))
         .collect();
-    let ann = annotations(cfg, opts, epoch);
     let manifest = match &base {
         Some(b) => b.manifest(&config_blob, &new_layers, &ann),
         None => {
@@ -812,7 +812,8 @@ pub fn annotations(cfg: &ImageConfiguration, opts: &BuildOptions, epoch: u64) ->
         a.insert(k.clone(), v.clone());
     }
     a.insert("org.opencontainers.image.created".into(), rfc3339(epoch));
-    if let Some((url, rev)) = cfg.vcs_url.as_deref().and_then(|v| v.rsplit_once('@')) {
+    // apko cuts at the first `@` (strings.Cut).
+    if let Some((url, rev)) = cfg.vcs_url.as_deref().and_then(|v| v.split_once('@')) {
         a.insert("org.opencontainers.image.source".into(), url.into());
         a.insert("org.opencontainers.image.revision".into(), rev.into());
     }
@@ -824,7 +825,7 @@ fn image_config(
     arch: Arch,
     epoch: u64,
     diff_ids: &[String],
-    extra_ann: &BTreeMap<String, String>,
+    labels: &Value,
     tree: &Tree,
 ) -> Result<Vec<u8>, BuildError> {
     let (a, variant) = arch.oci();
@@ -875,10 +876,10 @@ fn image_config(
             .collect();
         c["Volumes"] = json!(v);
     }
-    let mut labels = cfg.annotations.clone();
-    labels.extend(extra_ann.clone());
-    if !labels.is_empty() {
-        c["Labels"] = json!(labels);
+    // apko's labels are the manifest's annotations: the configured and --annotations ones,
+    // the VCS source and revision, and the created time.
+    if labels.as_object().is_some_and(|o| !o.is_empty()) {
+        c["Labels"] = labels.clone();
     }
     let mut out = json!({
         "architecture": a,

@@ -238,9 +238,19 @@ fn vcs_probing_annotates_the_index() {
             .as_str()
             .unwrap()
             .replace("sha256:", "");
-        let inner: serde_json::Value =
-            serde_json::from_slice(&fs::read(out.join("blobs/sha256").join(inner)).unwrap())
-                .unwrap();
+        let blob = |d: &str| -> serde_json::Value {
+            let d = d.trim_start_matches("sha256:");
+            serde_json::from_slice(&fs::read(out.join("blobs/sha256").join(d)).unwrap()).unwrap()
+        };
+        let inner = blob(&inner);
+        // apko's config labels are the manifest's annotations, VCS and created time included.
+        let manifest = blob(inner["manifests"][0]["digest"].as_str().unwrap());
+        let config = blob(manifest["config"]["digest"].as_str().unwrap());
+        assert_eq!(
+            config["config"]["Labels"], manifest["annotations"],
+            "labels {config} against {manifest}"
+        );
+        assert_eq!(manifest["annotations"], inner["annotations"]);
         inner["annotations"].clone()
     };
     let on = annotations(&[]);
