@@ -241,7 +241,7 @@ fn make_guest(
         level: 1,
         ..Default::default()
     };
-    let installed = pallet_image::build::install(environment, "", arch, &bopts)?;
+    let installed = pallet_image::build::install(environment, arch, &bopts)?;
     let locked = installed
         .packages
         .iter()

@@ -512,17 +512,15 @@ pub struct Installed {
 /// writes it to a folder as its sandbox root.
 pub fn install(
     cfg: &ImageConfiguration,
-    cfg_checksum: &str,
     arch: Arch,
     opts: &BuildOptions,
 ) -> Result<Installed, BuildError> {
-    install_with(cfg, cfg_checksum, arch, opts, None)
+    install_with(cfg, arch, opts, None)
 }
 
 /// [`install`], with `spec` compressing layer parts while packages are still being fetched.
 fn install_with(
     cfg: &ImageConfiguration,
-    cfg_checksum: &str,
     arch: Arch,
     opts: &BuildOptions,
     mut spec: Option<&mut crate::layers::Speculator>,
@@ -618,7 +616,6 @@ fn install_with(
     post_install(
         &mut tree,
         cfg,
-        cfg_checksum,
         arch,
         &keyring,
         &world,
@@ -706,7 +703,6 @@ fn layer_plan(
 /// Build one architecture's image into `blobs`.
 pub fn build_arch(
     cfg: &ImageConfiguration,
-    cfg_checksum: &str,
     arch: Arch,
     opts: &BuildOptions,
     blobs: &Path,
@@ -718,7 +714,6 @@ pub fn build_arch(
         epoch,
     } = install_with(
         cfg,
-        cfg_checksum,
         arch,
         opts,
         Some(&mut crate::layers::Speculator::new(
@@ -922,11 +917,85 @@ fn file(tree: &mut Tree, path: &str, data: Vec<u8>, mode: u32, mtime: u64) {
     tree.put(path, Node::file(data, mode, mtime));
 }
 
+/// `/etc/apko.json` as apko writes it: the locked configuration (every installed package pinned
+/// `name=version`, sorted; architectures under apko's names) as Go's JSON encoder writes the
+/// ImageConfiguration struct: its fields in order, `contents`, `entrypoint` and `accounts`
+/// always present, one line and a newline, `<`, `>` and `&` escaped. Tools read the image's
+/// packages and accounts from it, so its shape is apko's, not pallet's own.
+fn apko_json(cfg: &ImageConfiguration, resolved: &[(PackageInfo, String)]) -> Vec<u8> {
+    let mut locked = cfg.clone();
+    let mut pins: Vec<String> = resolved
+        .iter()
+        .map(|(p, _)| format!("{}={}", p.name, p.version))
+        .collect();
+    pins.sort();
+    locked.contents.packages = pins;
+    // Go's ParseArchitecture: apk names become OCI ones, anything else stays as written.
+    locked.archs = locked
+        .archs
+        .iter()
+        .map(|a| {
+            match a.as_str() {
+                "x86" => "386",
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                "armhf" => "arm/v6",
+                "armv7" => "arm/v7",
+                "loongarch64" => "loong64",
+                other => other,
+            }
+            .to_string()
+        })
+        .collect();
+    let v = serde_json::to_value(&locked).expect("the configuration serializes");
+    let mut fields = v.as_object().cloned().unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for k in [
+        "contents",
+        "entrypoint",
+        "cmd",
+        "stop-signal",
+        "work-dir",
+        "accounts",
+        "archs",
+        "environment",
+        "paths",
+        "vcs-url",
+        "annotations",
+        "include",
+        "volumes",
+        "layering",
+    ] {
+        match fields.remove(k) {
+            Some(x) => {
+                out.insert(k.to_string(), x);
+            }
+            // Go's omitempty never leaves out a struct.
+            None if matches!(k, "contents" | "entrypoint" | "accounts") => {
+                out.insert(k.to_string(), json!({}));
+            }
+            None => {}
+        }
+    }
+    out.extend(fields);
+    let text = serde_json::to_string(&Value::Object(out)).expect("JSON");
+    let mut b = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        match c {
+            '<' => b.push_str("\\u003c"),
+            '>' => b.push_str("\\u003e"),
+            '&' => b.push_str("\\u0026"),
+            c => b.push(c),
+        }
+    }
+    b.push('\n');
+    b.into_bytes()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn post_install(
     tree: &mut Tree,
     cfg: &ImageConfiguration,
-    cfg_checksum: &str,
     arch: Arch,
     keyring: &Keyring,
     world: &[Dependency],
@@ -1066,9 +1135,7 @@ fn post_install(
             epoch,
         );
     }
-    let apko_json =
-        serde_json::to_vec_pretty(&json!({"config": cfg, "checksum": cfg_checksum})).expect("JSON");
-    file(tree, "etc/apko.json", apko_json, 0o444, 0);
+    file(tree, "etc/apko.json", apko_json(cfg, resolved), 0o444, 0);
     paths(tree, cfg)?;
     // After paths, as in apko: a path mutation may make or change a bundle.
     crate::certs::install(

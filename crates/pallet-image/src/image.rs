@@ -353,12 +353,10 @@ pub fn build_image(
     let mut summaries = Vec::new();
     for arch in &archs {
         let r =
-            build::build_arch(cfg, &loaded.checksum, *arch, &opts, &blobs).map_err(|source| {
-                ImageError::Arch {
-                    config: config_path.clone(),
-                    arch: arch.apk().into(),
-                    source: Box::new(source),
-                }
+            build::build_arch(cfg, *arch, &opts, &blobs).map_err(|source| ImageError::Arch {
+                config: config_path.clone(),
+                arch: arch.apk().into(),
+                source: Box::new(source),
             })?;
         let s = ArchSummary {
             arch: *arch,

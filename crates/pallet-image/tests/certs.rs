@@ -184,14 +184,9 @@ fn install(work: &Path, name: &str, packages: &str, extra: &str) -> Tree {
         ignore_signatures: true,
         ..BuildOptions::default()
     };
-    build::install(
-        &loaded.config,
-        &loaded.checksum,
-        Arch::parse("x86_64").unwrap(),
-        &opts,
-    )
-    .unwrap()
-    .tree
+    build::install(&loaded.config, Arch::parse("x86_64").unwrap(), &opts)
+        .unwrap()
+        .tree
 }
 
 fn read(t: &Tree, p: &str) -> Vec<u8> {

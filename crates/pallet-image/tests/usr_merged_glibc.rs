@@ -163,14 +163,9 @@ fn install(work: &Path) -> Tree {
         ignore_signatures: true,
         ..BuildOptions::default()
     };
-    build::install(
-        &loaded.config,
-        &loaded.checksum,
-        Arch::parse("x86_64").unwrap(),
-        &opts,
-    )
-    .unwrap()
-    .tree
+    build::install(&loaded.config, Arch::parse("x86_64").unwrap(), &opts)
+        .unwrap()
+        .tree
 }
 
 fn have_inputs() -> bool {

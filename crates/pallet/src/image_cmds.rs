@@ -415,7 +415,7 @@ fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
-    let installed = build::install(&loaded.config, &loaded.checksum, arch, &opts)?;
+    let installed = build::install(&loaded.config, arch, &opts)?;
     let names = pallet_fs::OwnerNames::from_files(
         &String::from_utf8_lossy(&installed.tree.read("etc/passwd")?.unwrap_or_default()),
         &String::from_utf8_lossy(&installed.tree.read("etc/group")?.unwrap_or_default()),
@@ -930,7 +930,7 @@ fn cpio_cmd(a: CpioArgs) -> anyhow::Result<ExitCode> {
     }
     let mut opts = options(&a.common);
     opts.epoch = build_epoch(&a.build_date)?;
-    let installed = build::install(&loaded.config, &loaded.checksum, arch, &opts)?;
+    let installed = build::install(&loaded.config, arch, &opts)?;
     let gzip = a.output.to_string_lossy().ends_with(".gz");
     let entries = write_archive(&a.output, gzip, |w| {
         pallet_image::cpio::write_newc(&installed.tree, w)

@@ -269,3 +269,62 @@ fn vcs_probing_annotates_the_index() {
         "{off}"
     );
 }
+
+/// `/etc/apko.json` is the locked ImageConfiguration as apko's Go encoder writes it: the
+/// configuration's own keys at the top, every installed package pinned and sorted, apko's
+/// architecture names, one line, mode 0444.
+#[test]
+fn etc_apko_json_is_the_locked_configuration() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let cfg = config(
+        d,
+        &a,
+        "  packages: [busybox]\naccounts:\n  run-as: nonroot\n  users: [{username: nonroot, uid: 65532}]\n\
+         annotations: {a: \"x<y\"}\n",
+    );
+    let (o, out) = rootfs(d, &cfg, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let raw = member(&out, "etc/apko.json").expect("etc/apko.json in the root filesystem");
+    assert!(
+        raw.ends_with("}\n") && raw.matches('\n').count() == 1,
+        "one line: {raw}"
+    );
+    assert!(raw.contains("x\\u003cy"), "Go escapes <: {raw}");
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["contents", "entrypoint", "accounts", "archs", "annotations"],
+        "{raw}"
+    );
+    assert_eq!(v["archs"], serde_json::json!(["amd64"]));
+    assert_eq!(v["accounts"]["users"][0]["username"], "nonroot");
+    let pins: Vec<&str> = v["contents"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let world = member(&out, "etc/apk/world").unwrap();
+    let mut want: Vec<&str> = world.lines().collect();
+    want.sort();
+    assert_eq!(
+        pins, want,
+        "every installed package, pinned as in /etc/apk/world"
+    );
+    assert!(pins.iter().any(|p| p.starts_with("busybox=")), "{pins:?}");
+    let listing = Command::new("tar")
+        .arg("-tvzf")
+        .arg(&out)
+        .arg("etc/apko.json")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).starts_with("-r--r--r--"),
+        "{}",
+        text(&listing)
+    );
+}
