@@ -301,13 +301,81 @@ fn fetch_file(
     };
     let cached = cache.join(&d.hash);
     if std::fs::metadata(&cached).is_ok_and(|m| m.len() == digest::size(d)) {
-        return std::fs::copy(&cached, path).map(|_| ()).map_err(io(path));
+        // A hit is marked used (the cache evicts by modification time: atime is often not
+        // kept). Another worker sharing the folder may evict it between the look and the
+        // copy: then it is downloaded again below, as a miss.
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(&cached)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        match std::fs::copy(&cached, path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(path)(e)),
+        }
     }
     std::fs::create_dir_all(cache).map_err(io(cache))?;
     let tmp = cache.join(format!(".tmp-{}-{}", d.hash, uuid::Uuid::new_v4()));
     client.download(d, &tmp)?;
     std::fs::rename(&tmp, &cached).map_err(io(&cached))?;
     std::fs::copy(&cached, path).map(|_| ()).map_err(io(path))
+}
+
+/// Temporary files older than this in a blob cache belong to a worker that died mid-download.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Bring a blob cache (a folder of `HASH` files, as [`checkout_with_cache`] keeps) down to at
+/// most `max_bytes`, removing the least recently used blobs first (by modification time,
+/// which a hit renews). Safe while other workers use the same folder: blobs enter it by
+/// rename and leave it by unlink, so a reader sees a whole blob or none, and one that loses a
+/// blob to eviction fetches it again. Returns the bytes removed.
+pub fn evict(cache: &Path, max_bytes: u64) -> Result<u64, Error> {
+    let io = |source| Error::Io {
+        path: cache.to_path_buf(),
+        source,
+    };
+    let rd = match std::fs::read_dir(cache) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(e)),
+    };
+    let now = std::time::SystemTime::now();
+    let mut entries = vec![];
+    let mut total = 0u64;
+    for e in rd {
+        let e = e.map_err(io)?;
+        // Gone already (another worker's eviction or rename): nothing to count.
+        let Ok(m) = e.metadata() else { continue };
+        if !m.is_file() {
+            continue;
+        }
+        let mtime = m.modified().unwrap_or(now);
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            if now.duration_since(mtime).unwrap_or_default() > STALE_TMP {
+                let _ = std::fs::remove_file(e.path());
+            }
+            continue;
+        }
+        total += m.len();
+        entries.push((mtime, e.path(), m.len()));
+    }
+    if total <= max_bytes {
+        return Ok(0);
+    }
+    entries.sort();
+    let mut removed = 0;
+    for (_, p, len) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        match std::fs::remove_file(&p) {
+            Ok(()) => removed += len,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Io { path: p, source }),
+        }
+        total -= len;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -358,5 +426,47 @@ mod tests {
         assert!(t.add_bytes("f/g", vec![], false).is_err());
         t.add_dir("d").unwrap();
         assert!(t.add_bytes("d", vec![], false).is_err());
+    }
+
+    #[test]
+    fn the_blob_cache_is_brought_under_its_bound_oldest_first() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("blobs");
+        assert_eq!(evict(&c, 0).unwrap(), 0, "a missing cache is empty");
+        std::fs::create_dir(&c).unwrap();
+        let t0 = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for (k, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            let p = c.join(name);
+            std::fs::write(&p, [0u8; 100]).unwrap();
+            let f = std::fs::File::options().append(true).open(&p).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(60 * k as u64))
+                .unwrap();
+        }
+        // Another worker's download under way is neither counted nor removed; a dead one's is.
+        std::fs::write(c.join(".tmp-x-1"), [0u8; 1000]).unwrap();
+        let stale = c.join(".tmp-y-2");
+        std::fs::write(&stale, [0u8; 10]).unwrap();
+        std::fs::File::options()
+            .append(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(t0)
+            .unwrap();
+        // "a" is the oldest but was just used: it stays, and "b" and "c" go.
+        std::fs::File::options()
+            .append(true)
+            .open(c.join("a"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        assert_eq!(evict(&c, 400).unwrap(), 0);
+        assert_eq!(evict(&c, 250).unwrap(), 200);
+        let mut left: Vec<String> = std::fs::read_dir(&c)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".tmp-x-1", "a", "d"]);
+        assert_eq!(evict(&c, 0).unwrap(), 200);
     }
 }

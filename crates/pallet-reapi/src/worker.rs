@@ -37,8 +37,11 @@ pub struct Options {
     /// Variables every command gets unless it sets them itself (`PATH`, caches).
     pub base_env: Vec<(String, String)>,
     /// Input blobs kept between actions, by digest, so that an environment shared by many
-    /// actions is downloaded once (never evicted yet: remove the folder to reclaim it).
+    /// actions is downloaded once.
     pub blob_cache: Option<PathBuf>,
+    /// The blob cache's bound in bytes: after each checkout the least recently used blobs
+    /// beyond it are removed (see [`crate::tree::evict`]).
+    pub blob_cache_size: u64,
     /// How often a worker with running actions reports that it is alive.
     pub heartbeat: Duration,
     /// Progress lines.
@@ -244,6 +247,7 @@ fn opts_for_thread(o: &Options) -> Arc<ThreadOpts> {
         programs: o.programs.clone(),
         base_env: o.base_env.clone(),
         blob_cache: o.blob_cache.clone(),
+        blob_cache_size: o.blob_cache_size,
     })
 }
 
@@ -253,6 +257,7 @@ struct ThreadOpts {
     programs: BTreeMap<String, PathBuf>,
     base_env: Vec<(String, String)>,
     blob_cache: Option<PathBuf>,
+    blob_cache_size: u64,
 }
 
 fn run_lease(
@@ -343,6 +348,11 @@ fn execute(
         .unwrap_or_else(digest::empty);
     crate::tree::checkout_with_cache(client, &input_root, &root, o.blob_cache.as_deref())
         .map_err(classify)?;
+    // After the checkout, which has its copies: what is evicted now is only fetched again.
+    // A cache that cannot be trimmed is no reason to fail the action.
+    if let Some(c) = &o.blob_cache {
+        let _ = crate::tree::evict(c, o.blob_cache_size);
+    }
     let wd = if command.working_directory.is_empty() {
         root.clone()
     } else {

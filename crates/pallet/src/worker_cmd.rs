@@ -32,6 +32,10 @@ pub struct WorkerArgs {
     /// The bot's name at the scheduler (default: HOSTNAME-PID).
     #[arg(long)]
     name: Option<String>,
+    /// Bound of the input blob cache (CACHE/reapi-blobs) in MiB; the least recently used
+    /// blobs beyond it are removed after each checkout. Workers may share the folder.
+    #[arg(long, default_value_t = 10240, value_name = "MIB")]
+    blob_cache_size: u64,
 }
 
 fn host_name() -> String {
@@ -89,6 +93,7 @@ pub fn worker_cmd(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         programs: [("pallet".to_string(), me)].into(),
         base_env,
         blob_cache: Some(cache.join("reapi-blobs")),
+        blob_cache_size: a.blob_cache_size.saturating_mul(1 << 20),
         heartbeat: Duration::from_secs(1),
         log: Arc::new(|l: &str| eprintln!("{l}")),
     };
