@@ -60,10 +60,16 @@ struct Worker {
 
 impl Worker {
     fn start(bg: &BuildGrid, dir: &Path, name: &str) -> Worker {
+        Worker::start_with(bg, dir, name, &[])
+    }
+
+    /// Workers started in the same `dir` share its `cache`.
+    fn start_with(bg: &BuildGrid, dir: &Path, name: &str, extra: &[&str]) -> Worker {
         fs::create_dir_all(dir).unwrap();
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(pallet())
             .args(["worker", "--executor", &bg.url(), "--name", name])
+            .args(extra)
             .arg("--work-dir")
             .arg(dir.join(name))
             .arg("--cache-dir")
@@ -546,4 +552,68 @@ fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_b
     let want = packages(&local);
     assert_eq!(want.len(), 4, "{want:?}");
     assert_eq!(packages(&remote), want);
+}
+
+/// The blobs (not temporary files) in a worker blob cache.
+fn cached_blobs(cache: &Path) -> usize {
+    fs::read_dir(cache.join("reapi-blobs"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn workers_sharing_a_bounded_blob_cache_evict_it_and_still_build() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 10) else {
+        return;
+    };
+    // Two workers on one cache folder, bounded to nothing: every checkout evicts what the
+    // other may be about to copy, and both must still fetch whole, verified inputs.
+    let shared = t.path().join("tight");
+    let mut a = Worker::start_with(&bg, &shared, "a", &["--blob-cache-size", "0"]);
+    let mut b = Worker::start_with(&bg, &shared, "b", &["--blob-cache-size", "0"]);
+    let ws = t.path().join("ws");
+    workspace(&ws, 6, 0);
+    let (ok, out) = build(
+        &ws,
+        &t.path().join("c1"),
+        &["-j", "6", "--remote-executor", &bg.url()],
+    );
+    assert!(
+        ok,
+        "{out}
+{}",
+        logs(&ws)
+    );
+    assert_eq!(count(&out, ": executed on "), 6, "{out}");
+    assert_eq!(cached_blobs(&shared.join("cache")), 0);
+    // The default bound keeps them (only this worker left to run the actions).
+    a.kill();
+    b.kill();
+    let roomy = t.path().join("roomy");
+    let _c = Worker::start(&bg, &roomy, "c");
+    let ws2 = t.path().join("ws2");
+    workspace(&ws2, 2, 0);
+    fs::write(ws2.join("r00/notes.txt"), "other notes\n").unwrap();
+    fs::write(ws2.join("r01/notes.txt"), "more notes\n").unwrap();
+    let (ok, out) = build(
+        &ws2,
+        &t.path().join("c2"),
+        &["--remote-executor", &bg.url()],
+    );
+    assert!(
+        ok,
+        "{out}
+{}",
+        logs(&ws2)
+    );
+    assert_eq!(count(&out, ": executed on c, action "), 2, "{out}");
+    assert!(cached_blobs(&roomy.join("cache")) > 0);
 }
