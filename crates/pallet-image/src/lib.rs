@@ -6,6 +6,7 @@ pub mod baseimage;
 pub mod build;
 mod busybox;
 pub mod certs;
+pub mod clean;
 pub mod config;
 pub mod cpio;
 pub mod docker;

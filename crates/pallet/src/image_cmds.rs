@@ -431,6 +431,11 @@ fn minirootfs_cmd(a: MinirootfsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn lock_cmd(a: LockArgs) -> anyhow::Result<ExitCode> {
+    lock_cmd_to(a, "lock.json")
+}
+
+/// `lock`, and the deprecated `resolve`, which differ only in the default file's suffix.
+fn lock_cmd_to(a: LockArgs, suffix: &str) -> anyhow::Result<ExitCode> {
     let loaded = load_config(&a.config, &a.common.include_paths)?;
     let archs = archs(&a.common, &loaded.config)?;
     let opts = options(&a.common);
@@ -443,7 +448,7 @@ fn lock_cmd(a: LockArgs) -> anyhow::Result<ExitCode> {
         pallet_image::lock::generate(&loaded.config, &name, &loaded.checksum, &archs, &opts)?;
     let out = a.output.clone().unwrap_or_else(|| {
         let stem = a.config.with_extension("");
-        PathBuf::from(format!("{}.lock.json", stem.display()))
+        PathBuf::from(format!("{}.{suffix}", stem.display()))
     });
     let mut text = serde_json::to_vec_pretty(&lock)?;
     text.push(b'\n');
@@ -454,6 +459,58 @@ fn lock_cmd(a: LockArgs) -> anyhow::Result<ExitCode> {
         lock.contents.packages.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct CleanArgs {
+    /// The cache folder to empty (default: $XDG_CACHE_HOME/pallet or ~/.cache/pallet).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Print the cache's size without deleting anything.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn clean_cmd(a: CleanArgs) -> anyhow::Result<ExitCode> {
+    let dir = default_cache(&a.cache_dir);
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    eprintln!("Cleaning cache directory: {}", dir.display());
+    if !dir.exists() && !dir.is_symlink() {
+        eprintln!("Cache directory does not exist, nothing to clean");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = pallet_image::clean::clean_cache(&dir, a.dry_run)
+        .with_context(|| format!("cleaning the cache {}", dir.display()))?;
+    eprintln!(
+        "Cache size: {} ({} entries)",
+        pallet_image::clean::human_bytes(r.bytes),
+        r.entries
+    );
+    if a.dry_run {
+        eprintln!("Dry run mode: cache directory will not be deleted");
+    } else {
+        eprintln!("Cache directory cleaned successfully");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct ErofsArgs {
+    /// mount, umount or ls, then their arguments (taken so that apko's command lines parse).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// pallet builds only tar layers, so there is no EROFS image for it to mount or list; the
+/// command is taken (so scripts get a clear line, not a parse error) and exits 2.
+fn erofs_cmd(a: ErofsArgs) -> anyhow::Result<ExitCode> {
+    let sub = a.args.first().map(String::as_str).unwrap_or("");
+    eprintln!(
+        "error: apko erofs {sub}: pallet has no EROFS support (its images have tar layers only); \
+         to look inside an image use `apko build-minirootfs CONFIG rootfs.tar.gz` and `tar -tzf`, \
+         or mount an EROFS file with erofs-utils (`mount -t erofs` or `erofsfuse`)"
+    );
+    Ok(ExitCode::from(2))
 }
 
 /// `apko …`: the same commands under apko's names.
@@ -498,6 +555,22 @@ enum ApkoCommand {
         after_help = "Examples:\n  apko lock apko.yaml\n  apko lock apko.yaml --output my.lock.json"
     )]
     Lock(LockArgs),
+    /// Deprecated: the same as `lock`, but the file is CONFIG.resolved.json.
+    #[command(
+        hide = true,
+        after_help = "Examples:\n  apko resolve apko.yaml   # prefer: apko lock apko.yaml"
+    )]
+    Resolve(LockArgs),
+    /// Empty the package and index cache (--cache-dir, default pallet's cache folder).
+    #[command(
+        after_help = "Examples:\n  apko clean\n  apko clean --dry-run              # only print the size\n  apko clean --cache-dir /tmp/apko-cache"
+    )]
+    Clean(CleanArgs),
+    /// EROFS images (mount, umount, ls): not supported by pallet; the command says what to use.
+    #[command(
+        after_help = "Examples:\n  apko erofs ls image.erofs   # pallet: exits 2 with a note; use `apko build-minirootfs` and tar -tzf"
+    )]
+    Erofs(ErofsArgs),
     /// Print the configuration after includes and defaults, as YAML.
     #[command(after_help = "Examples:\n  apko show-config apko.yaml")]
     ShowConfig(ShowArgs),
@@ -537,6 +610,14 @@ pub fn run_apko_face() -> anyhow::Result<ExitCode> {
         ApkoCommand::Login(a) => login_cmd(a),
         ApkoCommand::BuildMinirootfs(a) => minirootfs_cmd(a),
         ApkoCommand::Lock(a) => lock_cmd(a),
+        ApkoCommand::Resolve(a) => {
+            eprintln!(
+                "warning: `apko resolve` is deprecated, use `apko lock` (writing .resolved.json as apko did)"
+            );
+            lock_cmd_to(a, "resolved.json")
+        }
+        ApkoCommand::Clean(a) => clean_cmd(a),
+        ApkoCommand::Erofs(a) => erofs_cmd(a),
         ApkoCommand::ShowConfig(a) => show_config(a),
         ApkoCommand::ShowPackages(a) => show_packages(a),
         ApkoCommand::Dot(a) => dot_cmd(a),
