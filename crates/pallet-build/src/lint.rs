@@ -462,6 +462,16 @@ pub fn lint_package(
             policy.warn.push(e.clone());
         }
     }
+    lint_package_with(pkg, files, &policy, disabled)
+}
+
+/// [`lint_package`] under a given policy (`melange lint --lint-require/--lint-warn`).
+pub fn lint_package_with(
+    pkg: &str,
+    files: &[Entry],
+    policy: &Policy,
+    disabled: &[String],
+) -> Vec<Finding> {
     lint(
         &Target {
             name: pkg,

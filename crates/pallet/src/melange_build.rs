@@ -796,10 +796,18 @@ pub struct LintArgs {
     /// Print findings as JSON.
     #[arg(long)]
     json: bool,
+    /// Linters that fail the run (replaces melange's default require list; comma lists too).
+    #[arg(long)]
+    lint_require: Option<Vec<String>>,
+    /// Linters reported as warnings (replaces melange's default warn list).
+    #[arg(long)]
+    lint_warn: Option<Vec<String>>,
 }
 
 pub fn lint_cmd(a: LintArgs) -> anyhow::Result<ExitCode> {
     use pallet_build::lint::{self, Severity};
+    let policy = lint::Policy::from_flags(a.lint_require.as_deref(), a.lint_warn.as_deref())
+        .context("--lint-require/--lint-warn")?;
     let mut all = vec![];
     for f in &a.files {
         let name = f.display().to_string();
@@ -821,11 +829,14 @@ pub fn lint_cmd(a: LintArgs) -> anyhow::Result<ExitCode> {
                 },
             )
             .with_context(|| name.clone())?;
-            let every: Vec<String> = lint::PACKAGE_RULES
-                .iter()
-                .map(|(r, _)| r.to_string())
-                .collect();
-            all.extend(lint::lint_package(&meta.info.name, &entries, &[], &every));
+            // melange's policy: the ignore-level linters (documentation, empty) are not run
+            // unless --lint-require/--lint-warn name them.
+            all.extend(lint::lint_package_with(
+                &meta.info.name,
+                &entries,
+                &policy,
+                &[],
+            ));
         } else {
             let (cfg, _) = pallet_build::compile::parse(f)?;
             all.extend(lint::lint_config(&cfg));

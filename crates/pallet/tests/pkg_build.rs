@@ -486,6 +486,35 @@ fn melange_face_compile_lint_index_sign_index() {
         "{}",
         text(&o)
     );
+    // --lint-require/--lint-warn replace the default lists: worldwrite only warns now.
+    let o = run(
+        &[
+            "pkg",
+            "lint",
+            "ww-1-r0.apk",
+            "--lint-require",
+            "",
+            "--lint-warn",
+            "worldwrite,empty",
+        ],
+        d,
+        &[],
+    );
+    assert!(
+        o.status.success() && text(&o).contains("warning: ww: [worldwrite]"),
+        "{}",
+        text(&o)
+    );
+    let o = run(
+        &["pkg", "lint", "ww-1-r0.apk", "--lint-warn", "no-such-rule"],
+        d,
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("no-such-rule"),
+        "{}",
+        text(&o)
+    );
     // melange keygen / index / sign-index.
     assert!(
         run_melange(d, &["keygen", "--key-size", "2048"], &[])
