@@ -802,6 +802,12 @@ pub struct LintArgs {
     /// Linters reported as warnings (replaces melange's default warn list).
     #[arg(long)]
     lint_warn: Option<Vec<String>>,
+    /// Also write each .apk's findings to OUT_DIR/ARCH/lint-NAME-VERSION.json.
+    #[arg(long)]
+    persist_lint_results: bool,
+    /// Where --persist-lint-results writes.
+    #[arg(long, default_value = "packages")]
+    out_dir: PathBuf,
 }
 
 pub fn lint_cmd(a: LintArgs) -> anyhow::Result<ExitCode> {
@@ -831,12 +837,18 @@ pub fn lint_cmd(a: LintArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| name.clone())?;
             // melange's policy: the ignore-level linters (documentation, empty) are not run
             // unless --lint-require/--lint-warn name them.
-            all.extend(lint::lint_package_with(
-                &meta.info.name,
-                &entries,
-                &policy,
-                &[],
-            ));
+            let found = lint::lint_package_with(&meta.info.name, &entries, &policy, &[]);
+            if a.persist_lint_results {
+                let i = &meta.info;
+                let dir = a.out_dir.join(&i.arch);
+                std::fs::create_dir_all(&dir).with_context(|| {
+                    format!("creating {} for --persist-lint-results", dir.display())
+                })?;
+                let out = dir.join(format!("lint-{}-{}.json", i.name, i.version));
+                std::fs::write(&out, serde_json::to_vec_pretty(&found)?)
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
+            all.extend(found);
         } else {
             let (cfg, _) = pallet_build::compile::parse(f)?;
             all.extend(lint::lint_config(&cfg));

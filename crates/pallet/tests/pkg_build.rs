@@ -506,6 +506,26 @@ fn melange_face_compile_lint_index_sign_index() {
         text(&o)
     );
     let o = run(
+        &[
+            "pkg",
+            "lint",
+            "ww-1-r0.apk",
+            "--persist-lint-results",
+            "--out-dir",
+            "lr",
+        ],
+        d,
+        &[],
+    );
+    let arch = fs::read_dir(d.join("lr"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let saved = fs::read_to_string(arch.join("lint-ww-1-r0.json")).unwrap();
+    assert!(saved.contains("worldwrite"), "{saved} {}", text(&o));
+    let o = run(
         &["pkg", "lint", "ww-1-r0.apk", "--lint-warn", "no-such-rule"],
         d,
         &[],
