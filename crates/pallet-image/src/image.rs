@@ -689,9 +689,11 @@ fn remember_tarball(r: &TarballRecord, out: &Path) {
     if let Some(stamp) = file_stamp(out) {
         if let Some(dir) = r.path.parent() {
             let _ = std::fs::create_dir_all(dir);
+            // What a build killed while writing its record left (its lock is gone).
+            pallet_atomic::sweep(dir);
         }
-        let _ =
-            pallet_keys::write_atomic(&r.path, format!("{}\n{stamp}\n", r.what).as_bytes(), 0o644);
+        // The record is checked against the file's stamp before it is believed: no sync.
+        let _ = pallet_atomic::write_cache(&r.path, format!("{}\n{stamp}\n", r.what).as_bytes());
     }
 }
 

@@ -202,6 +202,8 @@ impl BuiltImage {
         });
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
+            // What a build killed while writing its record left (its lock is gone).
+            pallet_atomic::sweep(dir);
         }
         // A cut record does not parse and only costs a full build: no sync.
         let json = serde_json::to_vec(&rec).expect("JSON");
