@@ -4,22 +4,8 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Output};
 
 use common::*;
-
-fn apko(d: &Path, args: &[&str]) -> Output {
-    let face = d.join("apko");
-    if !face.exists() {
-        std::os::unix::fs::symlink(pallet(), &face).unwrap();
-    }
-    Command::new(&face)
-        .args(args)
-        .current_dir(d)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn clean_empties_the_cache_but_not_what_links_point_to() {

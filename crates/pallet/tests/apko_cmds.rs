@@ -13,20 +13,6 @@ use std::sync::atomic::Ordering;
 use base64::Engine as _;
 use common::*;
 
-/// The `apko` face: a symlink named apko to the real binary.
-fn apko(d: &Path, args: &[&str]) -> Output {
-    let face = d.join("apko");
-    if !face.exists() {
-        std::os::unix::fs::symlink(pallet(), &face).unwrap();
-    }
-    Command::new(&face)
-        .args(args)
-        .current_dir(d)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap()
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

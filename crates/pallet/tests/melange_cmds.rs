@@ -6,27 +6,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use common::*;
-
-fn melange(d: &Path) -> PathBuf {
-    let m = d.join("melange");
-    if !m.exists() {
-        std::os::unix::fs::symlink(pallet(), &m).unwrap();
-    }
-    m
-}
-
-fn run_melange(d: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = std::process::Command::new(melange(d));
-    c.args(args).current_dir(d);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

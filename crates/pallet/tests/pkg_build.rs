@@ -8,23 +8,6 @@ use std::path::Path;
 
 use common::*;
 
-fn melange(d: &Path) -> std::path::PathBuf {
-    let m = d.join("melange");
-    if !m.exists() {
-        std::os::unix::fs::symlink(pallet(), &m).unwrap();
-    }
-    m
-}
-
-fn run_melange(d: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = std::process::Command::new(melange(d));
-    c.args(args).current_dir(d);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }

@@ -23,6 +23,39 @@ pub fn run(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
     c.output().expect("pallet runs")
 }
 
+/// The binary under the name `name` (`apko`, `melange`): a symlink in `d`, made once.
+pub fn face(d: &Path, name: &str) -> PathBuf {
+    let f = d.join(name);
+    if !f.exists() {
+        std::os::unix::fs::symlink(pallet(), &f).unwrap();
+    }
+    f
+}
+
+/// Run the `name` face in `d` with `args` and `env`.
+pub fn run_face(d: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(face(d, name));
+    c.args(args).current_dir(d);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("pallet runs")
+}
+
+/// The `apko` face in `d`, with a fixed SOURCE_DATE_EPOCH.
+pub fn apko(d: &Path, args: &[&str]) -> Output {
+    run_face(d, "apko", args, &[("SOURCE_DATE_EPOCH", "1700000000")])
+}
+
+/// The `melange` face in `d`.
+pub fn melange(d: &Path) -> PathBuf {
+    face(d, "melange")
+}
+
+pub fn run_melange(d: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_face(d, "melange", args, env)
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "{}{}",
