@@ -317,7 +317,7 @@ pub fn strip_userinfo(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use pallet_test_support::git;
 
     #[test]
     fn credentials_are_removed() {
@@ -339,28 +339,11 @@ mod tests {
         assert_eq!(normalize_url("../app.git"), "../app.git");
     }
 
-    /// Runs git in `dir`, with an identity so commits work anywhere.
-    fn git(dir: &Path, args: &[&str]) -> Option<String> {
-        let o = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    }
-
     #[test]
     fn probes_a_real_checkout_as_git_sees_it() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        if git(r, &["init", "-q"]).is_none() {
+        if git(r, &["init", "-q"]).is_err() {
             eprintln!("SKIPPED: git is not installed");
             return;
         }

@@ -77,3 +77,29 @@ pub fn synthetic_workspace(dir: &Path, n: usize, seed: u64) {
         std::fs::write(dir.join(format!("pkg{i}.yaml")), text).expect("write a recipe");
     }
 }
+
+/// Run `git ARGS` in `dir` with a fixed identity and no user configuration, so commits work
+/// on any machine and give the same kind of checkout everywhere. The trimmed stdout, or what
+/// git printed when it failed or could not start (no git installed).
+pub fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .map_err(|e| format!("git {args:?}: {e}"))?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "git {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
+}

@@ -190,20 +190,7 @@ fn vcs_probing_annotates_the_index() {
     let a = s.join("fixtures/alpine-3.19");
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let git = |args: &[&str]| {
-        let o = Command::new("git")
-            .arg("-C")
-            .arg(d)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "git {args:?}: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| pallet_test_support::git(d, args).unwrap_or_else(|e| panic!("{e}"));
     let cfg = config(d, &a, "  packages: [busybox]\n");
     git(&["init", "-q"]);
     git(&[
