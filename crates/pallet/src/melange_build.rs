@@ -840,12 +840,21 @@ pub fn lint_cmd(a: LintArgs) -> anyhow::Result<ExitCode> {
             let found = lint::lint_package_with(&meta.info.name, &entries, &policy, &[]);
             if a.persist_lint_results {
                 let i = &meta.info;
+                // The names come from the package: none may lead the file out of --out-dir.
+                let plain =
+                    |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0']);
+                if !(plain(&i.arch) && plain(&i.name) && plain(&i.version)) {
+                    anyhow::bail!(
+                        "{name}: its .PKGINFO name, version or arch is not a plain file name, so \
+                         --persist-lint-results cannot name a file after it"
+                    );
+                }
                 let dir = a.out_dir.join(&i.arch);
                 std::fs::create_dir_all(&dir).with_context(|| {
                     format!("creating {} for --persist-lint-results", dir.display())
                 })?;
                 let out = dir.join(format!("lint-{}-{}.json", i.name, i.version));
-                std::fs::write(&out, serde_json::to_vec_pretty(&found)?)
+                pallet_atomic::write(&out, &serde_json::to_vec_pretty(&found)?)
                     .with_context(|| format!("writing {}", out.display()))?;
             }
             all.extend(found);

@@ -518,6 +518,43 @@ fn melange_face_compile_lint_index_sign_index() {
         "{}",
         text(&o)
     );
+    // A package whose arch would lead the results file out of --out-dir is refused.
+    let o = run(
+        &[
+            "mkpkg",
+            "--info",
+            "name=evil",
+            "--info",
+            "version=1-r0",
+            "--info",
+            "arch=../../escaped",
+            "--files",
+            "root",
+            "-o",
+            "evil.apk",
+        ],
+        d,
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        &[
+            "pkg",
+            "lint",
+            "evil.apk",
+            "--persist-lint-results",
+            "--out-dir",
+            "lr/deep",
+        ],
+        d,
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("not a plain file name"),
+        "{}",
+        text(&o)
+    );
+    assert!(!d.join("escaped").exists());
     // melange keygen / index / sign-index.
     assert!(
         run_melange(d, &["keygen", "--key-size", "2048"], &[])
