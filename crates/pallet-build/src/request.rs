@@ -60,6 +60,41 @@ pub struct RecipeRequest {
     pub options: Options,
 }
 
+/// melange's `--cpu`, `--cpumodel`, `--memory`, `--disk` and `--timeout`: each one given
+/// replaces the configuration's value (melange's parse-time defaults, which despite the name
+/// win over the file).
+#[derive(Clone, Debug, Default)]
+pub struct ResourceOverrides {
+    pub cpu: Option<String>,
+    pub cpumodel: Option<String>,
+    pub memory: Option<String>,
+    pub disk: Option<String>,
+    pub timeout: Option<String>,
+}
+
+impl ResourceOverrides {
+    fn apply(&self, p: &mut crate::compile::Package) {
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        if let Some(t) = given(&self.timeout) {
+            p.timeout = Some(t);
+        }
+        let r = p.resources.get_or_insert_with(Default::default);
+        for (field, value) in [
+            (&mut r.cpu, &self.cpu),
+            (&mut r.cpumodel, &self.cpumodel),
+            (&mut r.memory, &self.memory),
+            (&mut r.disk, &self.disk),
+        ] {
+            if let Some(v) = given(value) {
+                *field = Some(v);
+            }
+        }
+        if r.cpu.is_none() && r.cpumodel.is_none() && r.memory.is_none() && r.disk.is_none() {
+            p.resources = None;
+        }
+    }
+}
+
 /// What happened for one architecture.
 #[derive(Clone, Debug)]
 pub enum ArchOutcome {
@@ -105,6 +140,31 @@ impl RecipeRequest {
             Err(CompileError::SkipArch { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// What `melange compile` prints for `arch`: the compiled configuration with what melange
+    /// applies while parsing, which a build applies later. The `--env-file` variables sit
+    /// under `environment.environment` (the configuration's own win), the detected or given
+    /// commit stands in for a missing `package.commit`, and each override given replaces the
+    /// configuration's `package.resources` value or `package.timeout`.
+    pub fn compile_view(
+        &self,
+        arch: Arch,
+        overrides: &ResourceOverrides,
+    ) -> Result<crate::compile::Compiled, RequestError> {
+        let (mut c, _) = crate::compile::compile_file(&self.config, &self.compile_options(arch))?;
+        if !self.options.env_file.is_empty() {
+            let mut env = self.options.env_file.clone();
+            env.extend(std::mem::take(&mut c.environment.environment));
+            c.environment.environment = env;
+        }
+        if let Some(commit) = &self.commit
+            && c.package.commit.as_deref().is_none_or(str::is_empty)
+        {
+            c.package.commit = Some(commit.clone());
+        }
+        overrides.apply(&mut c.package);
+        Ok(c)
     }
 
     fn compile_options(&self, arch: Arch) -> CompileOptions {

@@ -372,27 +372,11 @@ fn detect_commit(given: &Option<String>, config: &Path) -> Option<String> {
     }
 }
 
-pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
-    let runner = sized(check_runner(&a.runner)?, &a.cpu, &a.memory)?;
-    if a.bootstrap {
-        let unused: Vec<&str> = [
-            ("--package-append", !a.package_append.is_empty()),
-            ("--repository-append", !a.repository_append.is_empty()),
-            ("--keyring-append", !a.keyring_append.is_empty()),
-            ("--apk-cache-dir", a.apk_cache_dir.is_some()),
-            ("--ignore-signatures", a.ignore_signatures),
-        ]
-        .into_iter()
-        .filter_map(|(f, set)| set.then_some(f))
-        .collect();
-        if !unused.is_empty() {
-            eprintln!(
-                "note: --bootstrap uses the host's root as the build guest, so nothing is installed and {} {} not used",
-                unused.join(", "),
-                if unused.len() == 1 { "is" } else { "are" }
-            );
-        }
-    }
+/// The request `build` and `compile` share: every flag mapped onto the recipe and its options.
+fn recipe_request(
+    a: &BuildArgs,
+    runner: pallet_build::runner::Runner,
+) -> anyhow::Result<request::RecipeRequest> {
     let config = find_config(&a.config)?;
     let vars = read_vars(&a.vars_file)?;
     let env_file = read_env_files(&a.env_file)?;
@@ -407,12 +391,7 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let commit = detect_commit(&a.git_commit, &config);
     let git_repo_url = match &a.git_repo_url {
         Some(u) if !u.trim().is_empty() => u.trim().to_string(),
-        _ => {
-            eprintln!(
-                "note: no --git-repo-url: the SBOM names the configuration's repository https://unknown/unknown/unknown, as melange does"
-            );
-            "https://unknown/unknown/unknown".into()
-        }
+        _ => "https://unknown/unknown/unknown".into(),
     };
     let config_source = pallet_build::assemble::ConfigSource {
         path: config.display().to_string(),
@@ -420,7 +399,7 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         commit: commit.clone().unwrap_or_else(|| "unknown".into()),
         license: a.license.clone(),
     };
-    let req = request::RecipeRequest {
+    Ok(request::RecipeRequest {
         config: config.clone(),
         archs: archs(&a.arch)?,
         pipeline_dirs,
@@ -467,8 +446,40 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
             interactive: a.interactive,
             ..Default::default()
         },
-    };
-    let mut req = req;
+    })
+}
+
+pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let runner = sized(check_runner(&a.runner)?, &a.cpu, &a.memory)?;
+    if a.bootstrap {
+        let unused: Vec<&str> = [
+            ("--package-append", !a.package_append.is_empty()),
+            ("--repository-append", !a.repository_append.is_empty()),
+            ("--keyring-append", !a.keyring_append.is_empty()),
+            ("--apk-cache-dir", a.apk_cache_dir.is_some()),
+            ("--ignore-signatures", a.ignore_signatures),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect();
+        if !unused.is_empty() {
+            eprintln!(
+                "note: --bootstrap uses the host's root as the build guest, so nothing is installed and {} {} not used",
+                unused.join(", "),
+                if unused.len() == 1 { "is" } else { "are" }
+            );
+        }
+    }
+    let mut req = recipe_request(&a, runner)?;
+    let config = req.config.clone();
+    if a.git_repo_url
+        .as_deref()
+        .is_none_or(|u| u.trim().is_empty())
+    {
+        eprintln!(
+            "note: no --git-repo-url: the SBOM names the configuration's repository https://unknown/unknown/unknown, as melange does"
+        );
+    }
     a.more.apply(&mut req.options)?;
     a.build_only.apply(&mut req.options)?;
     {
@@ -536,7 +547,7 @@ enum MelangeCommand {
     /// Build packages from a melange YAML file.
     Build(Box<BuildArgs>),
     /// Print the compiled configuration as JSON.
-    Compile(CompileArgs),
+    Compile(Box<CompileArgs>),
     /// Apply the lint rules to configurations or packages.
     Lint(LintArgs),
     /// Run the test: pipelines of built packages.
@@ -614,7 +625,7 @@ pub enum PkgCommand {
     /// Build packages from a melange YAML file in a bubblewrap sandbox.
     Build(Box<BuildArgs>),
     /// Print the compiled configuration (every step's final shell text) as JSON.
-    Compile(CompileArgs),
+    Compile(Box<CompileArgs>),
     /// Apply melange's lint rules to YAML files or built packages.
     Lint(LintArgs),
     /// Run a package's test: pipelines in a fresh guest.
@@ -642,7 +653,7 @@ pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<ExitCode> {
     use crate::melange_cmds as m;
     match cmd {
         PkgCommand::Build(a) => build_cmd(*a),
-        PkgCommand::Compile(a) => compile_cmd(a),
+        PkgCommand::Compile(a) => compile_cmd(*a),
         PkgCommand::Lint(a) => lint_cmd(a),
         PkgCommand::Test(a) => test_cmd(*a),
         PkgCommand::Bump(a) => m::bump_cmd(a),
@@ -676,7 +687,7 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
         MelangeCommand::Source(c) => crate::melange_cmds::source_cmd(c),
         MelangeCommand::Version(a) => crate::melange_cmds::version_cmd(a),
         MelangeCommand::Build(a) => build_cmd(*a),
-        MelangeCommand::Compile(a) => compile_cmd(a),
+        MelangeCommand::Compile(a) => compile_cmd(*a),
         MelangeCommand::Lint(a) => lint_cmd(a),
         MelangeCommand::Test(a) => test_cmd(*a),
         MelangeCommand::Keygen(k) => pallet_keys::generate(&k.key, k.key_size)
@@ -732,45 +743,106 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
 
 #[derive(Args, Clone)]
 #[command(
-    after_help = "Examples:\n  pallet pkg compile hello.yaml --arch aarch64\n  pallet pkg compile openssl.yaml --pipeline-dir ./pipelines --yaml"
+    after_help = "Takes every flag of build. The ones that shape the configuration apply as in melange: --arch, --pipeline-dir(s), --vars-file, --build-option, --env-file (under environment.environment), --git-commit (for a missing package.commit), --cpu, --cpumodel, --memory, --disk and --timeout (package.resources and package.timeout). The others only matter to a build; compile says in one line which of them it leaves unused.\n\nExamples:\n  pallet pkg compile hello.yaml --arch aarch64\n  pallet pkg compile openssl.yaml --pipeline-dir ./pipelines --yaml\n  melange compile --arch x86_64 --env-file build-x86_64.env --pipeline-dir ./pipelines openssl.yaml"
 )]
 pub struct CompileArgs {
-    config: Option<PathBuf>,
-    /// Architecture to compile for (default: the host's).
-    #[arg(long)]
-    arch: Option<String>,
-    /// Folders searched for `uses:` pipelines before the built-ins.
-    #[arg(long, alias = "pipeline-dirs")]
-    pipeline_dir: Vec<PathBuf>,
-    /// YAML map merged over `vars`.
-    #[arg(long)]
-    vars_file: Option<PathBuf>,
-    /// Build options to enable.
-    #[arg(long)]
-    build_option: Vec<String>,
+    #[command(flatten)]
+    build: BuildArgs,
     /// Print YAML instead of JSON.
     #[arg(long)]
     yaml: bool,
-    /// Accepted for melange compatibility (compile makes no workspace to remove).
-    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    rm: Option<bool>,
+    /// melange's log destinations (builtin:stderr, or files); pallet's compile writes its
+    /// notes to stderr.
+    #[arg(long, value_delimiter = ',')]
+    log_policy: Vec<String>,
+}
+
+impl BuildArgs {
+    /// The flags given that only a build uses (each compared with its default).
+    fn build_only_given(&self) -> Vec<&'static str> {
+        let b = &self.build_only;
+        [
+            ("--signing-key", self.signing_key.is_some()),
+            ("--keyring-append", !self.keyring_append.is_empty()),
+            ("--repository-append", !self.repository_append.is_empty()),
+            ("--package-append", !self.package_append.is_empty()),
+            ("--out-dir", self.out_dir != Path::new("./packages/")),
+            ("--source-dir", self.source_dir.is_some()),
+            ("--workspace-dir", self.workspace_dir.is_some()),
+            (
+                "--cache-dir",
+                self.cache_dir != Path::new("./melange-cache/"),
+            ),
+            ("--apk-cache-dir", self.apk_cache_dir.is_some()),
+            ("--generate-index", !self.generate_index),
+            ("--namespace", self.namespace != "unknown"),
+            ("--runner", self.runner.is_some()),
+            ("--debug", self.debug),
+            ("--debug-runner", self.more.debug_runner),
+            ("--interactive", self.interactive),
+            ("--rm", !self.rm),
+            ("--cleanup", !self.cleanup),
+            ("--build-date", self.build_date.is_some()),
+            ("--bootstrap", self.bootstrap),
+            ("--ignore-signatures", self.ignore_signatures),
+            ("--git-repo-url", self.git_repo_url.is_some()),
+            ("--license", self.license != "NOASSERTION"),
+            ("--fail-on-lint-warning", self.fail_on_lint_warning),
+            ("--lint-require", self.lint_require.is_some()),
+            ("--lint-warn", self.lint_warn.is_some()),
+            ("--persist-lint-results", self.persist_lint_results),
+            ("--create-build-log", self.create_build_log),
+            ("--dependency-log", self.dependency_log.is_some()),
+            ("--empty-workspace", b.empty_workspace),
+            ("--strip-origin-name", b.strip_origin_name),
+            ("--generate-provenance", b.generate_provenance),
+            ("--trace", b.trace.is_some()),
+            ("--cache-source", self.more.cache_source.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
 }
 
 pub fn compile_cmd(a: CompileArgs) -> anyhow::Result<ExitCode> {
-    if a.rm.is_some() {
+    let b = &a.build;
+    let unused = b.build_only_given();
+    if !unused.is_empty() {
         eprintln!(
-            "note: --rm has no effect on compile, which builds nothing and leaves no workspace"
+            "note: compile prints the configuration and builds nothing, so {} {} not used",
+            unused.join(", "),
+            if unused.len() == 1 { "is" } else { "are" }
         );
     }
-    let config = find_config(&a.config)?;
-    let arch = one_arch(&a.arch)?;
-    let opts = pallet_build::compile::CompileOptions {
-        arch: Some(arch),
-        pipeline_dirs: a.pipeline_dir.clone(),
-        vars: read_vars(&a.vars_file)?,
-        build_options: a.build_option.clone(),
+    if let Some(p) = a
+        .log_policy
+        .iter()
+        .find(|p| !matches!(p.as_str(), "" | "builtin:stderr"))
+    {
+        eprintln!("note: --log-policy {p}: pallet's compile writes its notes to stderr only");
+    }
+    // melange compiles for one --arch; with none, pallet takes the host's.
+    let arch = match b.arch.as_slice() {
+        [] => Arch::host(),
+        [one] => one_arch(&Some(one.clone()))?,
+        more => bail!(
+            "--arch {}: compile prints one architecture's configuration; name one",
+            more.join(",")
+        ),
     };
-    let (compiled, _) = pallet_build::compile::compile_file(&config, &opts)?;
+    let req = recipe_request(b, pallet_build::runner::Runner::Bubblewrap)?;
+    let overrides = request::ResourceOverrides {
+        cpu: b.cpu.clone(),
+        cpumodel: b.more.cpumodel.clone(),
+        memory: b.memory.clone(),
+        disk: b.more.disk.clone(),
+        timeout: b.more.timeout.clone(),
+    };
+    if let Some(t) = &overrides.timeout {
+        pallet_build::policy::parse_timeout(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    }
+    let compiled = req.compile_view(arch, &overrides)?;
     if compiled.skipped {
         eprintln!(
             "note: {} does not build for {} (target-architecture); a build would skip it",

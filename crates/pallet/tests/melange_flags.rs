@@ -735,26 +735,86 @@ fn melange_timeout_workspace_origin_and_runner_flags() {
     assert!(pkginfo(&d.join("out2/x86_64/flags-extra-1.0.0-r0.apk")).contains("origin = flags\n"));
 }
 
-/// `compile --rm` (in Makefiles that pass one flag set to every command) is accepted, with
-/// one line saying it changes nothing there.
+/// `compile` takes every build flag, as melange's does (Makefiles pass one flag set to every
+/// command): the ones that shape the configuration reach the printed JSON, and one line names
+/// those that only a build uses.
 #[test]
-fn compile_says_rm_does_not_apply() {
+fn compile_takes_the_build_flags() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     fs::write(
         d.join("p.yaml"),
-        "package: {name: p, version: 1.0.0, epoch: 0}\npipeline:\n  - runs: echo hi\n",
+        "package: {name: p, version: 1.0.0, epoch: 0, resources: {cpu: '4'}}\nenvironment:\n  environment: {A: yaml}\npipeline:\n  - runs: echo hi\n",
     )
     .unwrap();
-    for rm in ["--rm", "--rm=false"] {
-        let o = run_face(d, "melange", &["compile", rm, "p.yaml"], &[]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains("note: --rm has no effect on compile"),
-            "{}",
-            stderr(&o)
-        );
-    }
+    fs::write(d.join("x.env"), "A=file\nB=file-b\n").unwrap();
+    let o = run_face(
+        d,
+        "melange",
+        &[
+            "compile",
+            "--rm",
+            "--arch",
+            "x86_64",
+            "--env-file",
+            "x.env",
+            "--memory",
+            "8Gi",
+            "--timeout",
+            "30m",
+            "--git-commit",
+            "abc123",
+            "--signing-key",
+            "k.rsa",
+            "-r",
+            "./packages",
+            "-k",
+            "k.rsa.pub",
+            "--package-append",
+            "bash",
+            "--namespace",
+            "wolfi",
+            "--out-dir",
+            "out",
+            "--source-dir",
+            ".",
+            "--runner",
+            "bubblewrap",
+            "--log-policy",
+            "builtin:stderr",
+            "--fail-on-lint-warning",
+            "--generate-index=false",
+            "p.yaml",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["environment"]["environment"]["A"], "yaml",
+        "the file's own environment wins"
+    );
+    assert_eq!(v["environment"]["environment"]["B"], "file-b");
+    assert_eq!(v["package"]["resources"]["cpu"], "4");
+    assert_eq!(v["package"]["resources"]["memory"], "8Gi");
+    assert_eq!(v["package"]["timeout"], "30m");
+    assert_eq!(v["package"]["commit"], "abc123");
+    let err = stderr(&o);
+    assert!(
+        err.contains("note: compile prints the configuration and builds nothing, so --signing-key, --keyring-append, --repository-append, --package-append, --out-dir, --source-dir, --generate-index, --namespace, --runner, --fail-on-lint-warning are not used"),
+        "{err}"
+    );
+    assert!(!err.contains("git-repo-url"), "{err}");
+    assert!(!d.join("out").exists(), "compile builds nothing");
+    // One architecture's configuration at a time.
+    let o = run_face(
+        d,
+        "melange",
+        &["compile", "--arch", "x86_64,aarch64", "p.yaml"],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("name one"), "{}", stderr(&o));
 }
 
 /// `completion SHELL` on both faces prints a script for that shell and that command name.
