@@ -425,28 +425,8 @@ fn lint_outputs(
         }
         if opts.persist_lint_results && !found.is_empty() {
             let full = format!("{}-{}-r{}", p.name, plan.version, plan.epoch);
-            let mut findings = serde_json::Map::new();
-            for f in &found {
-                let list = findings
-                    .entry(f.rule.to_string())
-                    .or_insert_with(|| serde_json::json!([]));
-                list.as_array_mut()
-                    .expect("list")
-                    .push(serde_json::json!({"message": f.message}));
-            }
-            let doc = serde_json::json!({"package_name": full, "findings": findings});
-            let dir = opts.out_dir.join(arch.apk());
-            let path = dir.join(format!("lint-{full}.json"));
-            fs::create_dir_all(&dir)
-                .and_then(|_| {
-                    fs::write(
-                        &path,
-                        serde_json::to_string_pretty(&doc)
-                            .expect("JSON")
-                            .into_bytes(),
-                    )
-                })
-                .map_err(|e| setup(&format!("writing {}", path.display()), e))?;
+            let path = crate::lint::persist(&opts.out_dir, arch.apk(), &full, &found)
+                .map_err(|e| BuildError::Setup(e.to_string()))?;
             opts.log
                 .line(format_args!("saved lint results to {}", path.display()));
         }

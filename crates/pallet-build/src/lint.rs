@@ -147,6 +147,16 @@ pub enum LintError {
     UnknownRule(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "--persist-lint-results: {full:?} for {arch:?} is not a plain file name, so no results file is named after it"
+    )]
+    NotAFileName { full: String, arch: String },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Every name must be a package rule.
@@ -674,6 +684,58 @@ pub fn lint_apk(r: impl std::io::Read, policy: &Policy) -> Result<ApkLint, LintE
         arch: info.arch.clone(),
         findings,
     })
+}
+
+/// melange's `--persist-lint-results` file: `OUT/ARCH/lint-FULL.json` (FULL is
+/// `NAME-VERSION-rEPOCH`) holding `{"package_name", "findings": {rule: [{message, explain,
+/// details}]}}`, written atomically. The names come from a package or a recipe, so one that
+/// is not a plain file name is refused rather than allowed to lead the file out of `out_dir`.
+pub fn persist(
+    out_dir: &Path,
+    arch: &str,
+    full: &str,
+    findings: &[Finding],
+) -> Result<std::path::PathBuf, LintError> {
+    let plain =
+        |s: &str| !s.is_empty() && s != "." && !s.contains("..") && !s.contains(['/', '\\', '\0']);
+    if !plain(arch) || !plain(full) {
+        return Err(LintError::NotAFileName {
+            full: full.into(),
+            arch: arch.into(),
+        });
+    }
+    let mut by_rule = serde_json::Map::new();
+    for f in findings {
+        let mut one = serde_json::Map::new();
+        one.insert("message".into(), f.message.clone().into());
+        if !f.explain.is_empty() {
+            one.insert("explain".into(), f.explain.into());
+        }
+        if !f.details.is_empty() {
+            one.insert("details".into(), serde_json::json!({ "paths": f.details }));
+        }
+        by_rule
+            .entry(f.rule.to_string())
+            .or_insert_with(|| serde_json::json!([]))
+            .as_array_mut()
+            .expect("a list")
+            .push(one.into());
+    }
+    let doc = serde_json::json!({"package_name": full, "findings": by_rule});
+    let dir = out_dir.join(arch);
+    let path = dir.join(format!("lint-{full}.json"));
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| {
+            pallet_atomic::write(
+                &path,
+                serde_json::to_string_pretty(&doc).expect("JSON").as_bytes(),
+            )
+        })
+        .map_err(|source| LintError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(path)
 }
 
 /// Rules that need only the configuration.

@@ -445,16 +445,21 @@ impl Client {
             let f = fs::File::open(&p).map_err(|source| RepoError::Io { path: p, source })?;
             return Ok(Box::new(f));
         }
-        let full = format!("{}/{arch}/{file}", url.trim_end_matches('/'));
+        self.open_url(&format!("{}/{arch}/{file}", url.trim_end_matches('/')))
+    }
+
+    /// Open an http(s) URL for streaming, with the client's credentials, retries, time limit
+    /// and response size limit; refused when offline. The caller checks what it reads.
+    pub fn open_url(&self, url: &str) -> Result<Box<dyn Read + Send>, RepoError> {
         if self.offline {
             return Err(RepoError::Offline {
-                url: parse_url(&full).clean,
+                url: parse_url(url).clean,
             });
         }
-        let resp = self.get(&full, None)?;
+        let resp = self.get(url, None)?;
         if resp.status().as_u16() != 200 {
             return Err(RepoError::Http {
-                url: parse_url(&full).clean,
+                url: parse_url(url).clean,
                 message: format!("HTTP {}", resp.status().as_u16()),
             });
         }

@@ -880,56 +880,43 @@ pub struct LintArgs {
     /// Where --persist-lint-results writes.
     #[arg(long, default_value = "packages")]
     out_dir: PathBuf,
+    /// Deprecated in melange, which does nothing with it (use --lint-require/--lint-warn).
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    fail_on_lint_warning: Option<bool>,
 }
 
 pub fn lint_cmd(a: LintArgs) -> anyhow::Result<ExitCode> {
     use pallet_build::lint::{self, Severity};
     let policy = lint::Policy::from_flags(a.lint_require.as_deref(), a.lint_warn.as_deref())
         .context("--lint-require/--lint-warn")?;
+    if a.fail_on_lint_warning.is_some() {
+        eprintln!(
+            "Flag --fail-on-lint-warning has been deprecated, use --lint-require and --lint-warn instead"
+        );
+    }
+    let client = pallet_repo::Client::new(default_apk_cache());
     let mut all = vec![];
     for f in &a.files {
         let name = f.display().to_string();
-        if name.ends_with(".apk") {
-            let file = std::fs::File::open(f).with_context(|| format!("opening {name}"))?;
-            let mut entries = vec![];
-            let meta = pallet_apk_stream::read_apk(
-                file,
-                &pallet_apk_stream::ReadOptions::default(),
-                |e, _| {
-                    entries.push(lint::Entry {
-                        path: e.path.clone(),
-                        is_dir: e.kind == pallet_apk_stream::tarw::Kind::Dir,
-                        is_symlink: e.kind == pallet_apk_stream::tarw::Kind::Symlink,
-                        mode: e.mode,
-                        size: e.size,
-                    });
-                    Ok(())
-                },
-            )
-            .with_context(|| name.clone())?;
-            // melange's policy: the ignore-level linters (documentation, empty) are not run
-            // unless --lint-require/--lint-warn name them.
-            let found = lint::lint_package_with(&meta.info.name, &entries, &policy, &[]);
+        let url = name.starts_with("http://") || name.starts_with("https://");
+        if url || name.ends_with(".apk") {
+            // melange reads a URL's body as it reads a file.
+            let reader: Box<dyn std::io::Read + Send> = if url {
+                client
+                    .open_url(&name)
+                    .with_context(|| format!("fetching {}", pallet_repo::redact(&name)))?
+            } else {
+                Box::new(std::fs::File::open(f).with_context(|| format!("opening {name}"))?)
+            };
+            let shown = pallet_repo::redact(&name);
+            let r = lint::lint_apk(reader, &policy).with_context(|| shown.clone())?;
             if a.persist_lint_results {
-                let i = &meta.info;
-                // The names come from the package: none may lead the file out of --out-dir.
-                let plain =
-                    |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0']);
-                if !(plain(&i.arch) && plain(&i.name) && plain(&i.version)) {
-                    anyhow::bail!(
-                        "{name}: its .PKGINFO name, version or arch is not a plain file name, so \
-                         --persist-lint-results cannot name a file after it"
-                    );
-                }
-                let dir = a.out_dir.join(&i.arch);
-                std::fs::create_dir_all(&dir).with_context(|| {
-                    format!("creating {} for --persist-lint-results", dir.display())
-                })?;
-                let out = dir.join(format!("lint-{}-{}.json", i.name, i.version));
-                pallet_atomic::write(&out, &serde_json::to_vec_pretty(&found)?)
-                    .with_context(|| format!("writing {}", out.display()))?;
+                let full = format!("{}-{}", r.name, r.version);
+                let out = lint::persist(&a.out_dir, &r.arch, &full, &r.findings)
+                    .with_context(|| shown.clone())?;
+                eprintln!("saved lint results to {}", out.display());
             }
-            all.extend(found);
+            all.extend(r.findings);
         } else {
             let (cfg, _) = pallet_build::compile::parse(f)?;
             all.extend(lint::lint_config(&cfg));

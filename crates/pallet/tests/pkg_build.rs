@@ -507,7 +507,39 @@ fn melange_face_compile_lint_index_sign_index() {
         .unwrap()
         .path();
     let saved = fs::read_to_string(arch.join("lint-ww-1-r0.json")).unwrap();
-    assert!(saved.contains("worldwrite"), "{saved} {}", text(&o));
+    // melange's layout: the package and its findings by linter.
+    let v: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(v["package_name"], "ww-1-r0", "{saved} {}", text(&o));
+    assert!(
+        v["findings"]["worldwrite"][0]["message"].is_string(),
+        "{saved}"
+    );
+    // A URL is linted as melange lints it: its body read as the file (a loopback server).
+    fs::create_dir_all(d.join("served")).unwrap();
+    fs::copy(d.join("ww-1-r0.apk"), d.join("served/ww-1-r0.apk")).unwrap();
+    let server = FileServer::start(d.join("served"), None);
+    let url = format!("http://127.0.0.1:{}/ww-1-r0.apk", server.port);
+    let o = run_melange(d, &["lint", &url], &[]);
+    assert!(
+        o.status.code() == Some(1) && text(&o).contains("ww: [worldwrite]"),
+        "{}",
+        text(&o)
+    );
+    // melange's deprecated flag is taken and named as deprecated.
+    let o = run_melange(d, &["lint", "--fail-on-lint-warning", &url], &[]);
+    assert!(
+        o.status.code() == Some(1)
+            && text(&o).contains("--fail-on-lint-warning has been deprecated"),
+        "{}",
+        text(&o)
+    );
+    let missing = format!("http://127.0.0.1:{}/nope.apk", server.port);
+    let o = run_melange(d, &["lint", &missing], &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("HTTP 404") && text(&o).contains("nope.apk"),
+        "{}",
+        text(&o)
+    );
     let o = run(
         &["pkg", "lint", "ww-1-r0.apk", "--lint-warn", "no-such-rule"],
         d,
