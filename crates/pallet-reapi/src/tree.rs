@@ -47,6 +47,16 @@ impl Blobs {
         Ok(d)
     }
 
+    /// Add a file whose digest the caller already knows (it hashed the same file before). A
+    /// file changed since still fails its upload: batches are checked here, and the CAS
+    /// checks streamed blobs against the digest they are written under.
+    pub fn add_file_as(&mut self, path: &Path, d: Digest) -> Digest {
+        self.map
+            .entry(d.hash.clone())
+            .or_insert_with(|| (d.clone(), Source::File(path.to_path_buf())));
+        d
+    }
+
     /// Add an encoded message; returns its digest.
     pub fn add_message<M: prost::Message>(&mut self, m: &M) -> Digest {
         let (d, b) = digest::of_message(m);
@@ -168,6 +178,18 @@ impl InputTree {
                 executable: mode & 0o111 != 0,
             },
         )
+    }
+
+    /// The file `from` at `path` with a digest known already ([`Blobs::add_file_as`]).
+    pub fn add_file_as(
+        &mut self,
+        path: &str,
+        from: &Path,
+        digest: Digest,
+        executable: bool,
+    ) -> Result<(), Error> {
+        let digest = self.blobs.add_file_as(from, digest);
+        self.put(path, FileEntry { digest, executable })
     }
 
     /// An empty folder at `path` (kept even with nothing in it).

@@ -122,7 +122,7 @@ impl Cache {
 
     /// Write `to` through a temporary in the cache's own `tmp/`: whichever entry a killed
     /// writer was making, what it leaves is in the one folder [`Cache::sweep`] clears.
-    fn write_atomic(
+    pub(crate) fn write_atomic(
         &self,
         to: &Path,
         fill: impl FnOnce(&mut pallet_atomic::TempFile) -> std::io::Result<()>,
@@ -181,6 +181,18 @@ impl Cache {
             .join("blobs")
             .join(&sha[..2.min(sha.len())])
             .join(sha)
+    }
+
+    /// Where a package of an external repository is kept once fetched and verified, named by
+    /// its control checksum (`Q1…`, as the index gives it) so that any repository serving the
+    /// same package shares the file.
+    pub fn env_package(&self, checksum: &str) -> PathBuf {
+        // The checksum is base64 (with `/` and `+`): its hash names the file safely.
+        let name = hex(&Sha256::digest(checksum.as_bytes()));
+        self.root
+            .join("env-apk")
+            .join(&name[..2])
+            .join(format!("{name}.apk"))
     }
 
     /// Store `file` by its content; returns its record under `name`.

@@ -4,9 +4,16 @@
 //! Each package node becomes one Action:
 //!
 //! - its **input root** holds exactly the node's inputs: the recipe file, its source folder, the
-//!   pipeline folders, the public signing key, a `repo/` of the workspace's own packages its
-//!   environment resolves to (with an index over just those, signed with the user's key, so
-//!   two machines make the same bytes), and `node.json` ([`NodeSpec`]) saying how to build;
+//!   pipeline folders, the keys, the whole resolved build environment, and `node.json`
+//!   ([`NodeSpec`]) saying how to build. The environment is resolved here, as for the node's
+//!   key: every package it resolves to, the workspace's own and those of external
+//!   repositories alike, goes in `env/N/ARCH/`, one folder per repository it came from, beside
+//!   an index of just those packages' original records signed with the user's key (so two
+//!   machines make the same bytes), and `node.json` carries the lock ([`EnvLock`]: name,
+//!   version, checksum and origin of each). Packages of http(s) repositories are fetched once
+//!   into the cache, verified against the signed index. The worker installs from the input
+//!   root alone and never contacts a repository, and since the CAS holds each package once,
+//!   FindMissingBlobs uploads a shared environment once;
 //! - its **Command** is `pallet build-node node.json`, the worker's own pallet (its version is
 //!   in the Command and checked by the worker);
 //! - its **salt** is the node's content key, so the Action digest follows from the key and
@@ -93,9 +100,8 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// How a worker builds a node, from inside the action's input root (`node.json`). Paths are
-/// relative to the input root; repositories and keys may also be URLs (or paths every worker
-/// shares) for what is not the workspace's own.
+/// How a worker builds a node, from inside the action's input root (`node.json`). Every path
+/// is relative to the input root: the worker reads nothing else, and contacts no repository.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeSpec {
     pub pallet: String,
@@ -111,8 +117,52 @@ pub struct NodeSpec {
     pub source_date_epoch: u64,
     pub namespace: String,
     pub env_file: BTreeMap<String, String>,
-    pub repositories: Vec<String>,
+    /// The resolved build environment, every package of it in the input root (none for a
+    /// bootstrap node, whose guest is the host's root).
+    pub environment: Option<EnvLock>,
+    /// Key files in the input root (`keys/NAME`): the user's public key, which signs the
+    /// environment's indexes, and the keys the environment was resolved with, so that the
+    /// guest's `/etc/apk/keys` is what a local build gets.
     pub keyring: Vec<String>,
+}
+
+/// The environment as the client resolved it: the lock the worker installs from, and nothing
+/// else.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvLock {
+    /// One folder of the input root per repository the environment takes packages from, in
+    /// the order the client read them.
+    pub repositories: Vec<EnvRepo>,
+    /// Every package, in install order.
+    pub packages: Vec<LockedPackage>,
+}
+
+/// A repository of the environment as the input root holds it: `DIR/ARCH/APKINDEX.tar.gz`
+/// (the original index records of just the packages taken from it, signed with the user's
+/// key) and those packages.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvRepo {
+    /// `env/N`.
+    pub dir: String,
+    /// The repository's `@tag`, kept so that `name@tag` still resolves.
+    pub tag: Option<String>,
+    /// Where the client took it from, named without anything of the client's machine, so
+    /// that every machine computes the same action: `workspace` for the workspace's own
+    /// packages, a URL without its credentials, the path of a folder inside the workspace,
+    /// or `local:NAME` for a folder elsewhere (its last component).
+    pub origin: String,
+}
+
+/// One package of the environment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+    /// The control checksum (`Q1…`) the repository's signed index gave: the worker installs
+    /// the file only when it matches.
+    pub checksum: String,
+    /// The [`EnvRepo::dir`] it came from.
+    pub repository: String,
 }
 
 const SPEC: &str = "node.json";
@@ -202,71 +252,24 @@ pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String
         pipeline_dirs.push(at);
     }
     // The public key joins the keyring under its own name (signatures name the key file).
-    let mut keyring = vec![];
-    let mut repositories = vec![];
+    let mut keys = Keys::default();
     let mut pub_key = ws.signing_key.as_os_str().to_owned();
     pub_key.push(".pub");
     let pub_key = PathBuf::from(pub_key);
     if pub_key.is_file() {
-        let name = format!(
-            "keys/{}",
-            pub_key.file_name().unwrap_or_default().to_string_lossy()
-        );
-        t.add_file(&name, &pub_key).map_err(|e| e.to_string())?;
-        keyring.push(name);
+        keys.add(&mut t, &pub_key)?;
     }
-    keyring.extend(
-        ctx.keyring
-            .iter()
-            .filter(|k| Path::new(k) != pub_key)
-            .cloned(),
-    );
-    if !r.bootstrap {
-        let env = ctx
-            .resolve(&r.plan.environment, arch, false)
-            .map_err(|e| format!("resolving the build environment: {e}"))?;
-        let own = own_packages(ctx, arch, &env)?;
-        // An index even when it lists nothing, as the workspace's own repository always has
-        // one (signed, perhaps empty).
-        {
-            let scratch = ctx
-                .cache
-                .scratch()
-                .map_err(|e| format!("creating a scratch folder: {e}"))?;
-            let idx = scratch.path().join("APKINDEX.tar.gz");
-            let records: Vec<_> = own
-                .iter()
-                .map(|p| pallet_index::record_for(p, None).map_err(|e| e.to_string()))
-                .collect::<Result<_, _>>()?;
-            pallet_index::write_index(
-                &records,
-                None,
-                ctx.key.as_ref(),
-                ctx.ro.source_date_epoch,
-                &idx,
-            )
-            .map_err(|e| format!("writing the environment's index: {e}"))?;
-            let bytes = std::fs::read(&idx).map_err(|e| e.to_string())?;
-            t.add_bytes(
-                &format!("repo/{}/APKINDEX.tar.gz", arch.apk()),
-                bytes,
-                false,
-            )
-            .map_err(|e| e.to_string())?;
-            for p in &own {
-                let name = format!(
-                    "repo/{}/{}",
-                    arch.apk(),
-                    p.file_name().unwrap_or_default().to_string_lossy()
-                );
-                t.add_file(&name, p).map_err(|e| e.to_string())?;
-            }
-        }
-        // The workspace's own repository is `repo/` whether or not it holds anything: the
-        // environment resolves against the same list of repositories as a local build.
-        repositories.push("repo".to_string());
-        repositories.extend(ctx.repos[1..].iter().cloned());
-    }
+    let environment = if r.bootstrap {
+        None
+    } else {
+        Some(add_environment(
+            ctx,
+            &mut t,
+            &mut keys,
+            &r.plan.environment,
+            arch,
+        )?)
+    };
     let build_options: Vec<String> = ws
         .flags
         .build_options
@@ -286,8 +289,8 @@ pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String
         source_date_epoch: ctx.ro.source_date_epoch,
         namespace: ctx.namespace(),
         env_file: ctx.env_file.clone(),
-        repositories,
-        keyring,
+        environment,
+        keyring: keys.names,
     };
     t.add_bytes(
         SPEC,
@@ -324,30 +327,231 @@ pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String
     })
 }
 
-/// The workspace's own packages in a resolved environment, as files of its repository.
-fn own_packages(
-    ctx: &Ctx,
-    arch: Arch,
-    env: &BTreeMap<String, String>,
-) -> Result<Vec<PathBuf>, String> {
-    let dir = ctx.arch_dir(arch);
-    let indexed = ctx
-        .indexed
-        .lock()
-        .unwrap()
-        .get(&arch)
-        .cloned()
-        .unwrap_or_default();
-    let mut out = vec![];
-    for (name, v) in env {
-        let version = v.split(' ').next().unwrap_or("");
-        let file = format!("{name}-{version}.apk");
-        if indexed.contains_key(&file) && ctx.workspace_packages.contains(name) {
-            out.push(dir.join(&file));
+/// The key files an input root holds, by file name: signatures name the key they were made
+/// with, so a second file of the same name could never be told apart (the first wins, as in
+/// the image builder's keyring).
+#[derive(Default)]
+struct Keys {
+    names: Vec<String>,
+}
+
+impl Keys {
+    fn add(&mut self, t: &mut InputTree, file: &Path) -> Result<(), String> {
+        let name = format!(
+            "keys/{}",
+            file.file_name().unwrap_or_default().to_string_lossy()
+        );
+        if !self.names.contains(&name) {
+            t.add_file(&name, file)
+                .map_err(|e| format!("key {}: {e}", file.display()))?;
+            self.names.push(name);
         }
+        Ok(())
     }
-    out.sort();
-    Ok(out)
+}
+
+/// Resolve `cfg` as the node's key did, and put the whole environment in the input root:
+/// per repository it takes packages from, `env/N/ARCH/` with those packages and an index of
+/// their original records signed with the user's key; and every key it was resolved with in
+/// `keys/`. The worker then needs no repository at all. Returns the lock.
+fn add_environment(
+    ctx: &Ctx,
+    t: &mut InputTree,
+    keys: &mut Keys,
+    cfg: &pallet_image::config::ImageConfiguration,
+    arch: Arch,
+) -> Result<EnvLock, String> {
+    let resolve_err = |e: String| format!("resolving the build environment: {e}");
+    let bopts = ctx.build_options(false);
+    let (repos, picks, keyring, _) =
+        pallet_image::build::resolve(cfg, arch, &bopts).map_err(|e| resolve_err(e.to_string()))?;
+    for k in keyring.key_files() {
+        keys.add(t, &k)?;
+    }
+    let client = bopts.client();
+    let scratch = ctx
+        .cache
+        .scratch()
+        .map_err(|e| format!("creating a scratch folder: {e}"))?;
+    let mut lock = EnvLock::default();
+    // Repositories in the order they were read, each given the next folder once it is used.
+    let mut used: Vec<usize> = picks.iter().map(|&(r, _)| r).collect();
+    used.sort_unstable();
+    used.dedup();
+    for (n, &ri) in used.iter().enumerate() {
+        let repo = &repos[ri];
+        let dir = format!("env/{n}");
+        let mut records = vec![];
+        for &(_, p) in picks.iter().filter(|&&(r, _)| r == ri) {
+            let info = &repo.packages[p];
+            let checksum = info
+                .checksum
+                .clone()
+                .ok_or_else(|| format!("{}: its index record has no checksum", info.nv()))?;
+            let file = package_file(ctx, &client, &repo.url, arch, info, &checksum)?;
+            t.add_file_as(
+                &format!("{dir}/{}/{}", arch.apk(), info.file_name()),
+                &file,
+                file_digest(&file)?,
+                false,
+            )
+            .map_err(|e| e.to_string())?;
+            records.push(info.clone());
+        }
+        let idx = scratch.path().join(format!("APKINDEX-{n}.tar.gz"));
+        pallet_index::write_index(
+            &records,
+            None,
+            ctx.key.as_ref(),
+            ctx.ro.source_date_epoch,
+            &idx,
+        )
+        .map_err(|e| format!("writing the environment's index: {e}"))?;
+        let bytes = std::fs::read(&idx).map_err(|e| format!("{}: {e}", idx.display()))?;
+        t.add_bytes(
+            &format!("{dir}/{}/APKINDEX.tar.gz", arch.apk()),
+            bytes,
+            false,
+        )
+        .map_err(|e| e.to_string())?;
+        lock.repositories.push(EnvRepo {
+            dir,
+            tag: repo.tag.clone(),
+            origin: origin(ctx, &repo.url),
+        });
+    }
+    // The lock lists packages in install order, as the worker's solver will too.
+    for &(r, p) in &picks {
+        let info = &repos[r].packages[p];
+        let n = used
+            .iter()
+            .position(|&u| u == r)
+            .expect("a used repository");
+        lock.packages.push(LockedPackage {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            checksum: info.checksum.clone().unwrap_or_default(),
+            repository: format!("env/{n}"),
+        });
+    }
+    Ok(lock)
+}
+
+/// A package file's digest, hashed once per process while the file stays the same (size,
+/// modification time, inode): the actions of one build share environments, and a compiler's
+/// is hundreds of MB.
+fn file_digest(path: &Path) -> Result<Digest, String> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::sync::{Mutex, OnceLock};
+    type Key = (PathBuf, u64, i64, i64, u64);
+    static MEMO: OnceLock<Mutex<HashMap<Key, Digest>>> = OnceLock::new();
+    let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let key = (
+        path.to_path_buf(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino(),
+    );
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(d) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(d.clone());
+    }
+    let d = digest::of_file(path).map_err(|e| e.to_string())?;
+    memo.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, d.clone());
+    Ok(d)
+}
+
+/// A repository's name in the lock, the same on every machine (see [`EnvRepo::origin`]).
+fn origin(ctx: &Ctx, url: &str) -> String {
+    if url == ctx.repos[0] {
+        return "workspace".into();
+    }
+    if pallet_repo::is_remote(url) {
+        return pallet_repo::redact(url);
+    }
+    let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
+    match rel_to(&ctx.ws.root, path) {
+        Some(rel) if !rel.is_empty() => rel,
+        _ => format!(
+            "local:{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+    }
+}
+
+/// The local file of one environment package: in its folder for a local repository (the
+/// workspace's own included), else fetched once into the cache, and kept only when its control
+/// checksum is the one the signed index gave.
+fn package_file(
+    ctx: &Ctx,
+    client: &pallet_repo::Client,
+    repo: &str,
+    arch: Arch,
+    info: &pallet_apk_types::PackageInfo,
+    checksum: &str,
+) -> Result<PathBuf, String> {
+    let url = client.rewrite(repo);
+    if !pallet_repo::is_remote(&url) {
+        return Ok(Path::new(url.strip_prefix("file://").unwrap_or(&url))
+            .join(arch.apk())
+            .join(info.file_name()));
+    }
+    let to = ctx.cache.env_package(checksum);
+    if to.is_file() {
+        return Ok(to);
+    }
+    let shown = format!(
+        "{}/{}/{}",
+        pallet_repo::redact(repo),
+        arch.apk(),
+        info.file_name()
+    );
+    let mut body = client
+        .open_package(repo, arch.apk(), &info.file_name())
+        .map_err(|e| format!("fetching {shown}: {e}"))?;
+    ctx.cache
+        .write_atomic(&to, |w| {
+            // Read and verify the package while writing it, then copy whatever follows the
+            // last section the reader needed.
+            let mut tee = Tee {
+                from: &mut body,
+                to: &mut *w,
+            };
+            let meta = pallet_apk_stream::read_apk(
+                &mut tee,
+                &pallet_apk_stream::ReadOptions::default(),
+                |_, _| Ok(()),
+            )
+            .map_err(|e| std::io::Error::other(format!("{shown}: {e}")))?;
+            std::io::copy(&mut tee, &mut std::io::sink())?;
+            if meta.identity != checksum {
+                return Err(std::io::Error::other(format!(
+                    "{shown}: its control checksum {} is not the {checksum} its signed index gives",
+                    meta.identity
+                )));
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("caching {shown}: {e}"))?;
+    Ok(to)
+}
+
+/// A reader that writes what it reads.
+struct Tee<'a, R, W> {
+    from: &'a mut R,
+    to: &'a mut W,
+}
+
+impl<R: std::io::Read, W: std::io::Write> std::io::Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.from.read(buf)?;
+        self.to.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Build recipe `i` through the remote: its packages, verified and signed here, in
@@ -769,13 +973,13 @@ pub fn build_node(spec_file: &Path, cache_dir: &Path) -> Result<Vec<PathBuf>, St
         ));
     }
     let arch = Arch::parse(&spec.arch).ok_or_else(|| format!("unknown arch {}", spec.arch))?;
-    let local = |p: &String| {
-        if p.contains("://") || Path::new(p).is_absolute() {
-            p.clone()
-        } else {
-            root.join(p).display().to_string()
-        }
+    // Everything the build reads is in the input root: a name that leaves it is refused.
+    let inside = |p: &String| -> Result<PathBuf, String> {
+        pallet_reapi::tree::segments(p)
+            .map(|_| root.join(p))
+            .map_err(|_| format!("{p} is not a path inside the input root"))
     };
+    let keyring: Vec<PathBuf> = spec.keyring.iter().map(inside).collect::<Result<_, _>>()?;
     let log = pallet_build::log::Log::to_file(&root.join(LOG)).map_err(|e| e.to_string())?;
     let mut req = pallet_build::request::RecipeRequest {
         config: root.join(&spec.recipe),
@@ -795,6 +999,19 @@ pub fn build_node(spec_file: &Path, cache_dir: &Path) -> Result<Vec<PathBuf>, St
         ));
     }
     plan.config_yaml = pallet_build::request::render(&compiled)?;
+    // The environment installs from the input root's repositories alone: the recipe's own
+    // repositories and keys (URLs, paths of the client's machine) are not read here.
+    let mut repositories = vec![];
+    if let Some(lock) = &spec.environment {
+        repositories = check_lock(&root, arch, lock, &keyring).map_err(|e| {
+            log.line(format_args!("error: {e}"));
+            e
+        })?;
+        let c = &mut plan.environment.contents;
+        c.repositories.clear();
+        c.build_repositories.clear();
+        c.keyring.clear();
+    }
     req.options = pallet_build::driver::Options {
         arch: Some(arch),
         out_dir: root.join(OUT),
@@ -807,8 +1024,8 @@ pub fn build_node(spec_file: &Path, cache_dir: &Path) -> Result<Vec<PathBuf>, St
         source_date_epoch: spec.source_date_epoch,
         namespace: spec.namespace.clone(),
         rm: true,
-        extra_repositories: spec.repositories.iter().map(local).collect(),
-        extra_keyring: spec.keyring.iter().map(local).collect(),
+        extra_repositories: repositories,
+        extra_keyring: keyring.iter().map(|k| k.display().to_string()).collect(),
         env_file: spec.env_file.clone(),
         config_source: crate::run::config_source(&spec.recipe),
         log: log.clone(),
@@ -819,6 +1036,80 @@ pub fn build_node(spec_file: &Path, cache_dir: &Path) -> Result<Vec<PathBuf>, St
         log.line(format_args!("error: {e}"));
         e.to_string()
     })
+}
+
+/// Check the lock against the input root before anything is installed: each repository's
+/// index verifies against the keyring and lists exactly the lock's packages of it (name,
+/// version and checksum), and each package file is there. The installer then refuses any
+/// file whose control checksum is not its index's, so what is installed is what the lock
+/// names. Returns the repository lines to install from.
+fn check_lock(
+    root: &Path,
+    arch: Arch,
+    lock: &EnvLock,
+    keyring: &[PathBuf],
+) -> Result<Vec<String>, String> {
+    let ring = pallet_keys::Keyring::from_paths(keyring.iter().cloned());
+    let mut lines = vec![];
+    for repo in &lock.repositories {
+        if pallet_reapi::tree::segments(&repo.dir).is_err() {
+            return Err(format!("{} is not a path inside the input root", repo.dir));
+        }
+        let dir = root.join(&repo.dir);
+        let idx = dir.join(arch.apk()).join("APKINDEX.tar.gz");
+        let index = pallet_index::read_index(&idx, Some(&ring))
+            .map_err(|e| format!("the environment's index {}: {e}", repo.dir))?;
+        let mut listed: Vec<(String, String, String)> = index
+            .packages
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.version.clone(),
+                    p.checksum.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let mut locked: Vec<(String, String, String)> = lock
+            .packages
+            .iter()
+            .filter(|p| p.repository == repo.dir)
+            .map(|p| (p.name.clone(), p.version.clone(), p.checksum.clone()))
+            .collect();
+        listed.sort();
+        locked.sort();
+        if listed != locked {
+            return Err(format!(
+                "the environment's index {} does not list exactly the packages its lock names",
+                repo.dir
+            ));
+        }
+        for (name, version, _) in &locked {
+            let f = dir.join(arch.apk()).join(format!("{name}-{version}.apk"));
+            if !f.is_file() {
+                return Err(format!(
+                    "{name}-{version}.apk of the lock is not in {}",
+                    repo.dir
+                ));
+            }
+        }
+        let path = dir.display().to_string();
+        lines.push(match &repo.tag {
+            Some(tag) => format!("@{tag} {path}"),
+            None => path,
+        });
+    }
+    if let Some(p) = lock
+        .packages
+        .iter()
+        .find(|p| !lock.repositories.iter().any(|r| r.dir == p.repository))
+    {
+        return Err(format!(
+            "{}-{} of the lock names no repository of it",
+            p.name, p.version
+        ));
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -852,6 +1143,74 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_is_taken_only_when_its_signed_index_lists_exactly_its_packages() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        std::fs::create_dir_all(root.join("env/0/x86_64")).unwrap();
+        let key = root.join("keys/user.rsa");
+        pallet_keys::generate(&key, 2048).unwrap();
+        let sk = pallet_keys::SigningKey::load(&key).unwrap();
+        let info = pallet_apk_types::PackageInfo {
+            name: "busybox".into(),
+            version: "1.36.1-r0".into(),
+            arch: "x86_64".into(),
+            checksum: Some("Q1abc=".into()),
+            ..Default::default()
+        };
+        let idx = root.join("env/0/x86_64/APKINDEX.tar.gz");
+        pallet_index::write_index(&[info], None, Some(&sk), 0, &idx).unwrap();
+        std::fs::write(root.join("env/0/x86_64/busybox-1.36.1-r0.apk"), b"x").unwrap();
+        let keyring = vec![root.join("keys/user.rsa.pub")];
+        let lock = EnvLock {
+            repositories: vec![EnvRepo {
+                dir: "env/0".into(),
+                tag: Some("main".into()),
+                origin: "https://example.test/os".into(),
+            }],
+            packages: vec![LockedPackage {
+                name: "busybox".into(),
+                version: "1.36.1-r0".into(),
+                checksum: "Q1abc=".into(),
+                repository: "env/0".into(),
+            }],
+        };
+        let arch = Arch::parse("x86_64").unwrap();
+        assert_eq!(
+            check_lock(root, arch, &lock, &keyring).unwrap(),
+            vec![format!("@main {}", root.join("env/0").display())]
+        );
+        // Another checksum than the index's, a package the index does not list, a folder
+        // outside the input root, an index no key of the keyring signed: all refused.
+        let mut other = lock.clone();
+        other.packages[0].checksum = "Q1def=".into();
+        assert!(check_lock(root, arch, &other, &keyring).is_err());
+        let mut more = lock.clone();
+        more.packages.push(LockedPackage {
+            name: "zlib".into(),
+            version: "1.3.1-r0".into(),
+            checksum: "Q1zz=".into(),
+            repository: "env/0".into(),
+        });
+        assert!(check_lock(root, arch, &more, &keyring).is_err());
+        let mut outside = lock.clone();
+        outside.repositories[0].dir = "../env/0".into();
+        assert!(check_lock(root, arch, &outside, &keyring).is_err());
+        let stranger = root.join("keys/stranger.rsa");
+        pallet_keys::generate(&stranger, 2048).unwrap();
+        let sk2 = pallet_keys::SigningKey::load(&stranger).unwrap();
+        let info = pallet_apk_types::PackageInfo {
+            name: "busybox".into(),
+            version: "1.36.1-r0".into(),
+            arch: "x86_64".into(),
+            checksum: Some("Q1abc=".into()),
+            ..Default::default()
+        };
+        pallet_index::write_index(&[info], None, Some(&sk2), 0, &idx).unwrap();
+        assert!(check_lock(root, arch, &lock, &keyring).is_err());
+    }
+
+    #[test]
     fn node_specs_round_trip_and_byte_counts_read_well() {
         let s = NodeSpec {
             pallet: "1".into(),
@@ -865,7 +1224,19 @@ mod tests {
             source_date_epoch: 7,
             namespace: "wolfi".into(),
             env_file: BTreeMap::from([("A".into(), "1".into())]),
-            repositories: vec!["repo".into(), "https://packages.wolfi.dev/os".into()],
+            environment: Some(EnvLock {
+                repositories: vec![EnvRepo {
+                    dir: "env/0".into(),
+                    tag: None,
+                    origin: "https://packages.wolfi.dev/os".into(),
+                }],
+                packages: vec![LockedPackage {
+                    name: "busybox".into(),
+                    version: "1.36.1-r0".into(),
+                    checksum: "Q1abc=".into(),
+                    repository: "env/0".into(),
+                }],
+            }),
             keyring: vec!["keys/k.rsa.pub".into()],
         };
         let j = serde_json::to_vec(&s).unwrap();

@@ -552,6 +552,21 @@ fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_b
     let want = packages(&local);
     assert_eq!(want.len(), 4, "{want:?}");
     assert_eq!(packages(&remote), want);
+    // Another checkout elsewhere with an empty cache computes the same two actions, the
+    // workspace's own libhello-dev in app's environment included: both are cache hits.
+    let second = t.path().join("elsewhere/second");
+    repo_workspace(&second, &alpine);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(local.join(f), second.join(f)).unwrap();
+    }
+    let (ok, out) = build(
+        &second,
+        &t.path().join("c3"),
+        &["--remote-executor", &bg.url()],
+    );
+    assert!(ok, "{out}\n{}", logs(&second));
+    assert_eq!(count(&out, ": cache hit, action "), 2, "{out}");
+    assert_eq!(packages(&second), want);
 }
 
 /// The blobs (not temporary files) in a worker blob cache.
@@ -616,4 +631,203 @@ fn workers_sharing_a_bounded_blob_cache_evict_it_and_still_build() {
     );
     assert_eq!(count(&out, ": executed on c, action "), 2, "{out}");
     assert!(cached_blobs(&roomy.join("cache")) > 0);
+}
+
+const ZINFO: &str = "package:\n  name: zinfo\n  version: 1.0.0\n  epoch: 0\n  description: records what its environment holds\n  copyright: [{license: MIT}]\nenvironment:\n  contents:\n    packages: [busybox, zlib]\npipeline:\n  - runs: |\n      mkdir -p ${{targets.destdir}}/usr/share/zinfo\n      ls /lib/libz.so.1 > ${{targets.destdir}}/usr/share/zinfo/found\n      cat /etc/apk/world > ${{targets.destdir}}/usr/share/zinfo/world\n";
+
+/// Two independent recipes whose environments come from the Alpine fixture served over HTTP
+/// at `url`.
+fn http_workspace(d: &Path, alpine: &Path, url: &str) {
+    fs::create_dir_all(d).unwrap();
+    let keys = keyring_yaml(&alpine.join("keys")).replace("    - ", "  - ");
+    fs::write(
+        d.join("pallet.yaml"),
+        format!("repositories: [{url}]\nkeyring:\n{keys}"),
+    )
+    .unwrap();
+    fs::write(d.join("libhello.yaml"), LIB).unwrap();
+    fs::write(d.join("zinfo.yaml"), ZINFO).unwrap();
+}
+
+/// The jobs BuildGrid's scheduler holds: a job exists once a client has called Execute, which
+/// it does only after uploading the action's inputs.
+fn jobs(bg: &BuildGrid) -> usize {
+    let o = Command::new(buildgrid_venv().join("bin/python"))
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; print(sqlite3.connect('{}').execute('select count(*) from jobs').fetchone()[0])",
+            bg.dir.join("bgd.db").display()
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// What the summary line says was uploaded, in bytes.
+fn uploaded(out: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("remote: "))
+        .unwrap_or_default();
+    let part = line
+        .rsplit("; ")
+        .next()
+        .and_then(|p| p.split(" uploaded").next())
+        .unwrap_or_default();
+    let (n, unit) = part.split_once(' ').unwrap_or(("0", "KiB"));
+    let n: f64 = n.parse().unwrap_or(f64::MAX);
+    n * if unit == "MiB" { 1048576.0 } else { 1024.0 }
+}
+
+#[test]
+fn an_environment_from_a_repository_the_worker_cannot_reach_builds_remotely_to_the_same_bytes() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let alpine = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 10) else {
+        return;
+    };
+    let server = FileServer::start(alpine.clone(), None);
+    let port = server.port;
+    let url = format!("http://127.0.0.1:{port}");
+    let local = t.path().join("local");
+    http_workspace(&local, &alpine, &url);
+    let (ok, out) = build(&local, &t.path().join("c-local"), &[]);
+    assert!(ok, "{out}\n{}", logs(&local));
+
+    // The client alone first (no worker yet): it resolves, fetches the environment from the
+    // server, uploads the inputs and asks for both actions, which then wait in the queue.
+    let remote = t.path().join("remote");
+    http_workspace(&remote, &alpine, &url);
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(local.join(f), remote.join(f)).unwrap();
+    }
+    let served_before = server
+        .full_responses
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let client = Command::new(pallet())
+        .args(["build", "--arch", "x86_64", "-j", "2", "--cache-dir"])
+        .arg(t.path().join("c-remote"))
+        .args(["--remote-executor", &bg.url()])
+        .current_dir(&remote)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while jobs(&bg) < 2 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the actions never reached the scheduler"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        server
+            .full_responses
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > served_before,
+        "the client fetched nothing from the repository"
+    );
+    // The repository goes away before any worker exists.
+    drop(server);
+    let gone = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            gone.elapsed().as_secs() < 10,
+            "the file server still answers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let w = Worker::start(&bg, &t.path().join("workers"), "w");
+    let o = client.wait_with_output().unwrap();
+    let out = text(&o);
+    eprintln!("{out}");
+    assert!(
+        o.status.success(),
+        "{out}\nworker: {}\n{}",
+        w.log(),
+        logs(&remote)
+    );
+    assert_eq!(count(&out, ": executed on w, action "), 2, "{out}");
+    let want = packages(&local);
+    assert_eq!(want.len(), 4, "{want:?}"); // libhello, libhello-dev, zinfo, the index
+    assert_eq!(packages(&remote), want, "{out}");
+
+    // The repository back (same URL), and a second checkout with one recipe changed: a new
+    // action, whose environment is already in the CAS and is not uploaded again.
+    let server = FileServer::start_on(alpine.clone(), port);
+    let third = t.path().join("third");
+    http_workspace(&third, &alpine, &url);
+    fs::write(
+        third.join("zinfo.yaml"),
+        ZINFO.replace("ls /lib", "ls -l /lib"),
+    )
+    .unwrap();
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(local.join(f), third.join(f)).unwrap();
+    }
+    let (ok, out) = build(
+        &third,
+        &t.path().join("c-third"),
+        &["--remote-executor", &bg.url()],
+    );
+    eprintln!("{out}");
+    assert!(ok, "{out}\n{}", logs(&third));
+    assert_eq!(count(&out, ": cache hit, action "), 1, "{out}");
+    assert_eq!(count(&out, ": executed on w, action "), 1, "{out}");
+    let busybox = fs::metadata(alpine.join("x86_64/busybox-1.36.1-r15.apk"))
+        .unwrap()
+        .len() as f64;
+    assert!(uploaded(&out) < busybox / 4.0, "{out}");
+    drop(server);
+}
+
+#[test]
+fn a_worker_refuses_an_environment_package_that_is_not_the_one_its_lock_names() {
+    let Some(s) = shared() else { return };
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // A copy of the fixture whose zlib file holds another (well-formed, signed) package: the
+    // index's checksum for zlib no longer matches the file.
+    let repo = t.path().join("alpine");
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(s.join("fixtures/alpine-3.19"))
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(o.success());
+    fs::copy(
+        repo.join("x86_64/yaml-0.2.5-r2.apk"),
+        repo.join("x86_64/zlib-1.3.1-r0.apk"),
+    )
+    .unwrap();
+    let Some(bg) = BuildGrid::start(&t.path().join("bgd"), 10) else {
+        return;
+    };
+    let w = Worker::start(&bg, &t.path().join("workers"), "w");
+    let ws = t.path().join("ws");
+    http_workspace(&ws, &repo, &repo.display().to_string());
+    fs::remove_file(ws.join("libhello.yaml")).unwrap();
+    let (ok, out) = build(&ws, &t.path().join("c"), &["--remote-executor", &bg.url()]);
+    assert!(!ok, "{out}");
+    let all = format!("{out}\n{}", logs(&ws));
+    // The worker says so (its log comes back as `remote:` lines), and nothing is built.
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("remote: ") && l.contains("does not match the signed index")),
+        "{all}\n{}",
+        w.log()
+    );
+    assert!(!ws.join("packages/x86_64/zinfo-1.0.0-r0.apk").exists());
 }

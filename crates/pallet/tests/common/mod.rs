@@ -117,10 +117,19 @@ pub struct FileServer {
 
 impl FileServer {
     pub fn start(root: PathBuf, basic: Option<(&str, &str)>) -> FileServer {
+        FileServer::serve(root, basic, 0)
+    }
+
+    /// A server on a given port: the same URL again after another server on it stopped.
+    pub fn start_on(root: PathBuf, port: u16) -> FileServer {
+        FileServer::serve(root, None, port)
+    }
+
+    fn serve(root: PathBuf, basic: Option<(&str, &str)>, port: u16) -> FileServer {
         use std::io::{BufRead, BufReader, Write};
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         l.set_nonblocking(true).unwrap();
         let port = l.local_addr().unwrap().port();
         let full = Arc::new(AtomicUsize::new(0));
