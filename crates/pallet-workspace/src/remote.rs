@@ -200,6 +200,10 @@ fn add_tree(t: &mut InputTree, dir: &Path, at: &str) -> Result<(), String> {
 pub(crate) struct Prepared {
     pub digest: Digest,
     pub blobs: Blobs,
+    /// Of those, the Action and Command alone: what a result shared through the cache needs
+    /// (the server checks that a result's outputs exist, never its inputs), so that sharing a
+    /// local build does not upload its whole environment.
+    pub messages: Blobs,
     /// Output paths, relative to the input root.
     pub outputs: Vec<String>,
 }
@@ -305,7 +309,7 @@ pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String
         .map(|n| format!("{OUT}/{}/{n}-{}.apk", arch.apk(), r.version))
         .collect();
     outputs.push(LOG.to_string());
-    let (d, _, _) = action::encode(
+    let (d, action_msg, command_msg) = action::encode(
         &action::Spec {
             arguments: vec!["pallet".into(), "build-node".into(), SPEC.into()],
             environment: vec![("PALLET_VERSION".into(), env!("CARGO_PKG_VERSION").into())],
@@ -320,9 +324,13 @@ pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String
         },
         &mut blobs,
     );
+    let mut messages = Blobs::new();
+    messages.add_message(&action_msg);
+    messages.add_message(&command_msg);
     Ok(Prepared {
         digest: d,
         blobs,
+        messages,
         outputs,
     })
 }
@@ -920,15 +928,8 @@ fn local_then_upload(
 /// the unsigned packages, then the ActionCache entry.
 fn upload_result(c: &Client, p: &Prepared, files: &[PathBuf]) -> Result<(), String> {
     let mut blobs = Blobs::new();
-    // The Action and Command are the two message blobs the action digest names.
-    let action_bytes = p
-        .blobs
-        .digests()
-        .into_iter()
-        .filter(|d| d.hash == p.digest.hash)
-        .count();
-    debug_assert_eq!(action_bytes, 1);
-    blobs.extend(p.blobs.clone());
+    debug_assert!(p.messages.digests().iter().any(|d| d.hash == p.digest.hash));
+    blobs.extend(p.messages.clone());
     let mut outs = vec![];
     for f in files {
         let path = p.output_of(f)?.clone();

@@ -159,6 +159,7 @@ mod tests {
         let p = Prepared {
             digest: pallet_reapi::digest::of_bytes(b"action"),
             blobs: pallet_reapi::tree::Blobs::new(),
+            messages: pallet_reapi::tree::Blobs::new(),
             outputs: vec![],
         };
         let t = tag(&p);

@@ -567,6 +567,28 @@ fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_b
     assert!(ok, "{out}\n{}", logs(&second));
     assert_eq!(count(&out, ": cache hit, action "), 2, "{out}");
     assert_eq!(packages(&second), want);
+    // A changed library shared through the cache alone: both nodes miss, build here, and
+    // share their results, which takes the Action, the Command and the outputs, not the
+    // environment (busybox and musl alone are about 900 KiB).
+    let third = t.path().join("third");
+    repo_workspace(&third, &alpine);
+    fs::write(
+        third.join("libhello.yaml"),
+        LIB.replace("hello-lib", "hello-lib2"),
+    )
+    .unwrap();
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(local.join(f), third.join(f)).unwrap();
+    }
+    let (ok, out) = build(&third, &t.path().join("c4"), &["--remote-cache", &bg.url()]);
+    eprintln!("{out}");
+    assert!(ok, "{out}\n{}", logs(&third));
+    assert_eq!(
+        count(&out, ": built here, result shared as action "),
+        2,
+        "{out}"
+    );
+    assert!(uploaded(&out) < 100.0 * 1024.0, "{out}");
 }
 
 /// The blobs (not temporary files) in a worker blob cache.
