@@ -12,6 +12,7 @@ pub mod cpio;
 pub mod docker;
 pub mod dot;
 pub mod image;
+pub mod initramfs;
 pub mod layers;
 mod ldso;
 pub mod lock;

@@ -632,7 +632,7 @@ fn cache_dir(c: &CommonArgs) -> PathBuf {
     default_cache(&c.cache_dir)
 }
 
-fn default_cache(given: &Option<PathBuf>) -> PathBuf {
+pub(crate) fn default_cache(given: &Option<PathBuf>) -> PathBuf {
     if let Some(d) = given {
         return d.clone();
     }
@@ -685,7 +685,7 @@ pub(crate) fn parse_date(s: &str) -> anyhow::Result<u64> {
 
 /// The build date: SOURCE_DATE_EPOCH, else `--build-date`, else none (the newest package's).
 /// Read here, as the library reads no environment.
-fn build_epoch(build_date: &Option<String>) -> anyhow::Result<Option<u64>> {
+pub(crate) fn build_epoch(build_date: &Option<String>) -> anyhow::Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().parse().with_context(|| {
             format!("SOURCE_DATE_EPOCH='{v}' is not a whole number of seconds")
@@ -1011,15 +1011,12 @@ fn cpio_cmd(a: CpioArgs) -> anyhow::Result<ExitCode> {
     }
     let mut opts = options(&a.common);
     opts.epoch = build_epoch(&a.build_date)?;
-    let installed = build::install(&loaded.config, arch, &opts)?;
-    let gzip = a.output.to_string_lossy().ends_with(".gz");
-    let entries = write_archive(&a.output, gzip, |w| {
-        pallet_image::cpio::write_newc(&installed.tree, w)
-    })?;
+    let w = pallet_image::initramfs::write(&loaded.config, arch, &opts, &a.output)?;
     eprintln!(
-        "wrote {} ({} packages, {entries} entries, {})",
+        "wrote {} ({} packages, {} entries, {})",
         a.output.display(),
-        installed.packages.len(),
+        w.packages,
+        w.entries,
         arch.apk()
     );
     Ok(ExitCode::SUCCESS)

@@ -329,9 +329,17 @@ pub(crate) fn check_runner(
             std::env::var("DOCKER_HOST").ok().as_deref(),
         )?)),
         // melange's variables (QEMU_KERNEL_IMAGE, QEMU_KERNEL_MODULES, ...) name the kernel.
-        Some("qemu") => Ok(Runner::Qemu(pallet_build::qemu::QemuConfig::from_vars(
-            |k| std::env::var(k).ok(),
-        ))),
+        Some("qemu") => {
+            if let Some(b) = std::env::var_os("QEMU_BASE_INITRAMFS").filter(|v| !v.is_empty()) {
+                eprintln!(
+                    "note: QEMU_BASE_INITRAMFS={} is not read: pallet's qemu runner boots the build's own environment with its own init, so it needs no base initramfs",
+                    b.to_string_lossy()
+                );
+            }
+            Ok(Runner::Qemu(pallet_build::qemu::QemuConfig::from_vars(
+                |k| std::env::var(k).ok(),
+            )))
+        }
         Some(other) => bail!("--runner {other}: unknown runner (bubblewrap, qemu or docker)"),
     }
 }
@@ -577,6 +585,8 @@ enum MelangeCommand {
     /// Get a recipe's sources (get), or turn local commits into patches (pop).
     #[command(subcommand)]
     Source(crate::melange_cmds::SourceCommand),
+    /// Build a base initramfs for the qemu runner.
+    Initramfs(crate::melange_cmds::InitramfsArgs),
     /// Print version information.
     Version(crate::melange_cmds::VersionArgs),
     /// Print a shell completion script for this command.
@@ -686,6 +696,7 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
         MelangeCommand::LicenseCheck(a) => crate::melange_cmds::license_check_cmd(a),
         MelangeCommand::Source(c) => crate::melange_cmds::source_cmd(c),
         MelangeCommand::Version(a) => crate::melange_cmds::version_cmd(a),
+        MelangeCommand::Initramfs(a) => crate::melange_cmds::initramfs_cmd(a),
         MelangeCommand::Build(a) => build_cmd(*a),
         MelangeCommand::Compile(a) => compile_cmd(*a),
         MelangeCommand::Lint(a) => lint_cmd(a),

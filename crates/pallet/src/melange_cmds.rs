@@ -509,3 +509,79 @@ pub fn version_cmd(a: VersionArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+#[command(
+    about = "Build a base initramfs for the qemu runner",
+    long_about = "Build a base initramfs: the init package and any extra packages, installed for one architecture without running their scripts, written as a newc cpio archive (gzip-compressed when the name ends in .gz). melange's qemu runner reads it from QEMU_BASE_INITRAMFS; pallet's qemu runner packs each build's own environment as its guest instead, so it does not read one.",
+    after_help = "Examples:\n  melange initramfs --arch x86_64 --output ./initramfs.cpio\n  melange initramfs --arch aarch64 -o custom.cpio --init-package my-init -r https://my.repo.dev/packages -k https://my.repo.dev/key.rsa.pub\n  melange initramfs --arch x86_64 -o i.cpio -r ./packages -k melange.rsa.pub --init-package busybox -p alpine-baselayout --offline"
+)]
+pub struct InitramfsArgs {
+    /// Where to write the archive.
+    #[arg(short = 'o', long, required = true)]
+    output: PathBuf,
+    /// The architecture (x86_64, aarch64, ...).
+    #[arg(long, required = true)]
+    arch: String,
+    /// The package that provides /init.
+    #[arg(long, default_value = pallet_image::initramfs::MELANGE_INIT_PACKAGE)]
+    init_package: String,
+    /// Repositories to install from (comma lists too).
+    #[arg(short = 'r', long, value_delimiter = ',', default_value = pallet_image::initramfs::MELANGE_INIT_REPOSITORY)]
+    repository: Vec<String>,
+    /// More packages to include (comma lists too).
+    #[arg(short = 'p', long, value_delimiter = ',')]
+    package: Vec<String>,
+    /// Keys for the repositories' signatures (paths or URLs); without one, keys are
+    /// discovered as apko does.
+    #[arg(short = 'k', long, value_delimiter = ',')]
+    keyring: Vec<String>,
+    /// Package cache (default: $XDG_CACHE_HOME/pallet or ~/.cache/pallet).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Never use the network: indexes, keys and packages from the cache or local folders.
+    #[arg(long)]
+    offline: bool,
+}
+
+pub fn initramfs_cmd(a: InitramfsArgs) -> anyhow::Result<ExitCode> {
+    let arch = Arch::parse(&a.arch).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--arch {}: not an architecture (e.g. x86_64, aarch64)",
+            a.arch
+        )
+    })?;
+    let cfg = pallet_image::initramfs::melange_configuration(
+        &a.init_package,
+        &a.package,
+        &a.repository,
+        &a.keyring,
+    );
+    let opts = pallet_image::build::BuildOptions {
+        cache_dir: crate::image_cmds::default_cache(&a.cache_dir),
+        epoch: crate::image_cmds::build_epoch(&None)?,
+        offline: a.offline,
+        level: pallet_image::layers::DEFAULT_LEVEL,
+        ..Default::default()
+    };
+    eprintln!(
+        "generating a base initramfs for {}: {} from {}",
+        arch.apk(),
+        cfg.contents.packages.join(", "),
+        a.repository
+            .iter()
+            .map(|r| pallet_repo::redact(r))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let w = pallet_image::initramfs::write(&cfg, arch, &opts, &a.output)
+        .with_context(|| format!("generating the initramfs {}", a.output.display()))?;
+    eprintln!(
+        "wrote {} ({} packages, {} entries); melange's qemu runner takes it as QEMU_BASE_INITRAMFS={} (pallet's qemu runner boots each build's own environment instead)",
+        a.output.display(),
+        w.packages,
+        w.entries,
+        a.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

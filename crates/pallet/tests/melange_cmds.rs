@@ -799,3 +799,167 @@ fn scan_agrees_with_packages_melange_built() {
         "{s}"
     );
 }
+
+/// `melange initramfs`: the init package and the extra packages from the named repositories
+/// and keys, as a newc archive whose `/init` the kernel runs: the archive is booted in qemu
+/// with Debian's kernel and the init prints its line.
+#[test]
+fn initramfs_boots_with_its_init() {
+    let Some(s) = shared() else {
+        eprintln!("SKIPPED: no ../shared/fixtures");
+        return;
+    };
+    let alpine = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // An init package of our own, in a signed local repository beside Alpine's.
+    fs::create_dir_all(d.join("root")).unwrap();
+    fs::write(
+        d.join("root/init"),
+        "#!/bin/sh\nmount -t proc proc /proc\necho PALLET-INITRAMFS-OK\npoweroff -f\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(d.join("root/init"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(d.join("repo/x86_64")).unwrap();
+    let apk = "repo/x86_64/test-init-1-r0.apk";
+    for args in [
+        &[
+            "mkpkg",
+            "--info",
+            "name=test-init",
+            "--info",
+            "version=1-r0",
+            "--info",
+            "arch=x86_64",
+            "--info",
+            "depend=busybox",
+            "--files",
+            "root",
+            "-o",
+            apk,
+        ][..],
+        &["keygen", "k.rsa"][..],
+        &[
+            "index",
+            "-o",
+            "repo/x86_64/APKINDEX.tar.gz",
+            "--signing-key",
+            "k.rsa",
+            apk,
+        ][..],
+    ] {
+        let o = run(args, d, &[]);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let mut keys: Vec<String> = fs::read_dir(alpine.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    keys.push("k.rsa.pub".into());
+    let repos = format!("{},./repo", alpine.display());
+    let keys = keys.join(",");
+    let initramfs = |out: &str| {
+        run_melange(
+            d,
+            &[
+                "initramfs",
+                "--arch",
+                "x86_64",
+                "-o",
+                out,
+                "-r",
+                &repos,
+                "-k",
+                &keys,
+                "--init-package",
+                "test-init",
+                "-p",
+                "alpine-baselayout-data",
+                "--cache-dir",
+                "cache",
+                "--offline",
+            ],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        )
+    };
+    let o = initramfs("i.cpio");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("QEMU_BASE_INITRAMFS=i.cpio"),
+        "{}",
+        text(&o)
+    );
+    let o = initramfs("i.cpio.gz");
+    assert!(o.status.success(), "{}", text(&o));
+    // The same archive, gzip-compressed; the same bytes again from the same inputs.
+    let raw = fs::read(d.join("i.cpio")).unwrap();
+    let mut unzipped = vec![];
+    use std::io::Read as _;
+    flate2::read::GzDecoder::new(fs::File::open(d.join("i.cpio.gz")).unwrap())
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(raw, unzipped);
+    assert!(initramfs("again.cpio").status.success());
+    assert_eq!(fs::read(d.join("again.cpio")).unwrap(), raw);
+    let names = String::from_utf8_lossy(&raw).into_owned();
+    for want in ["init\0", "bin/busybox\0", "etc/nsswitch.conf\0"] {
+        assert!(names.contains(want), "no {want} in the archive");
+    }
+    // Bad input says what to do.
+    let o = run_melange(d, &["initramfs", "-o", "x.cpio"], &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("--arch"),
+        "{}",
+        text(&o)
+    );
+    let o = run_melange(d, &["initramfs", "--arch", "vax", "-o", "x.cpio"], &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("not an architecture"),
+        "{}",
+        text(&o)
+    );
+    assert!(!d.join("x.cpio").exists());
+
+    // The kernel unpacks it and runs its /init.
+    let Some(kernel) = qemu_kernel() else {
+        eprintln!("SKIPPED part: no kernel to boot the initramfs with");
+        return;
+    };
+    let o = std::process::Command::new("timeout")
+        .args([
+            "300",
+            "qemu-system-x86_64",
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+        ])
+        .args([
+            "-no-reboot",
+            "-M",
+            "q35,accel=tcg",
+            "-cpu",
+            "Haswell-v4",
+            "-m",
+            "512",
+        ])
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(d.join("i.cpio.gz"))
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 quiet",
+            "-serial",
+            "stdio",
+        ])
+        .args(["-monitor", "none"])
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        console.contains("PALLET-INITRAMFS-OK"),
+        "{console}\n{}",
+        text(&o)
+    );
+}
