@@ -13,6 +13,7 @@ use pallet_image::config::Arch;
 
 #[derive(Args, Clone)]
 #[command(
+    next_line_help = true,
     after_help = "Examples:\n  pallet pkg build hello.yaml --signing-key melange.rsa --out-dir packages\n  pallet pkg build --bootstrap examples/hello-c/melange.yaml --source-dir examples/hello-c --signing-key melange.rsa\n  melange build hello.yaml --arch x86_64 --repository-append ./packages --keyring-append melange.rsa.pub\n  melange build hello.yaml --env-file build-x86_64.env --env-file build-common.env --namespace wolfi --license Apache-2.0 --git-repo-url https://github.com/wolfi-dev/os"
 )]
 pub struct BuildArgs {
@@ -754,6 +755,7 @@ pub fn melange_face(args: &[std::ffi::OsString]) -> anyhow::Result<ExitCode> {
 
 #[derive(Args, Clone)]
 #[command(
+    next_line_help = true,
     after_help = "Takes every flag of build. The ones that shape the configuration apply as in melange: --arch, --pipeline-dir(s), --vars-file, --build-option, --env-file (under environment.environment), --git-commit (for a missing package.commit), --cpu, --cpumodel, --memory, --disk and --timeout (package.resources and package.timeout). The others only matter to a build; compile says in one line which of them it leaves unused.\n\nExamples:\n  pallet pkg compile hello.yaml --arch aarch64\n  pallet pkg compile openssl.yaml --pipeline-dir ./pipelines --yaml\n  melange compile --arch x86_64 --env-file build-x86_64.env --pipeline-dir ./pipelines openssl.yaml"
 )]
 pub struct CompileArgs {
