@@ -159,10 +159,10 @@ pub fn keyring(
             eprintln!("warning: {w}");
         }
         for k in found.keys {
-            if let Some(name) = k.file_name()
+            if let Some(name) = k.path.file_name()
                 && !taken(name, &all)
             {
-                all.push(k);
+                all.push(k.path);
             }
         }
     }

@@ -105,10 +105,30 @@ pub fn generate(
         let content = std::fs::read_to_string(path)
             .map_err(|e| BuildError::Config(format!("keyring {k}: {e}")))?;
         keys.push(LockKey {
-            name: k.clone(),
+            name: strip_scheme(k).to_string(),
             url: k.clone(),
             content,
         });
+    }
+    // As apko's lock: the keys discovery finds for each repository and architecture are
+    // recorded too, with their content, so that a consumer of the lock need not discover
+    // (or fetch a rotated key) again. Problems were already reported by the resolve below.
+    for line in crate::build::repository_lines(cfg, opts) {
+        let (_, url) = crate::build::parse_repo(&line);
+        for arch in archs {
+            for k in client.discover_keys(&url, arch.apk()).keys {
+                if keys.iter().any(|have| have.url == k.url) {
+                    continue;
+                }
+                let content = std::fs::read_to_string(&k.path)
+                    .map_err(|e| BuildError::Config(format!("discovered key {}: {e}", k.url)))?;
+                keys.push(LockKey {
+                    name: strip_scheme(&k.url).to_string(),
+                    url: k.url,
+                    content,
+                });
+            }
+        }
     }
     keys.sort_by(|a, b| a.name.cmp(&b.name));
     contents.keyring = keys;

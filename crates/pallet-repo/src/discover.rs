@@ -30,8 +30,17 @@ const MAX_DOC_BYTES: u64 = 4 << 20;
 /// best effort, as in apko: a repository whose keys are missing fails at its index instead).
 #[derive(Debug, Default)]
 pub struct Discovered {
-    pub keys: Vec<PathBuf>,
+    pub keys: Vec<DiscoveredKey>,
     pub warnings: Vec<String>,
+}
+
+/// One discovered key: the cached file, and the URL apko names it by in a lock file (the
+/// key's own URL from `releases.json`, or the repository's URL plus the key's file name for
+/// Chainguard-style discovery), without credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveredKey {
+    pub path: PathBuf,
+    pub url: String,
 }
 
 /// The Alpine release branch a repository URL names, under apko's rule
@@ -48,13 +57,13 @@ pub fn alpine_branch(repo: &str) -> Option<&str> {
 }
 
 /// Successful lookups of this process, so a multi-arch build asks each server once.
-static MEMO: Mutex<BTreeMap<String, Vec<PathBuf>>> = Mutex::new(BTreeMap::new());
+static MEMO: Mutex<BTreeMap<String, Vec<DiscoveredKey>>> = Mutex::new(BTreeMap::new());
 
-fn memo_get(key: &str) -> Option<Vec<PathBuf>> {
+fn memo_get(key: &str) -> Option<Vec<DiscoveredKey>> {
     MEMO.lock().ok()?.get(key).cloned()
 }
 
-fn memo_put(key: String, v: &[PathBuf]) {
+fn memo_put(key: String, v: &[DiscoveredKey]) {
     if let Ok(mut m) = MEMO.lock() {
         m.insert(key, v.to_vec());
     }
@@ -211,7 +220,7 @@ impl Client {
 
     /// Alpine's keys for `branch` (`v3.19`) and `arch`, fetched into the cache by URL; none
     /// when `releases.json` does not list the branch or has no keys for the architecture.
-    pub fn alpine_keys(&self, branch: &str, arch: &str) -> Result<Vec<PathBuf>, RepoError> {
+    pub fn alpine_keys(&self, branch: &str, arch: &str) -> Result<Vec<DiscoveredKey>, RepoError> {
         let memo = format!("alpine {} {branch} {arch}", self.cache_dir.display());
         if let Some(v) = memo_get(&memo) {
             return Ok(v);
@@ -225,7 +234,10 @@ impl Client {
             })?;
         let mut out = vec![];
         for u in urls.unwrap_or_default() {
-            out.push(self.key(&u)?);
+            out.push(DiscoveredKey {
+                path: self.key(&u)?,
+                url: crate::redact(&u),
+            });
         }
         memo_put(memo, &out);
         Ok(out)
@@ -235,7 +247,10 @@ impl Client {
     /// whose RSA keys are written into the cache as `<kid>.rsa.pub`. A repository without the
     /// document (404) has no keys to offer. Returns the key files and the JWKS entries that
     /// were skipped (other key types, unusable `kid`s).
-    pub fn chainguard_keys(&self, repo: &str) -> Result<(Vec<PathBuf>, Vec<String>), RepoError> {
+    pub fn chainguard_keys(
+        &self,
+        repo: &str,
+    ) -> Result<(Vec<DiscoveredKey>, Vec<String>), RepoError> {
         let base = self.rewrite(repo).trim_end_matches('/').to_string();
         let doc_url = format!("{base}/apk-configuration");
         let clean = parse_url(&doc_url).clean;
@@ -284,10 +299,14 @@ impl Client {
             .join("keys-v1")
             .join(format!("jwks-{}", url_key(&jwks_clean)));
         let mut out = vec![];
+        let shown = crate::redact(repo);
         for (name, pem) in keys {
             let path = dir.join(&name);
             write_if_changed(&path, pem.as_bytes())?;
-            out.push(path);
+            out.push(DiscoveredKey {
+                path,
+                url: format!("{}/{name}", shown.trim_end_matches('/')),
+            });
         }
         memo_put(memo, &out);
         Ok((out, skipped))
@@ -388,7 +407,7 @@ pub fn install_keys(client: &Client, root: &Path) -> Result<InstalledKeys, RepoE
                     r.notes
                         .push(format!("{shown}: offers no keys (no apk-configuration)"));
                 }
-                for k in keys {
+                for DiscoveredKey { path: k, .. } in keys {
                     let name = k.file_name().expect("key files have names");
                     let data = std::fs::read(&k).map_err(|source| RepoError::Io {
                         path: k.clone(),

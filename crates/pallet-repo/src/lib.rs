@@ -12,7 +12,9 @@ use base64::Engine as _;
 use sha2::Digest as _;
 
 mod discover;
-pub use discover::{ALPINE_RELEASES_URL, Discovered, InstalledKeys, alpine_branch, install_keys};
+pub use discover::{
+    ALPINE_RELEASES_URL, Discovered, DiscoveredKey, InstalledKeys, alpine_branch, install_keys,
+};
 
 /// The largest index accepted from a server. Wolfi's, the largest real one, is about 20 MiB
 /// compressed; anything far past that is a broken or hostile server filling the disk.

@@ -281,6 +281,24 @@ fn chainguard_discovery_and_install_keys() {
         text(&o)
     );
     assert!(text(&o).contains("skipped key \"ec-key\""), "{}", text(&o));
+    // The lock records the discovered keys, with their content, as apko's does.
+    let o = apko(d, &["lock", cfg.to_str().unwrap(), "--cache-dir", "cache"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lock: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("c.lock.json")).unwrap()).unwrap();
+    let locked = lock["contents"]["keyring"].as_array().unwrap();
+    assert_eq!(locked.len(), fixture_keys(&a).len(), "{lock}");
+    for k in fixture_keys(&a) {
+        let name = k.file_name().unwrap().to_string_lossy().into_owned();
+        let url = format!("{repo}/{name}");
+        let e = locked
+            .iter()
+            .find(|e| e["url"] == url.as_str())
+            .unwrap_or_else(|| panic!("{url} not in {lock}"));
+        assert_eq!(e["name"], url.trim_start_matches("http://"));
+        let pem = e["content"].as_str().unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
+    }
     // Without discovery (a plain local copy of the same repository) the index is untrusted.
     let cfg2 = config(d, "local.yaml", &a.display().to_string(), "", "busybox");
     let o = apko(
