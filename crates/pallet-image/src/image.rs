@@ -286,6 +286,12 @@ pub fn build_image(
     log: &dyn Fn(&str),
 ) -> Result<BuiltImage, ImageError> {
     crate::timing::mark("build_image start");
+    // An unknown SBOM format is refused before any work, not after the build.
+    for fmt in &req.sbom_formats {
+        if fmt != "spdx" && fmt != "cyclonedx" {
+            return Err(ImageError::SbomFormat(fmt.clone()));
+        }
+    }
     let config_path = &req.config_path;
     let mut loaded = load_config(config_path, &req.include_paths, log)?;
     // apko's --vcs (on by default): the checkout holding the configuration names the source.
@@ -404,11 +410,6 @@ fn sboms(
     index: &Blob,
     created: u64,
 ) -> Result<Vec<(String, Value)>, ImageError> {
-    for fmt in &req.sbom_formats {
-        if fmt != "spdx" && fmt != "cyclonedx" {
-            return Err(ImageError::SbomFormat(fmt.clone()));
-        }
-    }
     let spdx = req.sbom_formats.iter().any(|x| x == "spdx");
     let cdx = req.sbom_formats.iter().any(|x| x == "cyclonedx");
     let date = build::rfc3339(created);

@@ -783,6 +783,26 @@ fn flags_that_do_not_apply_say_so() {
         err.contains("note: -k/--keyring-append, -r/--repository-append, --offline change how an image is built"),
         "{err}"
     );
+    // An unknown SBOM format is refused before anything is built or written.
+    let o = apko(
+        d,
+        &[
+            "build",
+            "c.yaml",
+            "x:1",
+            "out.tar",
+            "--cache-dir",
+            "cache-sbom",
+            "--sbom-formats",
+            "spdx,bogus",
+        ],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("--sbom-formats: unknown format 'bogus'"),
+        "{}",
+        text(&o)
+    );
+    assert!(!d.join("out.tar").exists() && !d.join("cache-sbom").exists());
     let dot = apko(d, &["dot", "c.yaml", "--cache-dir", "cache", "-e", "x.dev"]);
     assert!(dot.status.success(), "{}", text(&dot));
     assert!(
