@@ -820,10 +820,9 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
         for l in lines {
             eprintln!("{l}");
         }
-        eprintln!("loaded {local}");
-        for t in &a.tags {
-            println!("{t}");
-        }
+        eprintln!("loaded {local}, tagged {}", a.tags.join(", "));
+        // As apko: stdout names the local image it loaded.
+        println!("{local}");
         return Ok(ExitCode::SUCCESS);
     }
     // apko keeps SBOMs only when --sbom-path is set; pallet also attaches them as referrers.
@@ -848,12 +847,15 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
         first_repo
             .entry(r.registry.clone())
             .or_insert_with(|| r.repository.clone());
-        let base = format!("{}/{}", r.registry, r.repository);
-        for (arch, digest) in &pushed.images {
-            refs.push((format!("{base}@{digest}"), Some(arch.clone())));
+        // apko's --image-refs names the first tag's repository only: its images, then its
+        // index, each by digest.
+        if refs.is_empty() {
+            let base = format!("{}/{}", r.registry, r.repository);
+            for (_, digest) in &pushed.images {
+                refs.push(format!("{base}@{digest}"));
+            }
+            refs.push(format!("{base}@{}", b.index_digest()));
         }
-        println!("{t}@{}", b.index_digest());
-        refs.push((format!("{t}@{}", b.index_digest()), None));
         let s = &client.stats;
         eprintln!(
             "pushed {t}: {} blobs uploaded, {} already there, {} mounted, {} manifests; SBOMs as {}",
@@ -870,11 +872,16 @@ fn publish_cmd(a: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = &a.image_refs {
         let mut text = String::new();
-        for (r, _) in &refs {
+        for r in &refs {
             text.push_str(r);
             text.push('\n');
         }
         pallet_keys::write_atomic(p, text.as_bytes(), 0o644)?;
+    }
+    // As apko: one line on stdout, the first tag's repository at the index digest, so that
+    // `--image=$(apko publish …)` works whatever the number of tags.
+    if let Some(index_ref) = refs.last() {
+        println!("{index_ref}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -89,7 +89,15 @@ fn docker_loads_runs_and_inspects_pallet_images() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("apko.local/cache:"), "{}", text(&o));
+    // stdout, as apko's, names the local image it loaded.
+    let local = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(local.starts_with("apko.local/cache:"), "{}", text(&o));
+    let o = daemon.docker(&["run", "--rm", "--network", "none", &local]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("boo from 10000"),
+        "{}",
+        text(&o)
+    );
     let o = daemon.docker(&["run", "--rm", "--network", "none", "local-test:1"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("boo from 10000"));

@@ -146,9 +146,21 @@ fn publish_pull_run_and_push_nothing_twice() {
         local,
         "registry index differs from a local build"
     );
-    assert!(out.contains(&format!("{r}@sha256:{remote}")), "{out}");
+    // As apko: one line, the first tag's repository at the index digest.
+    assert_eq!(
+        out,
+        format!("127.0.0.1:{}/team/app@sha256:{remote}\n", reg.port),
+        "{out}"
+    );
+    // --image-refs: the first repository's image, then its index, by digest.
     let refs = fs::read_to_string(d.join("refs.txt")).unwrap();
-    assert!(refs.lines().count() >= 3, "{refs}");
+    let lines: Vec<&str> = refs.lines().collect();
+    assert_eq!(lines.len(), 2, "{refs}");
+    assert!(
+        lines[0].starts_with(&format!("127.0.0.1:{}/team/app@sha256:", reg.port)),
+        "{refs}"
+    );
+    assert_eq!(lines[1], out.trim_end(), "{refs}");
     // The SBOM is attached through the sha256-<digest> referrers tag (docker-registry 2.8 has
     // no referrers API).
     let idx: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
