@@ -16,6 +16,15 @@ use crate::config::{Arch, ImageConfiguration};
 use crate::oci::{self, ArchImage, Blob};
 use crate::resolve::{self, Repo};
 
+mod accounts;
+mod keyring;
+mod paths;
+
+use accounts::accounts;
+pub use keyring::{keyring, keyring_files};
+pub(crate) use keyring::{parse_repo, repository_lines};
+use paths::paths;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("{0}")]
@@ -94,97 +103,6 @@ pub struct ArchResult {
 }
 
 /// A repository line: optional `@tag `, then a path or `file://` URL.
-pub(crate) fn parse_repo(line: &str) -> (Option<String>, String) {
-    let line = line.trim();
-    if let Some(rest) = line.strip_prefix('@')
-        && let Some((tag, url)) = rest.split_once(char::is_whitespace)
-    {
-        return (
-            Some(tag.to_string()),
-            url.trim().trim_end_matches('/').to_string(),
-        );
-    }
-    (None, line.trim_end_matches('/').to_string())
-}
-
-/// The local files of the configured keys (`contents.keyring` and `--keyring-append`): paths
-/// as given, URLs fetched into the cache (or taken from it offline).
-pub fn keyring_files(
-    cfg: &ImageConfiguration,
-    opts: &BuildOptions,
-) -> Result<Vec<PathBuf>, BuildError> {
-    let client = opts.client();
-    let mut out = vec![];
-    for k in cfg.contents.keyring.iter().chain(&opts.extra_keyring) {
-        let path = client
-            .key(k)
-            .map_err(|e| BuildError::Config(format!("keyring {e}")))?;
-        if !path.exists() {
-            return Err(BuildError::Config(format!(
-                "keyring file {} does not exist (contents.keyring or --keyring-append)",
-                path.display()
-            )));
-        }
-        out.push(path);
-    }
-    Ok(out)
-}
-
-/// The keyring of one architecture: the configured keys, plus what key discovery finds for
-/// the build's repositories (apko's Alpine `releases.json` and Chainguard `apk-configuration`
-/// discovery, see [`pallet_repo::Client::discover_keys`]). A configured key wins over a
-/// discovered one of the same file name. Discovery is best effort: its problems are printed
-/// as warnings, and a repository still lacking its key fails when its index is verified.
-pub fn keyring(
-    cfg: &ImageConfiguration,
-    arch: Arch,
-    opts: &BuildOptions,
-) -> Result<Keyring, BuildError> {
-    let configured = keyring_files(cfg, opts)?;
-    let client = opts.client();
-    let taken = |name: &std::ffi::OsStr, have: &[PathBuf]| {
-        have.iter().any(|p| {
-            if p.is_dir() {
-                p.join(name).is_file()
-            } else {
-                p.file_name() == Some(name)
-            }
-        })
-    };
-    let mut all = configured;
-    for line in repository_lines(cfg, opts) {
-        let (_, url) = parse_repo(&line);
-        let found = client.discover_keys(&url, arch.apk());
-        for w in &found.warnings {
-            eprintln!("warning: {w}");
-        }
-        for k in found.keys {
-            if let Some(name) = k.path.file_name()
-                && !taken(name, &all)
-            {
-                all.push(k.path);
-            }
-        }
-    }
-    Ok(Keyring::from_paths(all))
-}
-
-/// The repository lines a build reads indexes from: build repositories, repositories, then
-/// `-r` and `-b`, without repeats next to each other.
-pub(crate) fn repository_lines(cfg: &ImageConfiguration, opts: &BuildOptions) -> Vec<String> {
-    let mut lines: Vec<String> = cfg
-        .contents
-        .build_repositories
-        .iter()
-        .chain(&cfg.contents.repositories)
-        .chain(&opts.extra_repositories)
-        .chain(&opts.extra_build_repositories)
-        .cloned()
-        .collect();
-    lines.dedup();
-    lines
-}
-
 /// The repositories read, the packages chosen from them in install order, the keyring, and
 /// the world asked for.
 pub type Resolved = (Vec<Repo>, Vec<resolve::Pick>, Keyring, Vec<Dependency>);
@@ -1184,151 +1102,6 @@ fn services(tree: &mut Tree, cfg: &ImageConfiguration) {
             Node::file(format!("#!/bin/execlineb\n{cmd}\n").into_bytes(), 0o755, 0),
         );
     }
-}
-
-fn accounts(tree: &mut Tree, cfg: &ImageConfiguration, epoch: u64) -> Result<(), BuildError> {
-    let read = |tree: &Tree, p: &str| {
-        String::from_utf8_lossy(&tree.read(p).ok().flatten().unwrap_or_default()).into_owned()
-    };
-    let Some(acc) = &cfg.accounts else {
-        if tree.get("etc/passwd").is_none() {
-            file(tree, "etc/passwd", vec![], 0o644, 0);
-        }
-        return Ok(());
-    };
-    let mut passwd = read(tree, "etc/passwd");
-    let mut shadow = read(tree, "etc/shadow");
-    for u in &acc.users {
-        if !passwd.is_empty() && !passwd.ends_with('\n') {
-            passwd.push('\n');
-        }
-        let home = u
-            .homedir
-            .clone()
-            .unwrap_or_else(|| format!("/home/{}", u.username));
-        let shell = u.shell.clone().unwrap_or_else(|| "/bin/sh".into());
-        passwd.push_str(&format!(
-            "{}:x:{}:{}:Account created by apko:{}:{}\n",
-            u.username,
-            u.uid,
-            u.gid.unwrap_or(u.uid),
-            home,
-            shell
-        ));
-        if !shadow.is_empty() && !shadow.ends_with('\n') {
-            shadow.push('\n');
-        }
-        shadow.push_str(&format!("{}:!:::::::\n", u.username));
-    }
-    file(tree, "etc/passwd", passwd.clone().into_bytes(), 0o644, 0);
-    if !acc.users.is_empty() {
-        file(tree, "etc/shadow", shadow.into_bytes(), 0o640, 0);
-    }
-    if !acc.groups.is_empty() {
-        let mut group = read(tree, "etc/group");
-        for g in &acc.groups {
-            if !group.is_empty() && !group.ends_with('\n') {
-                group.push('\n');
-            }
-            group.push_str(&format!(
-                "{}:x:{}:{}\n",
-                g.groupname,
-                g.gid,
-                g.members.join(",")
-            ));
-        }
-        file(tree, "etc/group", group.into_bytes(), 0o644, 0);
-    }
-    // Home folders of every account that lacks one (mode 0700, owned by the user).
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 7 {
-            continue;
-        }
-        let home = f[5].trim_start_matches('/');
-        if home.is_empty() || f[5] == "/dev/null" || tree.get(home).is_some() {
-            continue;
-        }
-        let (uid, gid) = (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0));
-        if let Some((parent, _)) = home.rsplit_once('/') {
-            tree.mkdir_all(parent, 0o755, epoch);
-        }
-        tree.put(
-            home,
-            Node {
-                uid,
-                gid,
-                ..Node::dir(0o700, 0)
-            },
-        );
-    }
-    Ok(())
-}
-
-fn paths(tree: &mut Tree, cfg: &ImageConfiguration) -> Result<(), BuildError> {
-    for p in &cfg.paths {
-        let path = p.path.trim_start_matches('/').to_string();
-        let mode = p.permissions.unwrap_or(0);
-        match p.kind.as_str() {
-            "directory" => {
-                tree.mkdir_all(&path, 0o755, 0);
-            }
-            "empty-file" => {
-                file(tree, &path, vec![], 0o644, 0);
-            }
-            "symlink" => {
-                if tree.get(&path).is_some() {
-                    return Err(BuildError::Config(format!(
-                        "paths: {}: already exists",
-                        p.path
-                    )));
-                }
-                if let Some((dir, _)) = path.rsplit_once('/') {
-                    tree.mkdir_all(dir, 0o755, 0);
-                }
-                tree.put(&path, Node::symlink(p.source.as_deref().unwrap_or(""), 0));
-                // A symlink's own mode is meaningless; apko does not chmod the target.
-                continue;
-            }
-            "hardlink" => {
-                let src = p.source.as_deref().unwrap_or("").trim_start_matches('/');
-                let node = tree.get(src).cloned().ok_or_else(|| {
-                    BuildError::Config(format!("paths: {}: source {src} does not exist", p.path))
-                })?;
-                tree.put(&path, node);
-            }
-            _ => {}
-        }
-        // Permissions apply where the entry really is (`/lib/x` is `usr/lib/x` with a
-        // usr-merged `/lib`).
-        let path = tree.real_path(&path).unwrap_or(path);
-        let targets: Vec<String> = if p.recursive {
-            tree.nodes
-                .keys()
-                .filter(|k| **k == path || k.starts_with(&format!("{path}/")))
-                .cloned()
-                .collect()
-        } else {
-            vec![path.clone()]
-        };
-        for t in targets {
-            let Some(n) = tree.nodes.get_mut(&t) else {
-                return Err(BuildError::Config(format!(
-                    "paths: {}: does not exist",
-                    p.path
-                )));
-            };
-            if n.kind == Kind::Symlink {
-                continue;
-            }
-            n.mode = mode;
-            if p.uid.is_some() || p.gid.is_some() {
-                n.uid = p.uid.unwrap_or(0);
-                n.gid = p.gid.unwrap_or(0);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Content of a file in the tree (for SBOM discovery of packages' own SPDX files).
