@@ -13,6 +13,8 @@ pub struct CleanReport {
     pub bytes: u64,
     /// Entries (files, links, folders) below the cache folder.
     pub entries: u64,
+    /// The folder did not exist: nothing to clean.
+    pub missing: bool,
 }
 
 /// Sizes up `dir` and, unless `dry_run`, removes everything in it (the folder itself stays).
@@ -20,7 +22,12 @@ pub struct CleanReport {
 pub fn clean_cache(dir: &Path, dry_run: bool) -> io::Result<CleanReport> {
     let meta = match fs::symlink_metadata(dir) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CleanReport::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(CleanReport {
+                missing: true,
+                ..Default::default()
+            });
+        }
         Err(e) => return Err(e),
     };
     if !meta.is_dir() {

@@ -475,12 +475,12 @@ fn clean_cmd(a: CleanArgs) -> anyhow::Result<ExitCode> {
     let dir = default_cache(&a.cache_dir);
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     eprintln!("Cleaning cache directory: {}", dir.display());
-    if !dir.exists() && !dir.is_symlink() {
+    let r = pallet_image::clean::clean_cache(&dir, a.dry_run)
+        .with_context(|| format!("cleaning the cache {}", dir.display()))?;
+    if r.missing {
         eprintln!("Cache directory does not exist, nothing to clean");
         return Ok(ExitCode::SUCCESS);
     }
-    let r = pallet_image::clean::clean_cache(&dir, a.dry_run)
-        .with_context(|| format!("cleaning the cache {}", dir.display()))?;
     eprintln!(
         "Cache size: {} ({} entries)",
         pallet_image::clean::human_bytes(r.bytes),
