@@ -109,8 +109,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         assert_eq!(
             clean_cache(&t.path().join("none"), false).unwrap(),
-            CleanReport::default()
+            CleanReport {
+                missing: true,
+                ..Default::default()
+            }
         );
+        assert!(!clean_cache(t.path(), true).unwrap().missing);
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KB");
         assert_eq!(human_bytes(2 * 1024 * 1024), "2.0 MB");
