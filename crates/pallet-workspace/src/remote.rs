@@ -20,6 +20,13 @@
 //!   every machine computes the same one;
 //! - its **outputs** are the unsigned packages `out/ARCH/NAME-VERSION.apk` and the build log.
 //!
+//! That Action's digest needs the SHA-256 of every environment package, and so the files. Its
+//! results are therefore looked up, and kept, under a second digest that needs no file: the
+//! node's **lookup action** ([`lookup`]), whose Command names the content key and the recipe's
+//! path and whose input root is empty. A lookup that hits downloads only the result; on a miss
+//! the full Action is made and executed (or the node built here), and the verified result is
+//! written under the lookup action for the next client. The registry cache is tagged by it too.
+//!
 //! Results are never trusted: every blob is checked against its digest as it is read, every
 //! package must be a well-formed APK (checksums of each section and file) of one of the
 //! recipe's packages at the recipe's version and arch, and only then is it signed here with
@@ -303,12 +310,7 @@ pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String
     )
     .map_err(|e| format!("{SPEC}: {e}"))?;
     let (root, mut blobs) = t.build();
-    let mut outputs: Vec<String> = r
-        .outputs
-        .iter()
-        .map(|n| format!("{OUT}/{}/{n}-{}.apk", arch.apk(), r.version))
-        .collect();
-    outputs.push(LOG.to_string());
+    let outputs = output_paths(r);
     let (d, action_msg, command_msg) = action::encode(
         &action::Spec {
             arguments: vec!["pallet".into(), "build-node".into(), SPEC.into()],
@@ -333,6 +335,54 @@ pub(crate) fn prepare(ctx: &Ctx, i: usize, key: &str) -> Result<Prepared, String
         messages,
         outputs,
     })
+}
+
+/// What an action of recipe `r` outputs: its unsigned packages and the build log.
+fn output_paths(r: &crate::load::Recipe) -> Vec<String> {
+    let mut outputs: Vec<String> = r
+        .outputs
+        .iter()
+        .map(|n| format!("{OUT}/{}/{n}-{}.apk", r.arch.apk(), r.version))
+        .collect();
+    outputs.push(LOG.to_string());
+    outputs
+}
+
+/// The node's lookup action: the ActionCache entry (and the registry tag) its result is kept
+/// under. The full action's digest covers every environment package's SHA-256, which no APK
+/// index gives, so computing it on a cold client means downloading the whole environment, even
+/// when the result is cached. This one is made of what the node's content key already covers
+/// (the compiled recipe, its sources, the environment lock with its checksums, the options,
+/// the public key and pallet's version) plus the recipe's path, which the packages record:
+/// the same on every machine, with no file of the environment read. Its input root is empty
+/// and it is never executed (its Command names no program); results are written under it only
+/// after the client has verified them, and taken from it only after verifying them again.
+pub(crate) fn lookup(ctx: &Ctx, i: usize, key: &str) -> Prepared {
+    let r = &ctx.ws.recipes[i];
+    let outputs = output_paths(r);
+    let mut messages = Blobs::new();
+    let (digest, _, _) = action::encode(
+        &action::Spec {
+            arguments: vec![
+                "pallet-node-result".into(),
+                key.into(),
+                r.file.display().to_string(),
+            ],
+            environment: vec![("PALLET_VERSION".into(), env!("CARGO_PKG_VERSION").into())],
+            outputs: outputs.clone(),
+            platform: vec![("OSFamily".into(), "linux".into())],
+            input_root: digest::empty(),
+            salt: key.as_bytes().to_vec(),
+            timeout_secs: 0,
+        },
+        &mut messages,
+    );
+    Prepared {
+        digest,
+        blobs: messages.clone(),
+        messages,
+        outputs,
+    }
 }
 
 /// The key files an input root holds, by file name: signatures name the key they were made
@@ -573,11 +623,13 @@ pub(crate) fn build(
     log: &pallet_build::log::Log,
     note: &dyn Fn(&str),
 ) -> Result<Vec<PathBuf>, String> {
-    let p = prepare(ctx, i, key)?;
-    let show = digest::show(&p.digest);
+    // Looked up by the lookup action alone: the full action (and its environment's files) is
+    // made only when no cache has the result.
+    let l = lookup(ctx, i, key);
+    let show = digest::show(&l.digest);
     let mut from_registry = None;
     if let Some(reg) = &remote.registry {
-        match crate::remote_registry::get(ctx, reg, i, &p, staging) {
+        match crate::remote_registry::get(ctx, reg, i, &l, staging) {
             Ok(Some(files)) => from_registry = Some(files),
             Ok(None) => {}
             Err(why) => {
@@ -595,9 +647,9 @@ pub(crate) fn build(
             files
         }
         None => {
-            let files = build_unsigned_remote(ctx, remote, i, &p, staging, log, note)?;
+            let files = build_unsigned_remote(ctx, remote, i, key, &l, staging, log, note)?;
             if let Some(reg) = &remote.registry {
-                match crate::remote_registry::put(reg, &p, &files) {
+                match crate::remote_registry::put(reg, &l, &files) {
                     Ok(()) => {
                         remote
                             .counts
@@ -625,24 +677,26 @@ pub(crate) fn build(
     Ok(files)
 }
 
-/// The unsigned packages of recipe `i`: from the ActionCache, the executor, or a local build
-/// shared through the cache.
+/// The unsigned packages of recipe `i`: from the ActionCache (under the lookup action `l`),
+/// the executor, or a local build shared through the cache.
+#[allow(clippy::too_many_arguments)]
 fn build_unsigned_remote(
     ctx: &Ctx,
     remote: &Remote,
     i: usize,
-    p: &Prepared,
+    key: &str,
+    l: &Prepared,
     staging: &Path,
     log: &pallet_build::log::Log,
     note: &dyn Fn(&str),
 ) -> Result<Vec<PathBuf>, String> {
     let r = &ctx.ws.recipes[i];
-    let show = digest::show(&p.digest);
-    log.line(format_args!("remote action {show}"));
+    let show = digest::show(&l.digest);
+    log.line(format_args!("remote lookup action {show}"));
     let mut skip_cache = false;
     if let Some(ac) = remote.ac() {
-        match ac.get_action_result(&p.digest) {
-            Ok(Some(res)) => match take_result(ctx, ac, i, &res, p, staging) {
+        match ac.get_action_result(&l.digest) {
+            Ok(Some(res)) => match take_result(ctx, ac, i, &res, l, staging) {
                 Ok(files) => {
                     remote.counts.cache_hits.fetch_add(1, Ordering::Relaxed);
                     note(&format!("cache hit, action {show}"));
@@ -663,8 +717,13 @@ fn build_unsigned_remote(
         }
     }
     let Some(ex) = &remote.executor else {
-        return local_then_upload(ctx, remote, i, p, staging, log, note);
+        // A local build installs its environment itself: no input root to make.
+        return local_then_upload(ctx, remote, i, l, staging, log, note);
     };
+    let p = &prepare(ctx, i, key)?;
+    let lookup_show = show;
+    let show = digest::show(&p.digest);
+    log.line(format_args!("remote action {show}"));
     retry(note, || ex.upload(&p.blobs))?;
     // A result that does not verify is executed once more, never taken.
     for attempt in 0..2 {
@@ -733,13 +792,18 @@ fn build_unsigned_remote(
         match take_result(ctx, ex, i, &res, p, staging) {
             Ok(files) => {
                 copy_log(ex, &res, log);
+                // Verified: now kept under the lookup action too, where the next client looks.
+                let shared = match share_executed(remote, ex, l, &res, &files) {
+                    Ok(()) => format!("; result shared as action {lookup_show}"),
+                    Err(e) => format!("; sharing the result as action {lookup_show} failed: {e}"),
+                };
                 if resp.cached_result {
                     remote.counts.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    note(&format!("cache hit, action {show}"));
+                    note(&format!("cache hit, action {show}{shared}"));
                 } else {
                     remote.counts.executed.fetch_add(1, Ordering::Relaxed);
                     note(&format!(
-                        "executed on {worker}, action {show}{}",
+                        "executed on {worker}, action {show}{}{shared}",
                         if requeued.load(Ordering::Relaxed) {
                             " (retried)"
                         } else {
@@ -922,6 +986,24 @@ fn local_then_upload(
         }
     }
     Ok(files)
+}
+
+/// An executed (and verified) result kept under the lookup action `l`: in the cache named
+/// apart, with its packages (it may be another server), else in the executor's ActionCache,
+/// whose CAS holds the outputs already.
+fn share_executed(
+    remote: &Remote,
+    ex: &Client,
+    l: &Prepared,
+    res: &ActionResult,
+    files: &[PathBuf],
+) -> Result<(), String> {
+    if let Some(c) = &remote.cache {
+        return upload_result(c, l, files);
+    }
+    ex.upload(&l.messages).map_err(|e| e.to_string())?;
+    ex.update_action_result(&l.digest, res)
+        .map_err(|e| e.to_string())
 }
 
 /// Put a local result in the remote cache: the Action and Command (the server needs them),

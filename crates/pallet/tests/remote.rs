@@ -308,11 +308,12 @@ fn a_tampered_cached_result_is_rejected_and_rebuilt() {
         &["--remote-executor", &bg.url()],
     );
     assert!(ok, "{out}");
+    // The lookup action, which every client looks up before it makes the full one.
     let action = out
         .lines()
-        .find_map(|l| l.split("action ").nth(1))
+        .find_map(|l| l.split("result shared as action ").nth(1))
         .and_then(|a| a.split_whitespace().next())
-        .expect("the action is named")
+        .expect("the lookup action is named")
         .to_string();
     let (hash, size) = action.split_once('/').unwrap();
     let action = pallet_reapi::proto::Digest {
@@ -704,6 +705,18 @@ fn uploaded(out: &str) -> f64 {
     n * if unit == "MiB" { 1048576.0 } else { 1024.0 }
 }
 
+/// Waits until nothing listens on loopback `port` any more (a dropped file server).
+fn wait_until_closed(port: u16) {
+    let gone = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            gone.elapsed().as_secs() < 10,
+            "the file server still answers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn an_environment_from_a_repository_the_worker_cannot_reach_builds_remotely_to_the_same_bytes() {
     let Some(s) = shared() else { return };
@@ -760,14 +773,7 @@ fn an_environment_from_a_repository_the_worker_cannot_reach_builds_remotely_to_t
     );
     // The repository goes away before any worker exists.
     drop(server);
-    let gone = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(
-            gone.elapsed().as_secs() < 10,
-            "the file server still answers"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until_closed(port);
     let w = Worker::start(&bg, &t.path().join("workers"), "w");
     let o = client.wait_with_output().unwrap();
     let out = text(&o);
@@ -809,6 +815,45 @@ fn an_environment_from_a_repository_the_worker_cannot_reach_builds_remotely_to_t
         .unwrap()
         .len() as f64;
     assert!(uploaded(&out) < busybox / 4.0, "{out}");
+    drop(server);
+
+    // Of the repository only its index is left (the same URL, every package file gone), and
+    // two more checkouts start with empty caches, one with the executor and one with the
+    // cache alone: each node's key resolves from the index, both results come from the
+    // ActionCache under their lookup actions, byte-identical, and no package file is asked
+    // for (the server has none, so any download would fail the build).
+    wait_until_closed(port);
+    let index_only = t.path().join("index-only");
+    fs::create_dir_all(index_only.join("x86_64")).unwrap();
+    fs::copy(
+        alpine.join("x86_64/APKINDEX.tar.gz"),
+        index_only.join("x86_64/APKINDEX.tar.gz"),
+    )
+    .unwrap();
+    let server = FileServer::start_on(index_only, port);
+    for (name, flag) in [("fourth", "--remote-executor"), ("fifth", "--remote-cache")] {
+        let ws = t.path().join(name);
+        http_workspace(&ws, &alpine, &url);
+        for f in ["melange.rsa", "melange.rsa.pub"] {
+            fs::copy(local.join(f), ws.join(f)).unwrap();
+        }
+        let cache = t.path().join(format!("c-{name}"));
+        let (ok, out) = build(&ws, &cache, &[flag, &bg.url()]);
+        eprintln!("{out}");
+        assert!(ok, "{out}\n{}", logs(&ws));
+        assert_eq!(count(&out, ": cache hit, action "), 2, "{out}");
+        assert_eq!(count(&out, ": executed on "), 0, "{out}");
+        assert_eq!(count(&out, ": built here"), 0, "{out}");
+        assert_eq!(packages(&ws), want, "{out}");
+        assert!(!cache.join("env-apk").exists(), "{out}");
+    }
+    // The index, and the repository's optional `apk-configuration` (a 404 here); no package.
+    let asked = server.requests.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|p| p == "/x86_64/APKINDEX.tar.gz"),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|p| p.ends_with(".apk")), "{asked:?}");
     drop(server);
 }
 

@@ -112,6 +112,8 @@ pub fn run_bundle(oci_ref: &str, work: &Path, name: &str) -> String {
 pub struct FileServer {
     pub port: u16,
     pub full_responses: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every path asked for, in order: what a client fetched, or tried to.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -141,7 +143,8 @@ impl FileServer {
                 base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
             )
         });
-        let (f2, s2) = (full.clone(), stop.clone());
+        let requests = Arc::new(std::sync::Mutex::new(vec![]));
+        let (f2, s2, r2) = (full.clone(), stop.clone(), requests.clone());
         std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 let Ok((mut sock, _)) = l.accept() else {
@@ -169,6 +172,7 @@ impl FileServer {
                     })
                 };
                 let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                r2.lock().unwrap().push(path.clone());
                 let reply = |sock: &mut std::net::TcpStream,
                              status: &str,
                              extra: &str,
@@ -221,6 +225,7 @@ impl FileServer {
         FileServer {
             port,
             full_responses: full,
+            requests,
             stop,
         }
     }
