@@ -539,7 +539,7 @@ fn install_with(
         &world,
         &repos,
         &resolved,
-        &opts.extra_repositories,
+        opts,
         base.as_ref(),
         epoch,
     )?;
@@ -835,12 +835,19 @@ fn file(tree: &mut Tree, path: &str, data: Vec<u8>, mode: u32, mtime: u64) {
     tree.put(path, Node::file(data, mode, mtime));
 }
 
-/// `/etc/apko.json` as apko writes it: the locked configuration (every installed package pinned
-/// `name=version`, sorted; architectures under apko's names) as Go's JSON encoder writes the
-/// ImageConfiguration struct: its fields in order, `contents`, `entrypoint` and `accounts`
-/// always present, one line and a newline, `<`, `>` and `&` escaped. Tools read the image's
-/// packages and accounts from it, so its shape is apko's, not pallet's own.
-fn apko_json(cfg: &ImageConfiguration, resolved: &[(PackageInfo, String)]) -> Vec<u8> {
+/// `/etc/apko.json` as apko writes it: the configuration locked for the architecture being
+/// built (`LockImageConfiguration`): every installed package pinned `name=version`, sorted,
+/// `archs` just this one under apko's name, `--annotations` merged over the configured ones
+/// (apko's `WithAnnotations` writes them into the configuration itself); encoded as Go's JSON
+/// encoder writes the ImageConfiguration struct: its fields in order, `contents`,
+/// `entrypoint` and `accounts` always present, one line and a newline, `<`, `>` and `&`
+/// escaped. Tools read the image's packages and accounts from it, so its shape is apko's.
+fn apko_json(
+    cfg: &ImageConfiguration,
+    arch: Arch,
+    annotations: &BTreeMap<String, String>,
+    resolved: &[(PackageInfo, String)],
+) -> Vec<u8> {
     let mut locked = cfg.clone();
     let mut pins: Vec<String> = resolved
         .iter()
@@ -848,23 +855,14 @@ fn apko_json(cfg: &ImageConfiguration, resolved: &[(PackageInfo, String)]) -> Ve
         .collect();
     pins.sort();
     locked.contents.packages = pins;
-    // Go's ParseArchitecture: apk names become OCI ones, anything else stays as written.
-    locked.archs = locked
-        .archs
-        .iter()
-        .map(|a| {
-            match a.as_str() {
-                "x86" => "386",
-                "x86_64" => "amd64",
-                "aarch64" => "arm64",
-                "armhf" => "arm/v6",
-                "armv7" => "arm/v7",
-                "loongarch64" => "loong64",
-                other => other,
-            }
-            .to_string()
-        })
-        .collect();
+    // Go's Architecture.String(): `amd64`, `arm/v7`.
+    locked.archs = vec![match arch.oci() {
+        (a, Some(v)) if a == "arm" => format!("{a}/{v}"),
+        (a, _) => a.to_string(),
+    }];
+    for (k, v) in annotations {
+        locked.annotations.insert(k.clone(), v.clone());
+    }
     let v = serde_json::to_value(&locked).expect("the configuration serializes");
     let mut fields = v.as_object().cloned().unwrap_or_default();
     let mut out = serde_json::Map::new();
@@ -919,7 +917,7 @@ fn post_install(
     world: &[Dependency],
     repos: &[Repo],
     resolved: &[(PackageInfo, String)],
-    extra_repositories: &[String],
+    opts: &BuildOptions,
     base: Option<&crate::baseimage::BaseImage>,
     epoch: u64,
 ) -> Result<(), BuildError> {
@@ -986,7 +984,7 @@ fn post_install(
         .iter()
         .chain(&cfg.contents.runtime_repositories)
         // apko's `-r/--repository-append` repositories are the image's too (postBuildSetApk).
-        .chain(extra_repositories)
+        .chain(&opts.extra_repositories)
         .cloned()
         .collect();
     repo_lines.sort();
@@ -1053,7 +1051,13 @@ fn post_install(
             epoch,
         );
     }
-    file(tree, "etc/apko.json", apko_json(cfg, resolved), 0o444, 0);
+    file(
+        tree,
+        "etc/apko.json",
+        apko_json(cfg, arch, &opts.annotations, resolved),
+        0o444,
+        0,
+    );
     paths(tree, cfg)?;
     // After paths, as in apko: a path mutation may make or change a bundle.
     crate::certs::install(
@@ -1121,4 +1125,45 @@ fn _assert_send(_: Arc<Content>) {}
 /// The per-architecture image descriptors and the index blob for a build.
 pub fn index_blob(blobs: &Path, images: &[ArchImage], ann: &Value) -> std::io::Result<Blob> {
     oci::put_blob(blobs, &oci::index_json(images, ann))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each architecture's `/etc/apko.json` is the configuration locked for it, as apko's
+    /// per-architecture build writes it: that one architecture, the command line's
+    /// annotations over the file's, the installed packages pinned and sorted.
+    #[test]
+    fn apko_json_is_locked_for_the_architecture_built() {
+        let mut cfg = ImageConfiguration {
+            archs: vec!["x86_64".into(), "armv7".into()],
+            annotations: BTreeMap::from([
+                ("a".to_string(), "file".to_string()),
+                ("keep".to_string(), "yes".to_string()),
+            ]),
+            ..Default::default()
+        };
+        cfg.contents.packages = vec!["busybox".into()];
+        let cli = BTreeMap::from([("a".to_string(), "cli".to_string())]);
+        let pkg = |n: &str, v: &str| PackageInfo {
+            name: n.into(),
+            version: v.into(),
+            ..Default::default()
+        };
+        let resolved = vec![
+            (pkg("musl", "1.2.4-r2"), String::new()),
+            (pkg("busybox", "1.36.1-r15"), String::new()),
+        ];
+        for (arch, want) in [(Arch::Amd64, "amd64"), (Arch::ArmV7, "arm/v7")] {
+            let raw = apko_json(&cfg, arch, &cli, &resolved);
+            let v: Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(v["archs"], json!([want]), "{v}");
+            assert_eq!(v["annotations"], json!({"a": "cli", "keep": "yes"}), "{v}");
+            assert_eq!(
+                v["contents"]["packages"],
+                json!(["busybox=1.36.1-r15", "musl=1.2.4-r2"])
+            );
+        }
+    }
 }
