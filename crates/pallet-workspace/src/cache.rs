@@ -52,6 +52,18 @@ impl Inputs {
     pub fn key(&self) -> String {
         sha256_json(self)
     }
+
+    /// The key results are shared under between machines and users: the content key without
+    /// the signing key. Packages are built unsigned and each client signs what it takes with
+    /// its own key, and an environment names the workspace's packages by their control
+    /// checksums, which a signature does not change; so two users with different keys get the
+    /// same bytes from the same inputs and can share them. The local cache keeps signed files,
+    /// so its key ([`Inputs::key`]) still names the signing key.
+    pub fn shared_key(&self) -> String {
+        let mut s = self.clone();
+        s.options.remove("signing key");
+        s.key()
+    }
 }
 
 /// The last build of a node, by node identity (file and arch, not path on disk).

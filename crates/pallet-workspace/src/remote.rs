@@ -16,8 +16,9 @@
 //!   FindMissingBlobs uploads a shared environment once;
 //! - its **Command** is `pallet build-node node.json`, the worker's own pallet (its version is
 //!   in the Command and checked by the worker);
-//! - its **salt** is the node's content key, so the Action digest follows from the key and
-//!   every machine computes the same one;
+//! - its **salt** is the node's shared key (its content key without the signing key:
+//!   [`crate::cache::Inputs::shared_key`]), so the Action digest follows from the key and
+//!   every machine computes the same one, whoever signs the packages;
 //! - its **outputs** are the unsigned packages `out/ARCH/NAME-VERSION.apk` and the build log.
 //!
 //! That Action's digest needs the SHA-256 of every environment package, and so the files. Its
@@ -351,9 +352,9 @@ fn output_paths(r: &crate::load::Recipe) -> Vec<String> {
 /// The node's lookup action: the ActionCache entry (and the registry tag) its result is kept
 /// under. The full action's digest covers every environment package's SHA-256, which no APK
 /// index gives, so computing it on a cold client means downloading the whole environment, even
-/// when the result is cached. This one is made of what the node's content key already covers
-/// (the compiled recipe, its sources, the environment lock with its checksums, the options,
-/// the public key and pallet's version) plus the recipe's path, which the packages record:
+/// when the result is cached. This one is made of what the node's shared key already covers
+/// (the compiled recipe, its sources, the environment lock with its checksums, the options
+/// but the signing key, and pallet's version) plus the recipe's path, which the packages record:
 /// the same on every machine, with no file of the environment read. Its input root is empty
 /// and it is never executed (its Command names no program); results are written under it only
 /// after the client has verified them, and taken from it only after verifying them again.

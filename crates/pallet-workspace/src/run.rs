@@ -935,7 +935,7 @@ fn try_node(ctx: &Ctx, n: NodeRef, observer: &dyn Observer) -> Result<Outcome, S
     };
     observer.start(&ctx.label(n), &why);
     let files = match n {
-        NodeRef::Recipe(i) => build_recipe(ctx, i, &key, observer)?,
+        NodeRef::Recipe(i) => build_recipe(ctx, i, &inputs.shared_key(), observer)?,
         NodeRef::Image(j) => crate::image::build_image(ctx, j, &key)?,
     };
     let entry = Entry {
@@ -959,7 +959,7 @@ fn try_node(ctx: &Ctx, n: NodeRef, observer: &dyn Observer) -> Result<Outcome, S
 fn build_recipe(
     ctx: &Ctx,
     i: usize,
-    key: &str,
+    shared_key: &str,
     observer: &dyn Observer,
 ) -> Result<Vec<OutFile>, String> {
     let ws = ctx.ws;
@@ -976,7 +976,7 @@ fn build_recipe(
         Some(remote) => {
             let label = ctx.label(NodeRef::Recipe(i));
             let note = |m: &str| observer.note(&label, m);
-            crate::remote::build(ctx, remote, i, key, &staging, &log, &note)?
+            crate::remote::build(ctx, remote, i, shared_key, &staging, &log, &note)?
         }
         None => build_here(ctx, i, &staging, &log, true)?,
     };
