@@ -113,6 +113,37 @@ fn logs(d: &Path) -> String {
             ));
         }
     }
+/// Each package's control checksum (`C:`) in a workspace's x86_64 index, by file name. The
+/// control segment holds the data's hash, and no signature touches either: equal checksums
+/// are the same package, whoever signed it.
+fn control_checksums(d: &Path) -> std::collections::BTreeMap<String, String> {
+    let f = fs::File::open(d.join("packages/x86_64/APKINDEX.tar.gz")).unwrap();
+    let mut a = tar::Archive::new(flate2::read::MultiGzDecoder::new(f));
+    let mut text = String::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("APKINDEX") {
+            std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for rec in text.split("\n\n") {
+        let field = |k: &str| {
+            rec.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_default()
+                .to_string()
+        };
+        if !field("P:").is_empty() {
+            out.insert(
+                format!("{}-{}.apk", field("P:"), field("V:")),
+                field("C:"),
+            );
+        }
+    }
+    out
+}
+
     s
 }
 
@@ -580,6 +611,42 @@ fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_b
     .unwrap();
     for f in ["melange.rsa", "melange.rsa.pub"] {
         fs::copy(local.join(f), third.join(f)).unwrap();
+    // A user with a signing key of their own (made by this first build) shares the same
+    // results: packages are built unsigned and an environment names the workspace's packages
+    // by control checksum, so the key is not part of what results are kept under. Both come
+    // from the cache, signed here with the new key, the same packages as everyone else's.
+    let own = t.path().join("elsewhere/own-key");
+    repo_workspace(&own, &alpine);
+    let (ok, out) = build(&own, &t.path().join("c3b"), &["--remote-executor", &bg.url()]);
+    assert!(ok, "{out}\n{}", logs(&own));
+    assert_eq!(count(&out, ": cache hit, action "), 2, "{out}");
+    assert_ne!(
+        fs::read(own.join("melange.rsa.pub")).unwrap(),
+        fs::read(local.join("melange.rsa.pub")).unwrap()
+    );
+    assert_eq!(control_checksums(&own), control_checksums(&local));
+    assert_eq!(control_checksums(&own).len(), 3, "{out}");
+    for f in fs::read_dir(own.join("packages/x86_64")).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_dir() {
+            continue;
+        }
+        let o = run(
+            &[
+                "verify",
+                "--keyring",
+                own.join("melange.rsa.pub").to_str().unwrap(),
+                f.to_str().unwrap(),
+            ],
+            &own,
+            &[],
+        );
+        assert!(
+            o.status.success() && text(&o).contains(": OK"),
+            "{}",
+            text(&o)
+        );
+    }
     }
     let (ok, out) = build(&third, &t.path().join("c4"), &["--remote-cache", &bg.url()]);
     eprintln!("{out}");
