@@ -8,16 +8,16 @@
 use std::time::Duration;
 
 use googleapis_tonic_google_devtools_remoteworkers_v1test2::google::devtools::remoteworkers::v1test2 as rw;
-use tonic::transport::Channel;
 
 pub use rw::{BotSession, BotStatus, Lease, LeaseState};
 
+use crate::client::Transport;
 use crate::{Client, Error};
 
 /// A bot's connection to the scheduler.
 pub struct Bots {
     client: Client,
-    bots: rw::bots_client::BotsClient<Channel>,
+    bots: rw::bots_client::BotsClient<Transport>,
 }
 
 /// The type URL of a message inside an `Any`.
@@ -29,7 +29,7 @@ impl Bots {
     pub fn new(client: &Client) -> Bots {
         Bots {
             client: client.clone(),
-            bots: rw::bots_client::BotsClient::new(client.channel()),
+            bots: rw::bots_client::BotsClient::new(client.transport()),
         }
     }
 

@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
-use tonic::transport::Channel;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::proto::{
     self, ActionResult, Digest, ExecuteRequest, ExecuteResponse, FindMissingBlobsRequest,
@@ -46,11 +48,102 @@ pub struct Stats {
     pub downloaded_blobs: AtomicU64,
 }
 
+/// What a connection needs beyond the server's address.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// A PEM file of CA certificates trusted, besides the system's, to sign a `grpcs://`
+    /// server's certificate (a private cluster's own CA).
+    pub tls_ca: Option<PathBuf>,
+    /// Metadata sent with every call (an `authorization` token, an API key).
+    pub headers: Headers,
+}
+
+/// gRPC metadata sent with every call. The values are credentials: nothing prints them
+/// (`Debug` shows the names only) and they are marked sensitive, so HTTP/2 never puts them
+/// in its compression tables.
+#[derive(Clone, Default)]
+pub struct Headers(Arc<Vec<(AsciiMetadataKey, AsciiMetadataValue)>>);
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, _)| (k.as_str(), "<masked>")))
+            .finish()
+    }
+}
+
+impl Headers {
+    /// `NAME=VALUE` arguments, as Bazel's `--remote_header` takes them; `NAME=@env:VAR` reads
+    /// the value from the variable `VAR`, so that a token need not be on the command line.
+    /// Errors name the header or the variable, never the value.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Headers, Error> {
+        Headers::parse_with(args, |var| std::env::var(var).ok())
+    }
+
+    /// [`Headers::parse`] with variables looked up by `env`.
+    fn parse_with<S: AsRef<str>>(
+        args: &[S],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Headers, Error> {
+        let mut out = vec![];
+        for a in args {
+            let a = a.as_ref();
+            let bad = |name: &str, message: &str| Error::Header {
+                name: name.to_string(),
+                message: message.to_string(),
+            };
+            // Without `=` the whole argument may be a secret (`Authorization: Bearer …`):
+            // it is not repeated.
+            let Some((name, value)) = a.split_once('=') else {
+                return Err(bad("?", "expected NAME=VALUE (the argument is not shown)"));
+            };
+            let name = name.trim();
+            let key = AsciiMetadataKey::from_bytes(name.as_bytes()).map_err(|_| {
+                bad(
+                    name,
+                    "not a gRPC metadata name (letters, digits, `-`, `_`, `.`; no `-bin` suffix)",
+                )
+            })?;
+            let value = match value.strip_prefix("@env:") {
+                Some(var) => env(var).ok_or_else(|| {
+                    bad(
+                        name,
+                        &format!("the variable {var} is not set (or not UTF-8)"),
+                    )
+                })?,
+                None => value.to_string(),
+            };
+            let mut value = AsciiMetadataValue::try_from(value.as_str())
+                .map_err(|_| bad(name, "the value is not printable ASCII"))?;
+            value.set_sensitive(true);
+            out.push((key, value));
+        }
+        Ok(Headers(Arc::new(out)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl tonic::service::Interceptor for Headers {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        for (k, v) in self.0.iter() {
+            req.metadata_mut().append(k.clone(), v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The channel every call goes through: the server's HTTP/2 connection, with the headers.
+pub type Transport = InterceptedService<Channel, Headers>;
+
 /// A connection to one REAPI server and instance.
 #[derive(Clone)]
 pub struct Client {
     rt: Arc<tokio::runtime::Runtime>,
     channel: Channel,
+    headers: Headers,
     server: String,
     instance: String,
     /// Largest batch (request or response) the server takes, in bytes.
@@ -68,22 +161,98 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// `grpc://HOST:PORT` as the `http://` URI tonic dials (plaintext HTTP/2).
+/// The URI tonic dials: `grpc://HOST:PORT` as `http://` (plaintext HTTP/2), `grpcs://HOST:PORT`
+/// as `https://` (TLS).
 pub fn endpoint_uri(url: &str) -> Result<String, Error> {
-    let rest = url
+    let (scheme, rest) = if let Some(r) = url
         .strip_prefix("grpc://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| Error::Address(url.to_string()))?;
+    {
+        ("http", r)
+    } else if let Some(r) = url
+        .strip_prefix("grpcs://")
+        .or_else(|| url.strip_prefix("https://"))
+    {
+        ("https", r)
+    } else {
+        return Err(Error::Address(url.to_string()));
+    };
     if rest.is_empty() || rest.contains('/') {
         return Err(Error::Address(url.to_string()));
     }
-    Ok(format!("http://{rest}"))
+    Ok(format!("{scheme}://{rest}"))
+}
+
+/// The TLS settings of a `grpcs://` endpoint: the system's roots and the CA file's.
+fn tls_endpoint(
+    endpoint: tonic::transport::Endpoint,
+    url: &str,
+    ca_file: Option<&Path>,
+) -> Result<tonic::transport::Endpoint, Error> {
+    let base = ClientTlsConfig::new().timeout(Duration::from_secs(10));
+    let Some(path) = ca_file else {
+        return endpoint
+            .tls_config(base.with_native_roots())
+            .map_err(|e| Error::Tls {
+                server: url.to_string(),
+                message: format!(
+                    "{} (no CA certificates on this system: install ca-certificates, or pass \
+                     --remote-tls-ca FILE)",
+                    source_chain(&e)
+                ),
+            });
+    };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let pem = std::fs::read(path).map_err(io)?;
+    // tonic skips what does not parse: an empty or mistyped file would silently trust only
+    // the system's roots.
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::TlsCa {
+            path: path.to_path_buf(),
+            message: "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        });
+    }
+    let with_ca = base.ca_certificate(Certificate::from_pem(&pem));
+    // A machine without system roots can still trust the file's CA alone.
+    endpoint
+        .clone()
+        .tls_config(with_ca.clone().with_native_roots())
+        .or_else(|_| endpoint.tls_config(with_ca))
+        .map_err(|e| Error::TlsCa {
+            path: path.to_path_buf(),
+            message: source_chain(&e),
+        })
+}
+
+/// Whether a connection error happened below TLS (no server there, no route, no name), so
+/// that the TLS advice would mislead.
+fn below_tls(chain: &str) -> bool {
+    let c = chain.to_ascii_lowercase();
+    [
+        "connection refused",
+        "timed out",
+        "unreachable",
+        "dns error",
+        "failed to lookup",
+        "name or service not known",
+    ]
+    .iter()
+    .any(|m| c.contains(m))
 }
 
 impl Client {
     /// Connect and ask for the server's capabilities (which must offer SHA-256).
     pub fn connect(url: &str, instance: &str) -> Result<Client, Error> {
+        Client::connect_with(url, instance, &ConnectOptions::default())
+    }
+
+    /// [`Client::connect`] with TLS roots and headers.
+    pub fn connect_with(url: &str, instance: &str, opts: &ConnectOptions) -> Result<Client, Error> {
         let uri = endpoint_uri(url)?;
+        let tls = uri.starts_with("https://");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("pallet-reapi")
@@ -99,12 +268,26 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let channel = rt
-            .block_on(endpoint.connect())
-            .map_err(|e| connect_err(source_chain(&e)))?;
+        let endpoint = if tls {
+            tls_endpoint(endpoint, url, opts.tls_ca.as_deref())?
+        } else {
+            endpoint
+        };
+        let channel = rt.block_on(endpoint.connect()).map_err(|e| {
+            let chain = source_chain(&e);
+            if tls && !below_tls(&chain) {
+                Error::Tls {
+                    server: url.to_string(),
+                    message: chain,
+                }
+            } else {
+                connect_err(chain)
+            }
+        })?;
         let mut c = Client {
             rt: Arc::new(rt),
             channel,
+            headers: opts.headers.clone(),
             server: url.to_string(),
             instance: instance.to_string(),
             max_batch: GRPC_LIMIT - 64 * 1024,
@@ -146,9 +329,10 @@ impl Client {
         &self.stats
     }
 
-    /// The channel, for the other services of the same server (the Bots API).
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    /// The channel with the headers, for the other services of the same server (the Bots
+    /// API).
+    pub fn transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.headers.clone())
     }
 
     /// Run a future in the background on this client's runtime.
@@ -169,7 +353,7 @@ impl Client {
     }
 
     fn fetch_capabilities(&self) -> Result<ServerCapabilities, Error> {
-        let mut c = CapabilitiesClient::new(self.channel.clone());
+        let mut c = CapabilitiesClient::new(self.transport());
         let req = GetCapabilitiesRequest {
             instance_name: self.instance.clone(),
         };
@@ -179,8 +363,8 @@ impl Client {
             .map_err(self.err("GetCapabilities"))
     }
 
-    fn cas(&self) -> cas::ContentAddressableStorageClient<Channel> {
-        cas::ContentAddressableStorageClient::new(self.channel.clone())
+    fn cas(&self) -> cas::ContentAddressableStorageClient<Transport> {
+        cas::ContentAddressableStorageClient::new(self.transport())
             .max_decoding_message_size(DECODE_LIMIT)
     }
 
@@ -357,7 +541,7 @@ impl Client {
                 }
             }
         });
-        let mut bs = ByteStreamClient::new(self.channel.clone());
+        let mut bs = ByteStreamClient::new(self.transport());
         let r = self
             .rt
             .block_on(bs.write(tokio_stream::wrappers::ReceiverStream::new(rx)));
@@ -471,7 +655,7 @@ impl Client {
     fn read_stream(&self, d: &Digest, w: &mut dyn std::io::Write) -> Result<(), Error> {
         let name = self.resource(&format!("blobs/{}", digest::show(d)));
         let mut bs =
-            ByteStreamClient::new(self.channel.clone()).max_decoding_message_size(DECODE_LIMIT);
+            ByteStreamClient::new(self.transport()).max_decoding_message_size(DECODE_LIMIT);
         let server = self.server.clone();
         let (hash, n) = self.rt.block_on(async {
             let mut s = bs
@@ -548,7 +732,7 @@ impl Client {
     /// The ActionCache's result for an action, `None` when it has none.
     pub fn get_action_result(&self, action: &Digest) -> Result<Option<ActionResult>, Error> {
         let mut ac =
-            ActionCacheClient::new(self.channel.clone()).max_decoding_message_size(DECODE_LIMIT);
+            ActionCacheClient::new(self.transport()).max_decoding_message_size(DECODE_LIMIT);
         let req = GetActionResultRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(action.clone()),
@@ -567,7 +751,7 @@ impl Client {
         action: &Digest,
         result: &ActionResult,
     ) -> Result<(), Error> {
-        let mut ac = ActionCacheClient::new(self.channel.clone());
+        let mut ac = ActionCacheClient::new(self.transport());
         let req = UpdateActionResultRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(action.clone()),
@@ -593,8 +777,7 @@ impl Client {
         on_update: &dyn Fn(i32, &str),
     ) -> Result<ExecuteResponse, Error> {
         let server = self.server.clone();
-        let mut ex =
-            ExecutionClient::new(self.channel.clone()).max_decoding_message_size(DECODE_LIMIT);
+        let mut ex = ExecutionClient::new(self.transport()).max_decoding_message_size(DECODE_LIMIT);
         let req = ExecuteRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(action.clone()),
@@ -686,13 +869,16 @@ fn operation_response(
 }
 
 /// An error and its causes on one line (tonic's transport errors hide the useful part in
-/// their sources).
-fn source_chain(e: &dyn std::error::Error) -> String {
+/// their sources). A cause that only repeats the text before it is left out.
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
         cur = c.source();
     }
     s
@@ -708,9 +894,61 @@ mod tests {
             endpoint_uri("grpc://127.0.0.1:50051").unwrap(),
             "http://127.0.0.1:50051"
         );
-        assert!(endpoint_uri("grpcs://h:1").is_err());
+        assert_eq!(endpoint_uri("grpcs://h:1").unwrap(), "https://h:1");
         assert!(endpoint_uri("grpc://h:1/x").is_err());
+        assert!(endpoint_uri("grpcs://").is_err());
         assert!(endpoint_uri("h:1").is_err());
+    }
+
+    #[test]
+    fn headers_parse_and_never_show_their_values() {
+        let env = |v: &str| (v == "TOKEN").then(|| "Bearer from-env".to_string());
+        let h = Headers::parse_with(
+            &["Authorization=Bearer s3cret", "x-api-key=@env:TOKEN"],
+            env,
+        )
+        .unwrap();
+        let names: Vec<&str> = h.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["authorization", "x-api-key"]);
+        assert_eq!(h.0[0].1, "Bearer s3cret");
+        assert_eq!(h.0[1].1, "Bearer from-env");
+        assert!(h.0.iter().all(|(_, v)| v.is_sensitive()));
+        let shown = format!(
+            "{h:?} {:?}",
+            ConnectOptions {
+                tls_ca: None,
+                headers: h.clone()
+            }
+        );
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("from-env"),
+            "{shown}"
+        );
+        assert!(shown.contains("authorization"), "{shown}");
+
+        // A header pasted curl-style is not repeated in the error; a missing variable is named.
+        let e = Headers::parse(&["Authorization: Bearer s3cret"]).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = Headers::parse_with(&["a=@env:UNSET"], env).unwrap_err();
+        assert!(e.to_string().contains("UNSET"), "{e}");
+        let e = Headers::parse(&["bad name=s3cret"]).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = Headers::parse(&["a=s3cret\n"]).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate\n").unwrap();
+        let opts = ConnectOptions {
+            tls_ca: Some(f.clone()),
+            ..Default::default()
+        };
+        let e = Client::connect_with("grpcs://127.0.0.1:1", "", &opts).unwrap_err();
+        assert!(matches!(e, Error::TlsCa { .. }), "{e}");
+        assert!(e.to_string().contains(f.to_str().unwrap()), "{e}");
     }
 
     #[test]

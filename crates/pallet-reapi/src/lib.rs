@@ -7,6 +7,8 @@
 //! - [`Client`]: Capabilities, the CAS (FindMissingBlobs first; small blobs batched within the
 //!   server's limit, large ones through ByteStream), the ActionCache, and Execute with
 //!   WaitExecution;
+//! - `grpcs://` (TLS through rustls, trusting the system's roots and a CA file) and
+//!   [`Headers`] sent with every call, both in [`ConnectOptions`];
 //! - [`bots`]: bot sessions and leases (BuildGrid's worker protocol);
 //! - [`worker`]: a worker on those leases, running each action in a fresh folder.
 //!
@@ -21,7 +23,7 @@ mod error;
 pub mod tree;
 pub mod worker;
 
-pub use client::{Client, Stats, endpoint_uri};
+pub use client::{Client, ConnectOptions, Headers, Stats, Transport, endpoint_uri};
 pub use error::Error;
 
 /// The REAPI v2 messages and services.

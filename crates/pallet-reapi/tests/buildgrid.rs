@@ -1,13 +1,14 @@
 //! Against a real BuildGrid (0.2.53 from PyPI) on 127.0.0.1: the CAS (batches, ByteStream,
 //! digests checked on the way back), the ActionCache, an input root and back, and an Execute
-//! round trip served by a bot written with this crate's Bots API.
+//! round trip served by a bot written with this crate's Bots API; and the same server over
+//! TLS with a token check.
 
 use std::time::Duration;
 
 use pallet_reapi::proto::{ActionResult, OutputFile};
 use pallet_reapi::tree::{Blobs, InputTree};
-use pallet_reapi::{Client, action, bots, digest};
-use pallet_test_support::buildgrid::BuildGrid;
+use pallet_reapi::{Client, ConnectOptions, Error, Headers, action, bots, digest};
+use pallet_test_support::buildgrid::{BuildGrid, Security};
 
 #[test]
 fn cas_action_cache_trees_and_execute_round_trip() {
@@ -183,4 +184,93 @@ fn cas_action_cache_trees_and_execute_round_trip() {
             .load(std::sync::atomic::Ordering::Relaxed)
             > 14 << 20
     );
+}
+
+/// BuildGrid serving TLS only, with a certificate for 127.0.0.1 signed by the test's own CA,
+/// and refusing calls without a JWT: each missing piece gives an error naming the server and
+/// the flag to check; with both, the CAS and the Bots API work.
+#[test]
+fn grpcs_with_a_private_ca_and_a_bearer_token() {
+    let d = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start_secured(&d.path().join("bgd"), 10, Security::TLS_AND_JWT)
+    else {
+        return;
+    };
+    let url = bg.url();
+    assert!(url.starts_with("grpcs://127.0.0.1:"), "{url}");
+    let token = bg.bearer();
+    let headers = Headers::parse(&[format!("authorization={token}")]).unwrap();
+    let good = ConnectOptions {
+        tls_ca: bg.ca.clone(),
+        headers: headers.clone(),
+    };
+
+    // The system's roots alone do not trust the test's CA.
+    let e = Client::connect_with(
+        &url,
+        "",
+        &ConnectOptions {
+            tls_ca: None,
+            headers: headers.clone(),
+        },
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Tls { .. }), "{msg}");
+    assert!(
+        msg.contains(&url) && msg.contains("--remote-tls-ca"),
+        "{msg}"
+    );
+    assert!(!e.is_transient(), "{msg}");
+    assert!(!msg.contains(&token), "{msg}");
+
+    // Plaintext to a TLS server does not get through either.
+    let plain = url.replacen("grpcs://", "grpc://", 1);
+    let e = Client::connect_with(&plain, "", &good).unwrap_err();
+    assert!(e.to_string().contains("grpcs://"), "{e}");
+
+    // TLS works, but without a token the server refuses the first call.
+    let e = Client::connect_with(
+        &url,
+        "",
+        &ConnectOptions {
+            tls_ca: bg.ca.clone(),
+            headers: Headers::default(),
+        },
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert_eq!(e.code(), Some(tonic::Code::Unauthenticated), "{msg}");
+    assert!(
+        msg.contains(&url) && msg.contains("--remote-header"),
+        "{msg}"
+    );
+
+    // A token signed with another secret is refused the same way, and not repeated.
+    let forged = "authorization=Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4IiwiZXhwIjo5OTk5OTk5OTk5fQ.c2lnbmF0dXJl";
+    let e = Client::connect_with(
+        &url,
+        "",
+        &ConnectOptions {
+            tls_ca: bg.ca.clone(),
+            headers: Headers::parse(&[forged]).unwrap(),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unauthenticated), "{e}");
+    assert!(!e.to_string().contains("c2lnbmF0dXJl"), "{e}");
+
+    // Both: the CAS, the ActionCache and the Bots API, every call with the token.
+    let c = Client::connect_with(&url, "", &good).unwrap();
+    let mut blobs = Blobs::new();
+    let small = blobs.add_bytes(b"over tls".to_vec());
+    let big = blobs.add_bytes((0..5 << 20).map(|i: u32| (i % 253) as u8).collect());
+    c.upload(&blobs).unwrap();
+    assert!(c.find_missing(&blobs.digests()).unwrap().is_empty());
+    assert_eq!(c.read_blob(&small).unwrap(), b"over tls");
+    assert_eq!(c.read_blob(&big).unwrap().len(), 5 << 20);
+    assert!(c.get_action_result(&small).unwrap().is_none());
+    let mut b = bots::Bots::new(&c);
+    let s = b.create("tls-bot", &[], 1, Duration::from_secs(5)).unwrap();
+    assert!(!s.name.is_empty());
 }

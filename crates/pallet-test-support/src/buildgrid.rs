@@ -37,6 +37,91 @@ pub struct BuildGrid {
     child: std::process::Child,
     pub port: u16,
     pub dir: PathBuf,
+    /// With [`Security::tls`]: the CA that signed the server's certificate (PEM).
+    pub ca: Option<PathBuf>,
+    jwt_secret: Option<PathBuf>,
+}
+
+/// How a [`BuildGrid`] is reached: plaintext and open by default.
+#[derive(Clone, Copy, Default)]
+pub struct Security {
+    /// Serve TLS only, with a certificate for 127.0.0.1 signed by a CA made for the test.
+    pub tls: bool,
+    /// Refuse calls without `authorization: Bearer JWT` signed with a secret of the test
+    /// (BuildGrid's `jwt` method, HS256; requests from 127.0.0.1 are not exempted).
+    pub jwt: bool,
+}
+
+impl Security {
+    /// What a production cluster asks for: TLS and a token.
+    pub const TLS_AND_JWT: Security = Security {
+        tls: true,
+        jwt: true,
+    };
+}
+
+/// A CA, and a server certificate for the IP address 127.0.0.1 it signed, in `dir`
+/// (`ca.pem`, `server.pem`, `server.key`), made with the openssl CLI.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pallet test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    // rustls checks the name against the subjectAltName only, and wants a leaf certificate
+    // for server authentication.
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
 }
 
 impl BuildGrid {
@@ -44,6 +129,11 @@ impl BuildGrid {
     /// `bot-session-keepalive-timeout` in seconds: how long a bot that stopped answering keeps
     /// its leases before they go back to the queue.
     pub fn start(dir: &Path, keepalive: u32) -> Option<BuildGrid> {
+        BuildGrid::start_secured(dir, keepalive, Security::default())
+    }
+
+    /// [`BuildGrid::start`] with TLS, a token check, or both.
+    pub fn start_secured(dir: &Path, keepalive: u32, security: Security) -> Option<BuildGrid> {
         let venv = buildgrid_venv();
         if !venv.join("bin/bgd").is_file() {
             eprintln!(
@@ -71,7 +161,40 @@ impl BuildGrid {
         );
         let port = free_port();
         let cfg = dir.join("server.yml");
-        std::fs::write(&cfg, buildgrid_config(port, &db, keepalive)).unwrap();
+        let mut config = buildgrid_config(port, &db, keepalive);
+        let mut ca = None;
+        if security.tls {
+            make_certificates(dir);
+            config = config.replace(
+                "    insecure-mode: true\n",
+                &format!(
+                    "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      \
+                     tls-server-cert: {}\n",
+                    dir.join("server.key").display(),
+                    dir.join("server.pem").display()
+                ),
+            );
+            ca = Some(dir.join("ca.pem"));
+        }
+        let mut jwt_secret = None;
+        if security.jwt {
+            let secret = dir.join("jwt.secret");
+            std::fs::write(&secret, format!("pallet-test-{}\n", std::process::id())).unwrap();
+            config = config.replace(
+                "authorization:\n  method: none\n",
+                &format!(
+                    "authorization:\n  method: jwt\n  algorithm: hs256\n  secret: {}\n",
+                    secret.display()
+                ),
+            );
+            jwt_secret = Some(secret);
+        }
+        assert!(
+            (!security.tls || !config.contains("insecure-mode: true"))
+                && (!security.jwt || !config.contains("method: none")),
+            "buildgrid.yml no longer has the lines the secured variants replace"
+        );
+        std::fs::write(&cfg, config).unwrap();
         let child = Command::new(venv.join("bin/bgd"))
             .args(["server", "start", "--pid-file"])
             .arg(dir.join("bgd.pid"))
@@ -89,6 +212,8 @@ impl BuildGrid {
             child,
             port,
             dir: dir.to_path_buf(),
+            ca,
+            jwt_secret,
         };
         // About 2.5 s on this machine.
         for _ in 0..300 {
@@ -105,7 +230,30 @@ impl BuildGrid {
     }
 
     pub fn url(&self) -> String {
-        format!("grpc://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "grpcs" } else { "grpc" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// With [`Security::jwt`]: a token the server takes (HS256 with its secret, an hour long),
+    /// made with the venv's PyJWT, as the value of an `authorization` header.
+    pub fn bearer(&self) -> String {
+        let secret = self
+            .jwt_secret
+            .as_ref()
+            .expect("started with Security::jwt");
+        let o = Command::new(buildgrid_venv().join("bin/python"))
+            .arg("-c")
+            .arg(
+                "import jwt, sys, time; \
+                 key = open(sys.argv[1]).read().strip(); \
+                 print(jwt.encode({'sub': 'pallet-test', 'exp': int(time.time()) + 3600}, key, \
+                 algorithm='HS256'))",
+            )
+            .arg(secret)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "minting a token: {}", text(&o));
+        format!("Bearer {}", String::from_utf8_lossy(&o.stdout).trim())
     }
 
     pub fn log(&self) -> String {
