@@ -9,14 +9,40 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// How to reach a REAPI server beyond its URL: the flags `pallet build` and `pallet worker`
+/// share, spelled as Bazel's `--tls_certificate` and `--remote_header`.
+#[derive(Args, Clone, Default)]
+pub struct ConnectArgs {
+    /// A PEM file of CA certificates trusted, besides the system's, to sign a grpcs://
+    /// server's certificate (a private cluster's CA).
+    #[arg(long, alias = "tls-certificate", value_name = "FILE")]
+    remote_tls_ca: Option<PathBuf>,
+    /// gRPC metadata sent with every call (repeatable), e.g.
+    /// `authorization=Bearer TOKEN`; `NAME=@env:VAR` takes the value from the variable VAR.
+    /// Values are never printed.
+    #[arg(long, value_name = "NAME=VALUE")]
+    remote_header: Vec<String>,
+}
+
+impl ConnectArgs {
+    pub fn options(&self) -> anyhow::Result<pallet_reapi::ConnectOptions> {
+        Ok(pallet_reapi::ConnectOptions {
+            tls_ca: self.remote_tls_ca.clone(),
+            headers: pallet_reapi::Headers::parse(&self.remote_header)?,
+        })
+    }
+}
+
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  pallet worker --executor grpc://127.0.0.1:50051\n  pallet worker --executor grpc://build.example:50051 --instance main -j 4\n\nEach leased action runs `pallet build-node` in a fresh folder holding the action's input\nroot; the package build inside it runs in bubblewrap as an unprivileged user, as a local\n`pallet build` does. Packages leave unsigned: the client that asked signs them. Stop the\nworker with Ctrl-C (it tells the scheduler it is leaving); a worker that dies instead keeps\nits lease until the scheduler's keepalive timeout, after which another worker runs it."
+    after_help = "Examples:\n  pallet worker --executor grpc://127.0.0.1:50051\n  pallet worker --executor grpc://build.example:50051 --instance main -j 4\n  pallet worker --executor grpcs://rbe.example:443 --remote-header authorization=@env:RBE_TOKEN\n\nEach leased action runs `pallet build-node` in a fresh folder holding the action's input\nroot; the package build inside it runs in bubblewrap as an unprivileged user, as a local\n`pallet build` does. Packages leave unsigned: the client that asked signs them. Stop the\nworker with Ctrl-C (it tells the scheduler it is leaving); a worker that dies instead keeps\nits lease until the scheduler's keepalive timeout, after which another worker runs it."
 )]
 pub struct WorkerArgs {
-    /// The scheduler: grpc://HOST:PORT.
+    /// The scheduler: grpc://HOST:PORT (plaintext), grpcs://HOST:PORT (TLS).
     #[arg(long)]
     executor: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// The scheduler's instance name.
     #[arg(long, default_value = "")]
     instance: String,
@@ -54,7 +80,8 @@ fn isa() -> &'static str {
 }
 
 pub fn worker_cmd(a: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let client = pallet_reapi::Client::connect(&a.executor, &a.instance)?;
+    let client =
+        pallet_reapi::Client::connect_with(&a.executor, &a.instance, &a.connect.options()?)?;
     let tmp;
     let work_dir = match &a.work_dir {
         Some(d) => d.clone(),

@@ -11,7 +11,7 @@ use pallet_workspace::{Flags, RunOptions, Workspace, report, run};
 
 #[derive(Args, Clone)]
 #[command(
-    after_help = "Examples:\n  pallet build                      build every recipe and image here that changed\n  pallet build --plan               what would be built, and why\n  pallet build --plan --json        the same for scripts\n  pallet build curl -j 4            curl and what it needs, four at a time\n  pallet build zlib --rdeps         zlib and everything that depends on it\n  pallet build -C ~/src/os --keep-going\n  pallet build --dot | dot -Tsvg > graph.svg\n  pallet build --remote-executor grpc://127.0.0.1:50051\n                                    packages built by `pallet worker`s of that scheduler\n  pallet build --remote-cache grpc://cache.example:50051\n                                    built here, shared through (and taken from) its ActionCache\n  pallet build --cache-registry registry.example/team/pallet-cache\n                                    results kept as OCI artifacts in a registry"
+    after_help = "Examples:\n  pallet build                      build every recipe and image here that changed\n  pallet build --plan               what would be built, and why\n  pallet build --plan --json        the same for scripts\n  pallet build curl -j 4            curl and what it needs, four at a time\n  pallet build zlib --rdeps         zlib and everything that depends on it\n  pallet build -C ~/src/os --keep-going\n  pallet build --dot | dot -Tsvg > graph.svg\n  pallet build --remote-executor grpc://127.0.0.1:50051\n                                    packages built by `pallet worker`s of that scheduler\n  pallet build --remote-cache grpc://cache.example:50051\n                                    built here, shared through (and taken from) its ActionCache\n  pallet build --remote-executor grpcs://rbe.example:443 --remote-header authorization=@env:RBE_TOKEN\n                                    over TLS, with a token from $RBE_TOKEN\n  pallet build --cache-registry registry.example/team/pallet-cache\n                                    results kept as OCI artifacts in a registry"
 )]
 pub struct BuildArgs {
     /// Package, subpackage or image names, or files (default: everything).
@@ -37,8 +37,9 @@ pub struct BuildArgs {
     /// After a failure, go on with everything not downstream of it.
     #[arg(long)]
     keep_going: bool,
-    /// Run package builds on this REAPI executor (grpc://HOST:PORT; BuildGrid with
-    /// `pallet worker`s). Results are verified and signed here; the key never leaves.
+    /// Run package builds on this REAPI executor (grpc://HOST:PORT plaintext,
+    /// grpcs://HOST:PORT TLS; BuildGrid with `pallet worker`s). Results are verified and
+    /// signed here; the key never leaves.
     #[arg(long, value_name = "URL")]
     remote_executor: Option<String>,
     /// Look package builds up in this REAPI ActionCache and share local ones through it
@@ -52,6 +53,8 @@ pub struct BuildArgs {
     /// The REAPI instance name of --remote-executor and --remote-cache.
     #[arg(long, value_name = "NAME", default_value = "")]
     remote_instance: String,
+    #[command(flatten)]
+    remote_connect: crate::worker_cmd::ConnectArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -181,8 +184,9 @@ pub fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
     if !(a.plan || a.dot)
         && (a.remote_executor.is_some() || a.remote_cache.is_some() || a.cache_registry.is_some())
     {
+        let opts = a.remote_connect.options()?;
         let connect = |url: &String| {
-            pallet_reapi::Client::connect(url, &a.remote_instance)
+            pallet_reapi::Client::connect_with(url, &a.remote_instance, &opts)
                 .with_context(|| format!("connecting to {url}"))
         };
         ro.remote = Some(pallet_workspace::remote::Remote {

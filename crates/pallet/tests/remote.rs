@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::*;
+use pallet_test_support::buildgrid::Security;
 
 /// A workspace of `n` independent recipes whose step sleeps `sleep` seconds, plus one that
 /// needs another's package in its (bootstrap) build order through a runtime dependency.
@@ -65,11 +66,22 @@ impl Worker {
 
     /// Workers started in the same `dir` share its `cache`.
     fn start_with(bg: &BuildGrid, dir: &Path, name: &str, extra: &[&str]) -> Worker {
+        Worker::start_env(bg, dir, name, extra, &[])
+    }
+
+    fn start_env(
+        bg: &BuildGrid,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
         fs::create_dir_all(dir).unwrap();
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(pallet())
             .args(["worker", "--executor", &bg.url(), "--name", name])
             .args(extra)
+            .envs(env.iter().copied())
             .arg("--work-dir")
             .arg(dir.join(name))
             .arg("--cache-dir")
@@ -101,18 +113,6 @@ fn packages(d: &Path) -> std::collections::BTreeMap<String, String> {
     tree_digests(&d.join("packages"), &["buildlogs"])
 }
 
-/// Every build log of a workspace, for failure messages.
-fn logs(d: &Path) -> String {
-    let mut s = String::new();
-    if let Ok(rd) = fs::read_dir(d.join("packages/x86_64/buildlogs")) {
-        for e in rd.flatten() {
-            s.push_str(&format!(
-                "--- {}\n{}",
-                e.path().display(),
-                fs::read_to_string(e.path()).unwrap_or_default()
-            ));
-        }
-    }
 /// Each package's control checksum (`C:`) in a workspace's x86_64 index, by file name. The
 /// control segment holds the data's hash, and no signature touches either: equal checksums
 /// are the same package, whoever signed it.
@@ -144,6 +144,18 @@ fn control_checksums(d: &Path) -> std::collections::BTreeMap<String, String> {
     out
 }
 
+/// Every build log of a workspace, for failure messages.
+fn logs(d: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(rd) = fs::read_dir(d.join("packages/x86_64/buildlogs")) {
+        for e in rd.flatten() {
+            s.push_str(&format!(
+                "--- {}\n{}",
+                e.path().display(),
+                fs::read_to_string(e.path()).unwrap_or_default()
+            ));
+        }
+    }
     s
 }
 
@@ -599,18 +611,6 @@ fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_b
     assert!(ok, "{out}\n{}", logs(&second));
     assert_eq!(count(&out, ": cache hit, action "), 2, "{out}");
     assert_eq!(packages(&second), want);
-    // A changed library shared through the cache alone: both nodes miss, build here, and
-    // share their results, which takes the Action, the Command and the outputs, not the
-    // environment (busybox and musl alone are about 900 KiB).
-    let third = t.path().join("third");
-    repo_workspace(&third, &alpine);
-    fs::write(
-        third.join("libhello.yaml"),
-        LIB.replace("hello-lib", "hello-lib2"),
-    )
-    .unwrap();
-    for f in ["melange.rsa", "melange.rsa.pub"] {
-        fs::copy(local.join(f), third.join(f)).unwrap();
     // A user with a signing key of their own (made by this first build) shares the same
     // results: packages are built unsigned and an environment names the workspace's packages
     // by control checksum, so the key is not part of what results are kept under. Both come
@@ -647,6 +647,18 @@ fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_b
             text(&o)
         );
     }
+    // A changed library shared through the cache alone: both nodes miss, build here, and
+    // share their results, which takes the Action, the Command and the outputs, not the
+    // environment (busybox and musl alone are about 900 KiB).
+    let third = t.path().join("third");
+    repo_workspace(&third, &alpine);
+    fs::write(
+        third.join("libhello.yaml"),
+        LIB.replace("hello-lib", "hello-lib2"),
+    )
+    .unwrap();
+    for f in ["melange.rsa", "melange.rsa.pub"] {
+        fs::copy(local.join(f), third.join(f)).unwrap();
     }
     let (ok, out) = build(&third, &t.path().join("c4"), &["--remote-cache", &bg.url()]);
     eprintln!("{out}");
@@ -964,4 +976,107 @@ fn a_worker_refuses_an_environment_package_that_is_not_the_one_its_lock_names() 
         w.log()
     );
     assert!(!ws.join("packages/x86_64/zinfo-1.0.0-r0.apk").exists());
+}
+
+/// BuildGrid over TLS only (its certificate signed by a CA made for the test) and checking a
+/// JWT on every call: a worker and a client that both connect with grpcs://, the CA and the
+/// token build the same bytes as a local build; without the CA, or without the token, the
+/// client stops with an error naming the server and the flag to check.
+#[test]
+fn builds_over_grpcs_with_a_token_match_local_ones() {
+    if !have("bwrap") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(bg) = BuildGrid::start_secured(&t.path().join("bgd"), 10, Security::TLS_AND_JWT)
+    else {
+        return;
+    };
+    let url = bg.url();
+    let ca = bg.ca.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let token = bg.bearer();
+    let header = "authorization=@env:PALLET_RBE_TOKEN";
+    let mut w = Worker::start_env(
+        &bg,
+        &t.path().join("workers"),
+        "w1",
+        &["--remote-tls-ca", ca, "--remote-header", header],
+        &[("PALLET_RBE_TOKEN", &token)],
+    );
+
+    let local = t.path().join("local");
+    workspace(&local, 2, 0);
+    let (ok, out) = build(&local, &t.path().join("cache-local"), &[]);
+    assert!(ok, "{out}");
+    let checkout = |name: &str| {
+        let d = t.path().join(name);
+        workspace(&d, 2, 0);
+        for f in ["melange.rsa", "melange.rsa.pub"] {
+            fs::copy(local.join(f), d.join(f)).unwrap();
+        }
+        d
+    };
+
+    // Bazel's spelling of the CA flag, and the token from the environment.
+    let remote = checkout("remote");
+    let cache = t.path().join("cache-remote");
+    let o = run(
+        &[
+            "build",
+            "--arch",
+            "x86_64",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--remote-executor",
+            &url,
+            "--tls-certificate",
+            ca,
+            "--remote-header",
+            header,
+        ],
+        &remote,
+        &[
+            ("SOURCE_DATE_EPOCH", "1700000000"),
+            ("PALLET_RBE_TOKEN", &token),
+        ],
+    );
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "{out}\nworker: {}\nlogs: {}\nserver: {}",
+        w.log(),
+        logs(&remote),
+        bg.log()
+    );
+    assert_eq!(count(&out, ": executed on "), 2, "{out}");
+    let want = packages(&local);
+    assert_eq!(want.len(), 5, "{want:?}"); // 2 packages, 2 -doc, the index
+    assert_eq!(packages(&remote), want, "{out}");
+    w.kill();
+    assert!(!w.log().contains(&token[7..]), "{}", w.log());
+
+    // No CA: the server's certificate is not trusted, and the error says where to look.
+    let (ok, out) = build(
+        &checkout("no-ca"),
+        &t.path().join("cache-no-ca"),
+        &["--remote-executor", &url],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&url) && out.contains("--remote-tls-ca"),
+        "{out}"
+    );
+
+    // No token: TLS works, the server refuses the first call.
+    let (ok, out) = build(
+        &checkout("no-token"),
+        &t.path().join("cache-no-token"),
+        &["--remote-cache", &url, "--remote-tls-ca", ca],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&url) && out.contains("Unauthenticated") && out.contains("--remote-header"),
+        "{out}"
+    );
 }
