@@ -135,10 +135,7 @@ fn control_checksums(d: &Path) -> std::collections::BTreeMap<String, String> {
                 .to_string()
         };
         if !field("P:").is_empty() {
-            out.insert(
-                format!("{}-{}.apk", field("P:"), field("V:")),
-                field("C:"),
-            );
+            out.insert(format!("{}-{}.apk", field("P:"), field("V:")), field("C:"));
         }
     }
     out
@@ -617,7 +614,11 @@ fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_b
     // from the cache, signed here with the new key, the same packages as everyone else's.
     let own = t.path().join("elsewhere/own-key");
     repo_workspace(&own, &alpine);
-    let (ok, out) = build(&own, &t.path().join("c3b"), &["--remote-executor", &bg.url()]);
+    let (ok, out) = build(
+        &own,
+        &t.path().join("c3b"),
+        &["--remote-executor", &bg.url()],
+    );
     assert!(ok, "{out}\n{}", logs(&own));
     assert_eq!(count(&out, ": cache hit, action "), 2, "{out}");
     assert_ne!(
