@@ -127,9 +127,27 @@ fn record_path(cache_dir: &Path, out: &Outputs) -> Option<PathBuf> {
     )
 }
 
+/// The folder an image build for output `image` works in (its work folder is made there, so
+/// that finished files are renamed, never copied, into place): the output's own folder.
+pub fn work_parent(image: &Path) -> &Path {
+    image
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// The lines and digest to print when the last build that wrote `out` had this `fingerprint`
-/// and every file it wrote is as it left it; `None` means "build".
+/// and every file it wrote is as it left it; `None` means "build". On a hit, the work folders
+/// of builds killed there are removed: a build killed after its outputs and record were
+/// complete, but before its work folder went, leaves nothing for the next build to do, and so
+/// no build that would sweep them.
 pub fn unchanged(cache_dir: &Path, fingerprint: &str, out: &Outputs) -> Option<Replay> {
+    let replay = replay(cache_dir, fingerprint, out)?;
+    pallet_atomic::sweep(work_parent(&out.image));
+    Some(replay)
+}
+
+fn replay(cache_dir: &Path, fingerprint: &str, out: &Outputs) -> Option<Replay> {
     let rec: Value =
         serde_json::from_slice(&std::fs::read(record_path(cache_dir, out)?).ok()?).ok()?;
     let same = |k: &str, v: Value| rec.get(k) == Some(&v);

@@ -760,10 +760,7 @@ fn build_cmd(a: BuildArgs) -> anyhow::Result<ExitCode> {
         pallet_image::timing::enable();
     }
     let out = &a.output;
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = pallet_image::uptodate::work_parent(out);
     let req = request(&a.config, &a.tag, &a.flags)?;
     let cache = cache_dir(&a.flags.common);
     let outputs = pallet_image::uptodate::Outputs {

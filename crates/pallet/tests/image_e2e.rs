@@ -875,8 +875,14 @@ fn an_unchanged_tarball_is_left_alone_and_a_damaged_one_rewritten() {
     };
     let before = stamp();
     std::thread::sleep(std::time::Duration::from_millis(20));
+    // A build killed after its outputs and record were complete, but before its work folder
+    // was removed, leaves nothing to build: the no-op run removes that folder all the same
+    // (a live build's folder is locked, and kept).
+    let dead = d.join(".pallet-tmp.4194304.0.build");
+    fs::create_dir_all(dead.join("blobs")).unwrap();
     assert!(build().status.success());
     assert_eq!(stamp(), before, "an unchanged output was rewritten");
+    assert!(!dead.exists(), "a dead build's work folder was left");
     fs::write(d.join("out.tar"), b"damaged").unwrap();
     assert!(build().status.success());
     assert!(
