@@ -315,3 +315,52 @@ fn etc_apko_json_is_the_locked_configuration() {
         text(&listing)
     );
 }
+
+/// Hostile values in a configuration, through the real binary: a `runtime_keyring` name that
+/// would be written outside `etc/apk/keys`, or a value that would add a line to a generated
+/// file, stops the build with the key named, and nothing is written; a plain name lands where
+/// it should.
+#[test]
+fn hostile_configuration_values_are_refused_before_anything_is_written() {
+    let Some(s) = shared() else { return };
+    let a = s.join("fixtures/alpine-3.19");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    for (body, want) in [
+        (
+            "  runtime_keyring:\n    - name: ../../../escaped.pub\n      content: x\n  packages: [busybox]\n",
+            "contents.runtime_keyring name",
+        ),
+        (
+            "  runtime_keyring:\n    - name: \"k\\u0007.pub\"\n      content: x\n  packages: [busybox]\n",
+            "contents.runtime_keyring name",
+        ),
+        (
+            "  packages: [busybox]\naccounts:\n  users:\n    - username: \"a\\nroot2::0:0::/:/bin/sh\"\n      uid: 5\n",
+            "line break",
+        ),
+    ] {
+        let cfg = config(d, &a, body);
+        let (o, out) = rootfs(d, &cfg, &[]);
+        let msg = text(&o);
+        assert!(!o.status.success(), "{msg}");
+        assert!(msg.contains(want), "{msg}");
+        assert!(msg.contains("c.yaml"), "the file is named: {msg}");
+        assert!(!out.exists(), "{msg}");
+        assert!(
+            !d.join("escaped.pub").exists()
+                && !t.path().parent().unwrap().join("escaped.pub").exists()
+        );
+    }
+    let cfg = config(
+        d,
+        &a,
+        "  runtime_keyring:\n    - name: mine.rsa.pub\n      content: KEY\n  packages: [busybox]\n",
+    );
+    let (o, out) = rootfs(d, &cfg, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        member(&out, "etc/apk/keys/mine.rsa.pub").as_deref(),
+        Some("KEY")
+    );
+}
