@@ -364,3 +364,222 @@ fn hostile_configuration_values_are_refused_before_anything_is_written() {
         Some("KEY")
     );
 }
+
+/// Stage `files` (path, bytes, mode) and `links` (path, target) in `work/stage-NAME` and make
+/// them a signed package of `repo/x86_64` with `pallet mkpkg`.
+fn mkpkg(
+    work: &Path,
+    name: &str,
+    depends: &[&str],
+    files: &[(&str, Vec<u8>, u32)],
+    links: &[(&str, &str)],
+) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = work.join(format!("stage-{name}"));
+    for (p, data, mode) in files {
+        let path = root.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    for (p, to) in links {
+        let path = root.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(to, &path).unwrap();
+    }
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(work.join("repo/x86_64")).unwrap();
+    let out = work.join(format!("repo/x86_64/{name}-1.0-r0.apk"));
+    let mut args = vec![
+        "mkpkg".to_string(),
+        "--info".into(),
+        format!("name={name}"),
+        "--info".into(),
+        "version=1.0-r0".into(),
+        "--info".into(),
+        "arch=x86_64".into(),
+        "--info".into(),
+        format!("description={name} of a Wolfi-shaped distribution"),
+    ];
+    for d in depends {
+        args.extend(["--info".to_string(), format!("depend={d}")]);
+    }
+    args.extend([
+        "--files".to_string(),
+        root.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "--signing-key".into(),
+        work.join("k.rsa").display().to_string(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(&refs, work, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A glibc distribution laid out as Wolfi's, through the real binary: usr-merged (`lib ->
+/// usr/lib`, no `/bin`), `etc/ld.so.conf`, busybox in `/usr/bin`, and a library package that
+/// ships its files under `lib/`. The root filesystem gets an `/etc/ld.so.cache` that glibc's
+/// own `ldconfig -p -C` reads, with the library found; busybox's applets point at
+/// `/usr/bin/busybox`; GNU tar takes the archive, which holds nothing below a symlink (the
+/// library and the apk database land in `usr/lib`).
+#[test]
+fn a_usr_merged_glibc_distribution_gets_its_ld_so_cache_and_busybox_links() {
+    let host_libs = Path::new("/usr/lib/x86_64-linux-gnu");
+    if !host_libs.join("libz.so.1").exists()
+        || !host_libs.join("liblzma.so.5").exists()
+        || !Path::new("/bin/busybox").exists()
+        || !Path::new("/sbin/ldconfig").exists()
+    {
+        println!("SKIPPED: needs the host's libz and liblzma, /bin/busybox and ldconfig");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let o = run(&["keygen", d.join("k.rsa").to_str().unwrap()], d, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    mkpkg(
+        d,
+        "layout",
+        &[],
+        &[
+            (
+                "etc/ld.so.conf",
+                b"include /etc/ld.so.conf.d/*.conf\n".to_vec(),
+                0o644,
+            ),
+            (
+                "etc/ld.so.conf.d/local.conf",
+                b"/usr/local/lib\n".to_vec(),
+                0o644,
+            ),
+            (
+                "etc/passwd",
+                b"root:x:0:0:root:/root:/usr/bin/sh\n".to_vec(),
+                0o644,
+            ),
+            ("etc/group", b"root:x:0:\n".to_vec(), 0o644),
+            ("usr/bin/.keep", vec![], 0o644),
+            ("usr/lib/.keep", vec![], 0o644),
+        ],
+        &[("lib", "usr/lib"), ("lib64", "usr/lib")],
+    );
+    mkpkg(
+        d,
+        "zlib",
+        &["layout"],
+        &[
+            (
+                "lib/libz.so.1.3",
+                fs::read(host_libs.join("libz.so.1")).unwrap(),
+                0o755,
+            ),
+            (
+                "usr/local/lib/liblzma.so.5.4",
+                fs::read(host_libs.join("liblzma.so.5")).unwrap(),
+                0o755,
+            ),
+        ],
+        &[
+            ("lib/libz.so.1", "libz.so.1.3"),
+            ("usr/local/lib/liblzma.so.5", "liblzma.so.5.4"),
+        ],
+    );
+    mkpkg(
+        d,
+        "busybox",
+        &["layout"],
+        // As Wolfi's busybox: its applet paths in etc/busybox-paths.d.
+        &[
+            ("usr/bin/busybox", fs::read("/bin/busybox").unwrap(), 0o755),
+            (
+                "etc/busybox-paths.d/busybox",
+                b"/usr/bin/sh\n/usr/bin/echo\n".to_vec(),
+                0o644,
+            ),
+        ],
+        &[],
+    );
+    let apks: Vec<String> = ["layout", "zlib", "busybox"]
+        .iter()
+        .map(|n| {
+            d.join(format!("repo/x86_64/{n}-1.0-r0.apk"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let mut args = vec![
+        "index",
+        "-o",
+        "repo/x86_64/APKINDEX.tar.gz",
+        "--signing-key",
+        "k.rsa",
+    ];
+    args.extend(apks.iter().map(String::as_str));
+    let o = run(&args, d, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cfg = d.join("wolfi-like.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "contents:\n  repositories: [{}]\n  keyring: [{}]\n  packages: [layout, zlib, busybox]\narchs: [x86_64]\n",
+            d.join("repo").display(),
+            d.join("k.rsa.pub").display()
+        ),
+    )
+    .unwrap();
+    let (o, out) = rootfs(d, &cfg, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // GNU tar lists and extracts it; no path has a symlink as its parent.
+    let list = Command::new("tar").arg("-tzf").arg(&out).output().unwrap();
+    assert!(list.status.success(), "{}", text(&list));
+    let names: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+        .collect();
+    for n in &names {
+        for link in ["lib/", "lib64/", "bin/"] {
+            assert!(!n.starts_with(link), "{n} is below a symlink: {names:?}");
+        }
+    }
+    assert!(
+        names.iter().any(|n| n == "usr/lib/libz.so.1.3"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "usr/lib/apk/db/installed"),
+        "{names:?}"
+    );
+    let root = d.join("root");
+    fs::create_dir_all(&root).unwrap();
+    let x = Command::new("tar")
+        .arg("-xzf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", text(&x));
+    // glibc's ldconfig reads the cache and finds both libraries where the loader would.
+    let p = Command::new("/sbin/ldconfig")
+        .arg("-p")
+        .arg("-C")
+        .arg(root.join("etc/ld.so.cache"))
+        .output()
+        .unwrap();
+    let cache = String::from_utf8_lossy(&p.stdout);
+    assert!(p.status.success(), "{}", text(&p));
+    assert!(
+        cache.contains("libz.so.1 ") && cache.contains("/lib/libz.so.1"),
+        "{cache}"
+    );
+    assert!(
+        cache.contains("liblzma.so.5 ") && cache.contains("=> /usr/local/lib/liblzma.so.5"),
+        "the include of ld.so.conf.d is followed: {cache}"
+    );
+    // busybox's applets are links to wherever busybox is installed.
+    assert_eq!(
+        fs::read_link(root.join("usr/bin/sh")).unwrap(),
+        Path::new("/usr/bin/busybox")
+    );
+}
