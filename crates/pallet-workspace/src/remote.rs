@@ -1243,7 +1243,7 @@ mod tests {
             ..Default::default()
         };
         let idx = root.join("env/0/x86_64/APKINDEX.tar.gz");
-        pallet_index::write_index(&[info], None, Some(&sk), 0, &idx).unwrap();
+        pallet_index::write_index(std::slice::from_ref(&info), None, Some(&sk), 0, &idx).unwrap();
         std::fs::write(root.join("env/0/x86_64/busybox-1.36.1-r0.apk"), b"x").unwrap();
         let keyring = vec![root.join("keys/user.rsa.pub")];
         let lock = EnvLock {
@@ -1283,13 +1283,6 @@ mod tests {
         let stranger = root.join("keys/stranger.rsa");
         pallet_keys::generate(&stranger, 2048).unwrap();
         let sk2 = pallet_keys::SigningKey::load(&stranger).unwrap();
-        let info = pallet_apk_types::PackageInfo {
-            name: "busybox".into(),
-            version: "1.36.1-r0".into(),
-            arch: "x86_64".into(),
-            checksum: Some("Q1abc=".into()),
-            ..Default::default()
-        };
         pallet_index::write_index(&[info], None, Some(&sk2), 0, &idx).unwrap();
         assert!(check_lock(root, arch, &lock, &keyring).is_err());
     }

@@ -141,6 +141,32 @@ fn control_checksums(d: &Path) -> std::collections::BTreeMap<String, String> {
     out
 }
 
+/// Every package and the index of workspace `ws` verify against its own `melange.rsa.pub`:
+/// the client signed them, whoever built them.
+fn verify_with_own_key(ws: &Path) {
+    for f in fs::read_dir(ws.join("packages/x86_64")).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_dir() {
+            continue;
+        }
+        let o = run(
+            &[
+                "verify",
+                "--keyring",
+                ws.join("melange.rsa.pub").to_str().unwrap(),
+                f.to_str().unwrap(),
+            ],
+            ws,
+            &[],
+        );
+        assert!(
+            o.status.success() && text(&o).contains(": OK"),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
 /// Every build log of a workspace, for failure messages.
 fn logs(d: &Path) -> String {
     let mut s = String::new();
@@ -194,27 +220,7 @@ fn remote_builds_match_local_ones_and_a_second_client_only_hits_the_cache() {
     assert_eq!(want.len(), 7, "{want:?}"); // 3 packages, 3 -doc, the index
     assert_eq!(packages(&remote), want, "{out}");
     // Signed here with the user's key: packages and index verify against it.
-    for f in fs::read_dir(remote.join("packages/x86_64")).unwrap() {
-        let f = f.unwrap().path();
-        if f.is_dir() {
-            continue;
-        }
-        let o = run(
-            &[
-                "verify",
-                "--keyring",
-                remote.join("melange.rsa.pub").to_str().unwrap(),
-                f.to_str().unwrap(),
-            ],
-            &remote,
-            &[],
-        );
-        assert!(
-            o.status.success() && text(&o).contains(": OK"),
-            "{}",
-            text(&o)
-        );
-    }
+    verify_with_own_key(&remote);
 
     // A second client (another checkout, an empty cache): every package from the
     // ActionCache, no execution, the same bytes.
@@ -311,23 +317,7 @@ fn worker_lost_mid_lease(keepalive: u32, signal: &str) {
     assert!(out.contains("executed on survivor, action "), "{out}");
     assert!(out.contains("(retried)"), "{out}");
     // The packages are whole and signed.
-    for f in fs::read_dir(ws.join("packages/x86_64")).unwrap() {
-        let f = f.unwrap().path();
-        if f.is_dir() {
-            continue;
-        }
-        let o = run(
-            &[
-                "verify",
-                "--keyring",
-                ws.join("melange.rsa.pub").to_str().unwrap(),
-                f.to_str().unwrap(),
-            ],
-            &ws,
-            &[],
-        );
-        assert!(text(&o).contains(": OK"), "{}", text(&o));
-    }
+    verify_with_own_key(&ws);
 }
 
 #[test]
@@ -627,27 +617,7 @@ fn environments_from_repositories_and_the_workspace_build_remotely_to_the_same_b
     );
     assert_eq!(control_checksums(&own), control_checksums(&local));
     assert_eq!(control_checksums(&own).len(), 3, "{out}");
-    for f in fs::read_dir(own.join("packages/x86_64")).unwrap() {
-        let f = f.unwrap().path();
-        if f.is_dir() {
-            continue;
-        }
-        let o = run(
-            &[
-                "verify",
-                "--keyring",
-                own.join("melange.rsa.pub").to_str().unwrap(),
-                f.to_str().unwrap(),
-            ],
-            &own,
-            &[],
-        );
-        assert!(
-            o.status.success() && text(&o).contains(": OK"),
-            "{}",
-            text(&o)
-        );
-    }
+    verify_with_own_key(&own);
     // A changed library shared through the cache alone: both nodes miss, build here, and
     // share their results, which takes the Action, the Command and the outputs, not the
     // environment (busybox and musl alone are about 900 KiB).
