@@ -192,9 +192,14 @@ fn interactive(runner: &str, env: &[(&str, String)]) {
     );
     for (exit, builds) in [("0", true), ("3", false)] {
         let out = format!("out-{exit}");
+        // The build's scratch folder (the qemu runner's console log) stays where a failure
+        // can show it.
+        let tmp = d.join(format!("tmp-{exit}"));
+        fs::create_dir_all(&tmp).unwrap();
         let mut cmd = format!(
-            "cd {} && env SOURCE_DATE_EPOCH=1700000000 PALLET_QEMU_ACCEL=tcg",
-            d.display()
+            "cd {} && env SOURCE_DATE_EPOCH=1700000000 PALLET_QEMU_ACCEL=tcg TMPDIR={}",
+            d.display(),
+            tmp.display()
         );
         for (k, v) in env {
             cmd.push_str(&format!(" {k}={v}"));
@@ -207,15 +212,27 @@ fn interactive(runner: &str, env: &[(&str, String)]) {
         let Some(tm) = Tmux::start(&format!("pallet-{runner}-{exit}"), &cmd) else {
             return;
         };
-        tm.wait_for("any other exit stops it", 180)
-            .unwrap_or_else(|s| panic!("{runner}: no shell offered:\n{s}"));
+        // An emulated guest on a loaded machine may take minutes to boot; a build that ends
+        // instead of offering the shell is reported at once.
+        match tm.wait_for_any(&["any other exit stops it", "BUILD-EXIT="], 600) {
+            Ok(s) if s.contains("any other exit stops it") => {}
+            Ok(s) | Err(s) => panic!("{runner}: no shell offered:\n{s}\n{}", guest_logs(&tmp)),
+        }
         tm.send("echo INSIDE-$((6*7)) $(id -u) $(pwd) $GREETING");
-        tm.wait_for("INSIDE-42 1000 /home/build/sub hello", 60)
-            .unwrap_or_else(|s| panic!("{runner}: the shell is not the step's:\n{s}"));
+        tm.wait_for("INSIDE-42 1000 /home/build/sub hello", 120)
+            .unwrap_or_else(|s| {
+                panic!(
+                    "{runner}: the shell is not the step's:\n{s}\n{}",
+                    guest_logs(&tmp)
+                )
+            });
         tm.send(&format!("exit {exit}"));
-        let screen = tm
-            .wait_for("BUILD-EXIT=", 180)
-            .unwrap_or_else(|s| panic!("{runner}: the build did not end:\n{s}"));
+        let screen = tm.wait_for("BUILD-EXIT=", 600).unwrap_or_else(|s| {
+            panic!(
+                "{runner}: the build did not end:\n{s}\n{}",
+                guest_logs(&tmp)
+            )
+        });
         let apk = d.join(&out).join("x86_64/same-everywhere-1.2.3-r0.apk");
         if builds {
             assert!(screen.contains("BUILD-EXIT=0"), "{runner}:\n{screen}");
@@ -225,6 +242,28 @@ fn interactive(runner: &str, env: &[(&str, String)]) {
             assert!(!apk.exists(), "{runner}");
         }
     }
+}
+
+/// The qemu runner's console and qemu's own messages of every build under `tmp`.
+fn guest_logs(tmp: &Path) -> String {
+    let mut out = String::new();
+    for e in walkdir::WalkDir::new(tmp).into_iter().flatten() {
+        let name = e.file_name().to_string_lossy();
+        if name == "qemu-console.log" || name == "qemu-stderr.log" {
+            let text = fs::read(e.path()).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out.push_str(&format!("--- {}:\n", e.path().display()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push_str("(no guest logs)");
+    }
+    out
 }
 
 #[test]

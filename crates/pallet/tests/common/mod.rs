@@ -513,10 +513,15 @@ impl Tmux {
 
     /// Wait until the pane shows `needle`; the pane's text either way.
     pub fn wait_for(&self, needle: &str, secs: u64) -> Result<String, String> {
+        self.wait_for_any(&[needle], secs)
+    }
+
+    /// Wait until the pane shows one of `needles`; the pane's text either way.
+    pub fn wait_for_any(&self, needles: &[&str], secs: u64) -> Result<String, String> {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
             let s = self.screen();
-            if s.contains(needle) {
+            if needles.iter().any(|n| s.contains(n)) {
                 return Ok(s);
             }
             if std::time::Instant::now() > end {
