@@ -282,29 +282,82 @@ pub fn sweep(dir: &Path) -> usize {
     n
 }
 
-/// An exclusive advisory lock on one cache entry, held until dropped. The lock file
-/// (`NAME.lock` beside the entry) is kept: removing it would let a third process lock a new
-/// file while the second still holds the old one.
+/// An exclusive advisory lock on one cache entry, held until dropped.
+///
+/// All entries of a folder share one lock file, `.entries.lock`, each locking its own byte of
+/// it (an open-file-description lock, which excludes other threads of this process as well as
+/// other processes, and goes away with the process however it dies). A lock file per entry
+/// cost a cold image build a file creation per package, which on ext4 right after a cache was
+/// removed costs about as much as unpacking the package. Where the kernel or filesystem has no
+/// such locks, the entry gets its own `NAME.lock` file (kept: removing it would let a third
+/// process lock a new file while the second still holds the old one).
 #[derive(Debug)]
 pub struct EntryLock {
     _file: File,
 }
 
+/// The folder's shared lock file.
+pub const ENTRIES_LOCK: &str = ".entries.lock";
+
 impl EntryLock {
     /// Wait for and take the lock of `entry`.
     pub fn acquire(entry: &Path) -> io::Result<EntryLock> {
-        let mut name = entry.file_name().unwrap_or_default().to_os_string();
-        name.push(".lock");
+        let name = entry.file_name().unwrap_or_default();
         let dir = parent(entry);
         fs::create_dir_all(dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(name))?;
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+        };
+        let shared = open(&dir.join(ENTRIES_LOCK))?;
+        match lock_byte(&shared, entry_offset(name.as_encoded_bytes())) {
+            Ok(()) => return Ok(EntryLock { _file: shared }),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {}
+            Err(e) => return Err(e),
+        }
+        let mut own = name.to_os_string();
+        own.push(".lock");
+        let file = open(&dir.join(own))?;
         file.lock()?;
         Ok(EntryLock { _file: file })
+    }
+}
+
+/// Where an entry's byte lies in the shared lock file: FNV-1a of its name, kept below 2^62 so
+/// that it is a valid, positive file offset. Two names on one byte only wait for each other.
+fn entry_offset(name: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 2) as i64
+}
+
+/// Wait for an exclusive open-file-description lock on the byte at `offset` of `f`.
+fn lock_byte(f: &File, offset: i64) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: `flock` is a plain C struct for which all zeroes is a valid value, and fcntl
+    // only reads it; the descriptor is open for as long as `f` lives.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = offset as libc::off_t;
+    fl.l_len = 1;
+    loop {
+        // SAFETY: see above; `fl` outlives the call.
+        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLKW, &fl) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -416,6 +469,37 @@ mod tests {
         drop(first);
         t.join().unwrap();
         assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+    }
+
+    #[test]
+    fn entries_of_one_folder_share_a_lock_file_without_waiting_for_each_other() {
+        let d = tempfile::tempdir().unwrap();
+        let a = EntryLock::acquire(&d.path().join("a.tar")).unwrap();
+        let b = EntryLock::acquire(&d.path().join("b.tar")).unwrap();
+        // Letting go of one entry's lock keeps the other's: b is still held below.
+        drop(a);
+        let again = EntryLock::acquire(&d.path().join("a.tar")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bp = d.path().join("b.tar");
+        let t = std::thread::spawn(move || {
+            let _l = EntryLock::acquire(&bp).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "b was taken while held"
+        );
+        drop(b);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("b free once dropped");
+        t.join().unwrap();
+        drop(again);
+        let names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [ENTRIES_LOCK]);
     }
 
     #[test]

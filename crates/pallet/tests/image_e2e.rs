@@ -662,7 +662,7 @@ fn a_package_with_a_dotdot_entry_fails_the_build() {
         text(&o)
     );
     assert!(!d.join("out.tar").exists() && !t.path().parent().unwrap().join("escape").exists());
-    // Lock files are the cache's own (one per entry, kept); no entry may be there.
+    // The lock file is the cache's own (one per folder, kept); no entry may be there.
     let cached: Vec<_> = fs::read_dir(d.join("c/apk-data-v2"))
         .map(|r| {
             r.flatten()
