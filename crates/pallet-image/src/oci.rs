@@ -31,12 +31,16 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hexs(Sha256::digest(bytes)))
 }
 
-/// Store bytes as a blob in `blobs` (a `blobs/sha256` folder).
+/// Store bytes as a blob in `blobs` (a `blobs/sha256` folder of a build's work folder).
 pub fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<Blob> {
     let hex = hexs(Sha256::digest(data));
     let path = blobs.join(&hex);
     if !path.exists() {
-        pallet_atomic::write(&path, data)?;
+        // Unsynced: the work folder is a locked temporary, and what leaves it (a layout's
+        // copies, a tarball) has its own policy. On ext4 the first sync of a build commits
+        // the journal and with it every package and segment written to the cache before:
+        // 22 ms of a 0.45 s cold build, for a config of a few hundred bytes.
+        pallet_atomic::write_cache(&path, data)?;
     }
     Ok(Blob {
         digest: format!("sha256:{hex}"),
