@@ -103,11 +103,61 @@ impl TempFile {
     /// package managers' caches (cargo's, uv's) are not synced either.
     pub fn persist_unsynced(mut self, to: &Path) -> io::Result<()> {
         let f = self.file.take().expect("open until persisted");
-        fs::rename(&self.path, to)?;
+        rename_over(&self.path, to)?;
         drop(f);
         self.path = PathBuf::new();
         Ok(())
     }
+}
+
+/// Rename `from` onto `to` atomically, as `rename` does, for a file written without a sync:
+/// when `to` is an existing file (or symlink) the two are swapped with `RENAME_EXCHANGE` and
+/// the old one, now named `from`, is removed. Why: on ext4 (`auto_da_alloc`, the default) a
+/// rename that replaces a file starts writing the new file's data out at once, in the
+/// caller's time; replacing a 15 MB image tarball took 25 ms here that way, and 1.2 ms with
+/// the swap (the data is written back later, as for any other file). Where the swap is not
+/// supported (older kernels, some filesystems), a plain rename.
+pub fn rename_over(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let replaces_file = fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir());
+    if replaces_file
+        && let (Ok(a), Ok(b)) = (
+            std::ffi::CString::new(from.as_os_str().as_bytes()),
+            std::ffi::CString::new(to.as_os_str().as_bytes()),
+        )
+    {
+        // SAFETY: two NUL-terminated paths that outlive the call.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            // `from` now holds the old file; should the swap have raced with a folder made
+            // at `to`, put it back and let rename report it.
+            if fs::symlink_metadata(from).is_ok_and(|m| m.is_dir()) {
+                // SAFETY: as above.
+                unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+            } else {
+                // A leftover would be an unlocked temporary: the next sweep takes it.
+                let _ = fs::remove_file(from);
+                return Ok(());
+            }
+        }
+    }
+    fs::rename(from, to)
 }
 
 impl Write for TempFile {
@@ -379,6 +429,39 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn rename_over_swaps_out_an_old_file_and_keeps_nothing_of_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("new"), d.path().join("out"));
+        // No file there yet: a plain rename.
+        fs::write(&a, b"one").unwrap();
+        rename_over(&a, &b).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"one");
+        // A file there: it is replaced, and its old content is gone from the folder.
+        fs::write(&a, b"two").unwrap();
+        rename_over(&a, &b).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"two");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        // A symlink there is replaced itself, its target left alone.
+        let target = d.path().join("target");
+        fs::write(&target, b"kept").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        fs::write(&a, b"three").unwrap();
+        rename_over(&a, &link).unwrap();
+        assert!(!fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(fs::read(&link).unwrap(), b"three");
+        assert_eq!(fs::read(&target).unwrap(), b"kept");
+        // A folder there is refused, as rename refuses it, and nothing moves.
+        let dir = d.path().join("dir");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("inside"), b"x").unwrap();
+        fs::write(&a, b"four").unwrap();
+        assert!(rename_over(&a, &dir).is_err());
+        assert_eq!(fs::read(&a).unwrap(), b"four");
+        assert_eq!(fs::read(dir.join("inside")).unwrap(), b"x");
     }
 
     #[test]
