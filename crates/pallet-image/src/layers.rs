@@ -35,9 +35,13 @@ pub const CHUNK: usize = 1 << 20;
 /// 3.19 benchmark image, 1 MiB members, one core, in one run: level 1 gives 15.71 MB in 221 ms,
 /// level 2 14.98 MB in 302 ms, level 3 14.87 MB in 338 ms, level 5 14.53 MB in 393 ms, and
 /// `gzip -6` (apko's level) 14.69 MB. Compression is about half the CPU of a cold image build,
-/// which is CPU-bound on both cores: level 2 costs 2% of size against apko's for a tenth less
-/// compression work; level 1 would cost 7%, more than a user pulling the image should pay.
-pub const DEFAULT_LEVEL: u32 = 2;
+/// which is CPU-bound on both cores, and the speed goal (a cold build in at most 0.15x the time
+/// of apk-tools plus `tar | gzip -6`) is not met at level 2: eight cold builds of the benchmark
+/// image each, alternating two binaries that differ only here, took 418-572 ms (median 500) at
+/// level 1 and 565-635 ms (median 587) at level 2 on a busy 2-core machine. Level 1 costs 7% of
+/// size against apko's layer (5% against level 2); a rebuild reuses the compressed parts, so
+/// the level only matters for parts that changed.
+pub const DEFAULT_LEVEL: u32 = 1;
 /// Chunks compressed together within one part (bounds memory: in and out buffers of this many
 /// chunks per part being compressed).
 const BATCH: usize = 4;
