@@ -196,8 +196,10 @@ fn parse_signatures(entries: &[(String, Vec<u8>)]) -> Vec<Signature> {
 
 /// Read a package from `r`, verifying as it goes, and hand each data entry with its content to
 /// `on_entry`. The content reader is checked against the entry's PAX checksum after the callback
-/// returns (whatever it did not read is read and hashed then), so a callback that writes files
-/// must treat an `Err` from this function as "discard what was written".
+/// returns (whatever it did not read is read and hashed then), unless the data section was
+/// checked against its datahash before any entry (a section small enough to hold: see
+/// `read_data`); either way a callback that writes files must treat an `Err` from this
+/// function as "discard what was written".
 pub fn read_apk<R: Read>(
     r: R,
     opts: &ReadOptions<'_>,
@@ -318,11 +320,22 @@ pub fn read_apk<R: Read>(
         (&mut hr)
             .take(WHOLE_MAX_COMPRESSED + 1)
             .read_to_end(&mut head)?;
-        let whole = if head.len() as u64 <= WHOLE_MAX_COMPRESSED {
+        let held = head.len() as u64 <= WHOLE_MAX_COMPRESSED;
+        // Held whole, the section is hashed before a single entry is read: its datahash is
+        // checked first, and then it vouches for every byte of every file, their checksums
+        // included, so the per-file SHA-1s are taken as given (what apk-tools does: it copies
+        // them into its database without computing them). Streamed, or without a datahash,
+        // each file is hashed and checked against its own checksum as it goes. A section that
+        // does not match is read on as before, so that the error says what is wrong with it (a
+        // truncated file fails to decompress; anything else fails the datahash at the end).
+        let content_verified = held
+            && matches!((&meta.info.datahash, &hr.taps.sha256), (Some(want), Some(h))
+                if want.eq_ignore_ascii_case(&hex::encode(h.clone().finalize())));
+        let whole = if held {
             crate::inflate::with_whole_member(
                 &head,
                 opts.max_data_size.min(WHOLE_MAX_DATA),
-                |tar| data_section(tar, opts.max_data_size, &mut on_entry),
+                |tar| data_section(tar, opts.max_data_size, content_verified, &mut on_entry),
             )
         } else {
             None
@@ -332,6 +345,7 @@ pub fn read_apk<R: Read>(
             None => data_section(
                 MultiGzDecoder::new(Read::chain(&head[..], &mut hr)),
                 opts.max_data_size,
+                content_verified,
                 &mut on_entry,
             )?,
         }
@@ -380,10 +394,12 @@ thread_local! {
 }
 const WHOLE_MAX_DATA: u64 = 16 << 20;
 
-/// Read the decompressed data section `r` (within `limit` bytes) entry by entry, and to its end.
+/// Read the decompressed data section `r` (within `limit` bytes) entry by entry, and to its end;
+/// `content_verified`: its datahash was checked already (see [`read_data`]).
 fn data_section<R: Read>(
     r: R,
     limit: u64,
+    content_verified: bool,
     on_entry: &mut impl FnMut(&DataEntry, &mut dyn Read) -> Result<(), ApkError>,
 ) -> Result<(), ApkError> {
     let mut limited = LimitReader {
@@ -391,7 +407,7 @@ fn data_section<R: Read>(
         left: limit,
         exceeded: false,
     };
-    let res = read_data(&mut limited, on_entry)
+    let res = read_data(&mut limited, content_verified, on_entry)
         .and_then(|_| Ok(io::copy(&mut limited, &mut io::sink()).map(|_| ())?));
     // The tar reader reports the cut-off as a truncated entry; say what really happened.
     if limited.exceeded {
@@ -478,8 +494,12 @@ fn kind_of(t: tar::EntryType) -> Option<Kind> {
     })
 }
 
+/// Every entry of the data tar `r`, checked against apk's rules. Each file's content is hashed
+/// and checked against its `APK-TOOLS.checksum.SHA1` unless `content_verified` says the whole
+/// section already matched the signed datahash, which covers those checksums and the content.
 fn read_data<R: Read>(
     r: R,
+    content_verified: bool,
     on_entry: &mut impl FnMut(&DataEntry, &mut dyn Read) -> Result<(), ApkError>,
 ) -> Result<(), ApkError> {
     let mut ar = tar::Archive::new(r);
@@ -582,6 +602,11 @@ fn read_data<R: Read>(
             _ => {}
         }
         let mut hasher = sha1::Sha1::new();
+        if kind == Kind::File && content_verified {
+            // Whatever the callback leaves unread, the tar reader skips.
+            on_entry(&entry, &mut e)?;
+            continue;
+        }
         if kind == Kind::File {
             let mut tee = Sha1Tee {
                 inner: &mut e,

@@ -125,13 +125,8 @@ fn handmade(entries: &[(EntryHeader<'_>, &[u8])], pkginfo: &str) -> Vec<u8> {
         ..base("")
     };
     tarw::write_entry(&mut control, &h, pkginfo.as_bytes()).unwrap();
-    let mut data = vec![];
-    for (h, content) in entries {
-        tarw::write_entry(&mut data, h, content).unwrap();
-    }
-    tarw::write_end(&mut data).unwrap();
     let mut out = gz(&control);
-    out.extend(gz(&data));
+    out.extend(handmade_data(entries));
     out
 }
 
@@ -246,6 +241,61 @@ fn bad_checksum_and_bombs() {
     // No package name in .PKGINFO.
     let err = read(&handmade(&[], "garbage line\n= =\n"), 1 << 30).unwrap_err();
     assert!(matches!(err, ApkError::Format(_)), "{err}");
+}
+
+/// A package whose data section matches its datahash vouches for every byte of it, the
+/// per-file checksums included: a wrong one is taken as given, as apk-tools takes it (into its
+/// database, without computing it). A section that does not match is refused whatever its
+/// per-file checksums say.
+#[test]
+fn a_datahash_vouches_for_the_files_and_a_wrong_one_refuses_them() {
+    use sha2::Digest as _;
+    let pax = [(
+        "APK-TOOLS.checksum.SHA1".to_string(),
+        b"0000000000000000000000000000000000000000".to_vec(),
+    )];
+    let entries = vec![(
+        EntryHeader {
+            pax: &pax,
+            ..base("f")
+        },
+        &b"content"[..],
+    )];
+    // The data member is made the same way every time: its hash is the package's datahash.
+    let data_member = handmade_data(&entries);
+    let hash = hex::encode(sha2::Sha256::digest(&data_member));
+    let with = |h: &str| {
+        let info = format!("{PKGINFO}datahash = {h}\n");
+        handmade(&entries, &info)
+    };
+    let mut seen = None;
+    read_apk(&with(&hash)[..], &ReadOptions::default(), |e, _| {
+        seen = e.sha1;
+        Ok(())
+    })
+    .expect("the datahash matches");
+    assert_eq!(
+        seen,
+        Some([0u8; 20]),
+        "the checksum as the package gives it"
+    );
+    let err = read(&with(&"0".repeat(64)), 1 << 30).unwrap_err();
+    assert!(
+        matches!(err, ApkError::BadDatahash | ApkError::BadChecksum { .. }),
+        "{err}"
+    );
+}
+
+/// The data member `handmade` makes of `entries`.
+fn handmade_data(entries: &[(EntryHeader<'_>, &[u8])]) -> Vec<u8> {
+    let mut data = vec![];
+    for (h, content) in entries {
+        tarw::write_entry(&mut data, h, content).unwrap();
+    }
+    tarw::write_end(&mut data).unwrap();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&data).unwrap();
+    e.finish().unwrap()
 }
 
 proptest::proptest! {

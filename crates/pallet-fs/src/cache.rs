@@ -348,6 +348,8 @@ impl From<io::Error> for CacheError {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Verify a package and cache it at `out` (see the module doc): its data section as an
 /// uncompressed tar of normalised entries, then the bytes `control` makes of its metadata
 /// (or its refusal, and then nothing is kept), then the entry index. Written under a temporary
@@ -374,9 +376,8 @@ pub fn cache_package<R: Read>(
             pax.push((
                 "APK-TOOLS.checksum.SHA1".into(),
                 s.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-                    .into_bytes(),
+                    .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+                    .collect(),
             ));
         }
         for (k, v) in &e.xattrs {
