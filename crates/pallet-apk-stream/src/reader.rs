@@ -330,7 +330,7 @@ pub fn read_apk<R: Read>(
         // truncated file fails to decompress; anything else fails the datahash at the end).
         let content_verified = held
             && matches!((&meta.info.datahash, &hr.taps.sha256), (Some(want), Some(h))
-                if want.eq_ignore_ascii_case(&hex::encode(h.clone().finalize())));
+                if datahash_matches(want, h.clone().finalize().into()));
         let whole = if held {
             crate::inflate::with_whole_member(
                 &head,
@@ -362,7 +362,7 @@ pub fn read_apk<R: Read>(
     let data_sha256: [u8; 32] = hr.taps.sha256.take().unwrap_or_default().finalize().into();
     match &meta.info.datahash {
         Some(h) => {
-            if !h.eq_ignore_ascii_case(&hex::encode(data_sha256)) {
+            if !datahash_matches(h, data_sha256) {
                 return Err(ApkError::BadDatahash);
             }
         }
@@ -382,6 +382,11 @@ pub fn read_apk<R: Read>(
     }
     meta.file_size = Some(hr.offset);
     Ok(meta)
+}
+
+/// Whether the SHA-256 of a data section is the `datahash` its `.PKGINFO` gives (hex, any case).
+fn datahash_matches(datahash: &str, sha256: [u8; 32]) -> bool {
+    datahash.eq_ignore_ascii_case(&hex::encode(sha256))
 }
 
 /// Largest compressed data section read whole into memory, and largest uncompressed one
@@ -601,12 +606,12 @@ fn read_data<R: Read>(
             }
             _ => {}
         }
-        let mut hasher = sha1::Sha1::new();
         if kind == Kind::File && content_verified {
             // Whatever the callback leaves unread, the tar reader skips.
             on_entry(&entry, &mut e)?;
             continue;
         }
+        let mut hasher = sha1::Sha1::new();
         if kind == Kind::File {
             let mut tee = Sha1Tee {
                 inner: &mut e,

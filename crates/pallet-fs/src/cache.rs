@@ -348,8 +348,6 @@ impl From<io::Error> for CacheError {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// Verify a package and cache it at `out` (see the module doc): its data section as an
 /// uncompressed tar of normalised entries, then the bytes `control` makes of its metadata
 /// (or its refusal, and then nothing is kept), then the entry index. Written under a temporary
@@ -375,9 +373,7 @@ pub fn cache_package<R: Read>(
         if let Some(s) = e.sha1 {
             pax.push((
                 "APK-TOOLS.checksum.SHA1".into(),
-                s.iter()
-                    .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
-                    .collect(),
+                hex::encode(s).into_bytes(),
             ));
         }
         for (k, v) in &e.xattrs {
