@@ -306,7 +306,7 @@ fn install_with(
     mut spec: Option<&mut crate::layers::Speculator>,
 ) -> Result<Installed, BuildError> {
     crate::timing::mark("install start");
-    let (repos, picks, keyring, world) = resolve(cfg, arch, opts)?;
+    let (repos, picks, keyring, _) = resolve(cfg, arch, opts)?;
     crate::timing::mark("resolved");
     let base = crate::baseimage::load(cfg, arch, opts)?;
     let mut tree = Tree::new();
@@ -398,8 +398,6 @@ fn install_with(
         cfg,
         arch,
         &keyring,
-        &world,
-        &repos,
         &resolved,
         opts,
         base.as_ref(),

@@ -16,7 +16,6 @@ use super::accounts::accounts;
 use super::paths::paths;
 use super::{BuildError, BuildOptions, io_ctx};
 use crate::config::{Arch, ImageConfiguration};
-use crate::resolve::Repo;
 
 /// Put a file at `path`, making the directories above it.
 pub(super) fn file(tree: &mut Tree, path: &str, data: Vec<u8>, mode: u32, mtime: u64) {
@@ -105,8 +104,6 @@ pub(super) fn post_install(
     cfg: &ImageConfiguration,
     arch: Arch,
     keyring: &Keyring,
-    world: &[Dependency],
-    repos: &[Repo],
     resolved: &[(PackageInfo, String)],
     opts: &BuildOptions,
     base: Option<&crate::baseimage::BaseImage>,
@@ -161,7 +158,6 @@ pub(super) fn post_install(
         .map(|(p, _)| Dependency::exact(p.name.clone(), p.version.clone()))
         .collect();
     pinned.extend(base.map(|b| b.world()).unwrap_or_default());
-    let _ = world;
     file(
         tree,
         "etc/apk/world",
@@ -180,7 +176,6 @@ pub(super) fn post_install(
         .collect();
     repo_lines.sort();
     repo_lines.dedup();
-    let _ = repos;
     let mut text = repo_lines.join("\n");
     text.push('\n');
     file(
